@@ -1,0 +1,184 @@
+"""The `taxonc` command line. Exit codes: 0 ok, 1 invalid input or failed check, 2 usage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import SpecError, TaxoncError, UsageError
+
+app = typer.Typer(
+    name="taxonc",
+    help="A declarative model-spec compiler for the transformer family tree.",
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    no_args_is_help=True,
+    add_completion=False,
+)
+# Wide by default when piped, so tables stay readable in logs and CI output.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+
+SpecPaths = Annotated[list[Path], typer.Argument(help="Spec files or directories (searched for *.toml).", show_default=False)]
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(path.rglob("*.toml")))
+        else:
+            files.append(path)
+    return files
+
+
+def fail(exc: TaxoncError) -> None:
+    err.print(str(exc), markup=False)
+    raise typer.Exit(2 if isinstance(exc, UsageError) else 1)
+
+
+def load_models(paths: list[Path]) -> list[Any]:
+    """Load every non-recipe spec; report all problems of all files at once."""
+    from .spec import is_abstract, load_spec
+
+    loaded, problems = [], []
+    for path in expand(paths):
+        if is_abstract(path):
+            continue
+        try:
+            loaded.append(load_spec(path))
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        fail(SpecError(problems))
+    return loaded
+
+
+@app.command()
+def validate(paths: SpecPaths) -> None:
+    """Check spec files; print every problem with file, key and line."""
+    from .spec import load_spec
+
+    failed = 0
+    files = expand(paths)
+    for path in files:
+        try:
+            resolved = load_spec(path)
+            label = "recipe" if resolved.abstract else resolved.name
+            out.print(f"[green]ok[/]   {path}  ({label})")
+        except SpecError as exc:
+            failed += 1
+            err.print(f"[red]fail[/] {path}")
+            for problem in exc.problems:
+                err.print("  " + problem.render(), markup=False)
+    if failed:
+        err.print(f"{failed} of {len(files)} spec(s) invalid")
+        raise typer.Exit(1)
+
+
+@app.command()
+def params(
+    paths: SpecPaths,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per spec (a list for several).")] = False,
+    components: Annotated[bool, typer.Option("--components", help="Show parameters per component.")] = False,
+) -> None:
+    """Parameters (total, active, embedding), FLOPs per token and KV-cache bytes, vs published."""
+    from .analysis import params_report, within_tolerance
+    from .describe import human
+
+    reports = [params_report(r) for r in load_models(paths)]
+    if as_json:
+        payload: Any = reports[0] if len(reports) == 1 else reports
+        print(json.dumps(payload, indent=2, sort_keys=True))
+        return
+    table = Table(title="Parameters and cost per token")
+    for col in ("spec", "params", "published", "dev", "active", "embedding", "fwd FLOPs/tok", "KV bytes/tok (bf16)"):
+        table.add_column(col, justify="left" if col == "spec" else "right")
+    for r in reports:
+        dev = r["params_deviation"]
+        dev_text = "-" if dev is None else f"{dev * 100:+.2f}%"
+        if dev is not None and not within_tolerance(r):
+            dev_text = f"[yellow]{dev_text}*[/]"
+        name = r["name"] + (" [red](assumed)[/]" if r["assumed"] else "")
+        table.add_row(
+            name, human(r["params"]), human(r["params_published"]), dev_text, human(r["params_active"]),
+            human(r["params_embedding"]), human(r["flops_per_token"]), human(r["kv_cache_bytes_per_token"]["bf16"], "B"),
+        )
+    out.print(table)
+    for r in reports:
+        if r["deviation_reason"] and not within_tolerance(r):
+            out.print(f"* {r['name']}: {r['deviation_reason']}", markup=False)
+        if components:
+            out.print(f"{r['name']}:")
+            for key, value in r["params_components"].items():
+                out.print(f"  {key:40s} {value:>18,d}")
+
+
+@app.command()
+def show(spec: Annotated[Path, typer.Argument(help="A spec file.")]) -> None:
+    """Print the resolved spec with each value's origin, and a plain-words summary."""
+    from .describe import summary_lines
+    from .spec import load_spec
+
+    try:
+        resolved = load_spec(spec)
+    except TaxoncError as exc:
+        fail(exc)
+    s = resolved.spec
+    out.print(f"[bold]{s.model.title or s.model.name}[/]  ({resolved.path}, sha256 {resolved.digest[:12]})")
+    if len(resolved.chain) > 1:
+        out.print("extends chain: " + " <- ".join(reversed(resolved.chain)), markup=False)
+    for line in summary_lines(s):
+        out.print("  " + line, markup=False)
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("key")
+    table.add_column("value")
+    table.add_column("origin")
+    dump = s.model_dump(mode="json")
+    for key, origin in resolved.origins.items():
+        value: Any = dump
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None or value == "" or value == []:
+            continue
+        style = {"written": "green", "inherited": "cyan", "default": "dim"}[origin.how]
+        text = value if isinstance(value, str) else json.dumps(value)
+        if not s.disclosed and origin.how != "default" and not key.startswith(("model.", "published.")):
+            text += "  (assumed)"
+        table.add_row(key, text, f"[{style}]{origin.describe()}[/]")
+    out.print(table)
+
+
+@app.command()
+def schema(
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Write the JSON Schema of spec files (for editors: taplo, Even Better TOML)."""
+    from .spec.jsonschema import spec_json_schema
+
+    text = json.dumps(spec_json_schema(), indent=2, sort_keys=True) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        from .fsutil import atomic_write_text
+
+        atomic_write_text(output, text)
+        out.print(f"wrote {output}")
+
+
+def main() -> None:
+    try:
+        app()
+    except TaxoncError as exc:  # raised outside a command's own handling
+        err.print(str(exc), markup=False)
+        sys.exit(2 if isinstance(exc, UsageError) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Values that follow from a validated spec, computed once here and nowhere else."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .model import ModelSpec
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What one decoder layer contains, after every per-layer selector is resolved."""
+
+    index: int
+    attention: str  # "dense" or the sparse kind
+    moe: bool
+    cross_attention: str | None  # "gated", "chunked" or None
+
+
+@dataclass(frozen=True)
+class Arch:
+    d_head: int
+    n_kv_heads: int
+    d_ff: int
+    expert_d_ff: int
+    encoder_d_ff: int
+    rotary_dims: int
+    deepnorm_alpha: float
+    deepnorm_beta: float
+    layers: tuple[LayerPlan, ...]
+
+    @property
+    def n_moe_layers(self) -> int:
+        return sum(layer.moe for layer in self.layers)
+
+
+def ratio_width(ratio: float, d_model: int, multiple_of: int) -> int:
+    width = ratio * d_model
+    if abs(width - round(width)) < 1e-6:
+        width = round(width)
+    return int(math.ceil(width / multiple_of) * multiple_of)
+
+
+def deepnorm_constants(spec: ModelSpec) -> tuple[float, float]:
+    if spec.norm.kind != "deepnorm":
+        return 1.0, 1.0
+    n = spec.dims.n_layers
+    if spec.norm.deepnorm_scaling == "sqrt-2n":
+        return (2 * n) ** 0.5, (2 * n) ** -0.5
+    return (2 * n) ** 0.25, (8 * n) ** -0.25
+
+
+def _resolve_layers(spec: ModelSpec) -> tuple[LayerPlan, ...]:
+    n = spec.dims.n_layers
+    attention = spec.attention
+    if attention.sparse is None:
+        sparse = [False] * n
+    else:
+        sparse = attention.sparse_layers.resolve(n) if attention.sparse_layers else [True] * n
+    moe = spec.moe.layers.resolve(n) if spec.moe else [False] * n
+    xattn = spec.cross_attention.layers.resolve(n) if spec.cross_attention else [False] * n
+    return tuple(
+        LayerPlan(
+            index=i,
+            attention=attention.sparse.kind if sparse[i] else "dense",
+            moe=moe[i],
+            cross_attention=spec.cross_attention.kind if xattn[i] else None,
+        )
+        for i in range(n)
+    )
+
+
+def derive(spec: ModelSpec) -> Arch:
+    dims = spec.dims
+    d_head = dims.d_head or dims.d_model // dims.n_heads
+    kv = {"multi-head": dims.n_heads, "multi-query": 1}.get(spec.attention.kind, spec.attention.n_kv_heads)
+    d_ff = dims.d_ff or ratio_width(dims.ff_ratio, dims.d_model, dims.ff_multiple_of)
+    rotary = 0
+    if spec.position.kind == "rotary":
+        rotary = int(round(spec.position.fraction * d_head))
+    alpha, beta = deepnorm_constants(spec)
+    return Arch(
+        d_head=d_head,
+        n_kv_heads=kv,
+        d_ff=d_ff,
+        expert_d_ff=(spec.moe.d_ff if spec.moe and spec.moe.d_ff else d_ff),
+        encoder_d_ff=(spec.encoder.d_ff if spec.encoder and spec.encoder.d_ff else d_ff),
+        rotary_dims=rotary,
+        deepnorm_alpha=alpha,
+        deepnorm_beta=beta,
+        layers=_resolve_layers(spec),
+    )

@@ -1,0 +1,299 @@
+"""Read a spec file, resolve `extends`, validate, and remember where every value came from.
+
+Resolution is a deep merge of TOML tables: the child's values win over its bases'. A table
+whose `kind` changes replaces the inherited table whole (a rotary child of a learned-position
+base must not inherit `offset`). Several bases may be listed; they must agree on every value
+the child does not write itself, so the result never depends on their order.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from ..errors import Problem, SpecError
+from .locate import find_position, locate_keys
+from .model import ModelSpec
+from .schema_walk import allowed_keys, leaf_paths, strip_tags
+
+LOADER_KEYS = ("extends", "abstract")
+
+# Placeholder values that let a recipe (abstract = true) be checked for unknown keys and
+# wrong types without pretending it describes a model.
+_ABSTRACT_FILLER = {
+    "model": {"name": "abstract-recipe"},
+    "dims": {"n_layers": 1, "d_model": 1, "n_heads": 1, "vocab_size": 1, "context": 1},
+}
+
+
+@dataclass(frozen=True)
+class Origin:
+    how: Literal["written", "inherited", "default"]
+    file: str | None = None
+
+    def describe(self) -> str:
+        if self.how == "default":
+            return "default"
+        return f"{self.how} ({self.file})"
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    spec: ModelSpec
+    path: str
+    origins: dict[str, Origin]
+    chain: tuple[str, ...]
+    digest: str
+    abstract: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.model.name
+
+
+@dataclass
+class _Raw:
+    data: dict[str, Any]
+    origins: dict[str, str]  # dotted leaf -> file that wrote it
+    abstract: bool
+
+
+class _Context:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.positions: dict[str, dict[str, tuple[int, int]]] = {}
+        self.cache: dict[Path, _Raw | None] = {}
+
+    def add(self, file: str, key: str, message: str, allowed: tuple[str, ...] = (), hint: str = "") -> None:
+        pos = find_position(self.positions.get(file, {}), key)
+        line, col = pos if pos else (None, None)
+        self.problems.append(Problem(file, key, message, line, col, allowed, hint))
+
+
+def display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _merge(base: _Raw, child: dict[str, Any], child_origins: dict[str, str]) -> _Raw:
+    """Deep-merge `child` over `base`; a table whose `kind` changes is replaced whole."""
+
+    def merge(b: dict[str, Any], c: dict[str, Any], prefix: str, origins: dict[str, str]) -> dict[str, Any]:
+        out = dict(b)
+        for key, value in c.items():
+            dotted = f"{prefix}{key}"
+            old = b.get(key)
+            if isinstance(value, dict) and isinstance(old, dict) and value.get("kind", old.get("kind")) == old.get("kind"):
+                out[key] = merge(old, value, dotted + ".", origins)
+            else:
+                for leaf in [k for k in origins if k == dotted or k.startswith(dotted + ".")]:
+                    del origins[leaf]
+                out[key] = value
+        return out
+
+    origins = dict(base.origins)
+    data = merge(base.data, child, "", origins)
+    origins.update(child_origins)
+    return _Raw(data, origins, abstract=False)
+
+
+def _parse(path: Path, ctx: _Context) -> dict[str, Any] | None:
+    file = display_path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        ctx.add(file, "", "file not found")
+        return None
+    except UnicodeDecodeError as exc:
+        ctx.add(file, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+        return None
+    except OSError as exc:
+        ctx.add(file, "", f"cannot read: {exc.strerror}")
+        return None
+    ctx.positions[file] = locate_keys(text)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        line, col = (int(match.group(1)), int(match.group(2))) if match else (None, None)
+        ctx.problems.append(Problem(file, "", f"malformed TOML: {message}", line, col))
+        return None
+
+
+def _resolve_target(path: Path, target: str) -> Path:
+    candidate = (path.parent / target)
+    if candidate.suffix != ".toml":
+        candidate = candidate.with_name(candidate.name + ".toml")
+    return candidate
+
+
+def _nearby_specs(path: Path, target: str) -> str:
+    names = sorted(str(p.relative_to(path.parent).with_suffix("")) for p in path.parent.rglob("*.toml"))
+    close = difflib.get_close_matches(target.removesuffix(".toml"), names, n=3)
+    return f"did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None:
+    path = path.resolve()
+    if path in stack:
+        cycle = " -> ".join(display_path(p) for p in stack + (path,))
+        ctx.add(display_path(stack[-1]), "extends", f"extends cycle: {cycle}")
+        return None
+    if path in ctx.cache:
+        return ctx.cache[path]
+    file = display_path(path)
+    data = _parse(path, ctx)
+    if data is None:
+        ctx.cache[path] = None
+        return None
+    extends = data.pop("extends", [])
+    abstract = data.pop("abstract", False)
+    if not isinstance(abstract, bool):
+        ctx.add(file, "abstract", "must be true or false")
+    if isinstance(extends, str):
+        extends = [extends]
+    if not isinstance(extends, list) or not all(isinstance(e, str) for e in extends):
+        ctx.add(file, "extends", "must be a spec path or a list of spec paths")
+        extends = []
+
+    bases: list[_Raw] = []
+    for target in extends:
+        base_path = _resolve_target(path, target)
+        if not base_path.is_file():
+            ctx.add(file, "extends", f"no spec {target!r} (looked for {display_path(base_path)})", hint=_nearby_specs(path, target))
+            continue
+        base = _load_raw(base_path, ctx, stack + (path,))
+        if base is not None:
+            bases.append(base)
+
+    own_leaves = _leaves(data)
+    own_origins = {leaf: file for leaf in own_leaves}
+    merged = _Raw({}, {}, abstract)
+    combined: dict[str, Any] = {}
+    for base in bases:
+        for leaf, value in _leaves(base.data).items():
+            if leaf in combined and combined[leaf][0] != value and leaf not in own_leaves:
+                ctx.add(
+                    file,
+                    "extends",
+                    f"bases disagree on {leaf}: {combined[leaf][0]!r} ({combined[leaf][1]}) vs {value!r} ({base.origins.get(leaf)})",
+                    hint=f"write {leaf} in this file to choose",
+                )
+            combined.setdefault(leaf, (value, base.origins.get(leaf)))
+        merged = _merge(merged, base.data, dict(base.origins))
+    result = _merge(merged, data, own_origins)
+    result.abstract = abstract
+    ctx.cache[path] = result
+    return result
+
+
+def _problem_from_error(err: dict[str, Any], raw: _Raw, ctx: _Context, top_file: str) -> None:
+    dotted, model_cls = strip_tags(err["loc"])
+    file = raw.origins.get(dotted) or next(
+        (f for leaf, f in sorted(raw.origins.items()) if leaf.startswith(dotted + ".")), top_file
+    )
+    kind = err["type"]
+    message = err["msg"].removeprefix("Value error, ")
+    allowed: tuple[str, ...] = ()
+    hint = ""
+    if kind == "extra_forbidden":
+        options = allowed_keys(model_cls)
+        leaf = dotted.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(leaf, options, n=1)
+        message = "unknown key"
+        hint = f"did you mean {close[0]!r}?" if close else ""
+        allowed = tuple(options)
+    elif kind == "literal_error":
+        allowed = tuple(re.findall(r"'([^']*)'", err["ctx"]["expected"]))
+        close = difflib.get_close_matches(str(err["input"]), allowed, n=1)
+        message = f"{err['input']!r} is not a valid choice"
+        hint = f"did you mean {close[0]!r}?" if close else ""
+    elif kind == "union_tag_invalid":
+        allowed = tuple(re.findall(r"'([^']*)'", err["ctx"]["expected_tags"]))
+        close = difflib.get_close_matches(str(err["ctx"]["tag"]), allowed, n=1)
+        dotted = f"{dotted}.kind" if dotted else "kind"
+        message = f"{err['ctx']['tag']!r} is not a valid kind"
+        hint = f"did you mean {close[0]!r}?" if close else ""
+    elif kind == "union_tag_not_found":
+        dotted = f"{dotted}.kind"
+        message = "missing 'kind'"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif "input" in err and kind.endswith("_type"):
+        message = f"{message}, got {type(err['input']).__name__} {err['input']!r}"
+    ctx.add(file, dotted, message, allowed, hint)
+
+
+def spec_digest(spec: ModelSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedSpec:
+    """Load and validate one spec, raising SpecError with every problem found."""
+    from .rules import check_rules
+
+    path = Path(path)
+    ctx = _Context()
+    raw = _load_raw(path, ctx, ())
+    file = display_path(path)
+    if raw is None or ctx.problems:
+        raise SpecError(ctx.problems or [Problem(file, "", "could not be loaded")])
+    data = raw.data
+    if overrides:
+        raw = _merge(raw, overrides, {leaf: "--set" for leaf in _leaves(overrides)})
+        data = raw.data
+    if raw.abstract:
+        data = _merge(_Raw(_ABSTRACT_FILLER, {}, True), data, {}).data
+    try:
+        spec = ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            _problem_from_error(err, raw, ctx, file)
+        raise SpecError(ctx.problems) from None
+    if not raw.abstract:
+        for key, message, allowed in check_rules(spec):
+            ctx.add(raw.origins.get(key, file), key, message, allowed)
+    if ctx.problems:
+        raise SpecError(ctx.problems)
+    origins: dict[str, Origin] = {}
+    for leaf in leaf_paths(spec):
+        writer = raw.origins.get(leaf) or next(
+            (f for k, f in raw.origins.items() if k.startswith(leaf + ".") or leaf.startswith(k + ".")), None
+        )
+        if writer is None:
+            origins[leaf] = Origin("default")
+        else:
+            origins[leaf] = Origin("written" if writer in (file, "--set") else "inherited", writer)
+    chain = tuple(dict.fromkeys(raw.origins.values()))
+    return ResolvedSpec(spec, file, origins, chain, spec_digest(spec), raw.abstract)
+
+
+def is_abstract(path: str | Path) -> bool:
+    """True for recipe files (abstract = true), which describe no model on their own."""
+    try:
+        return bool(tomllib.loads(Path(path).read_text("utf-8")).get("abstract", False))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False

@@ -1,0 +1,427 @@
+"""The spec schema: one pydantic model per TOML table.
+
+Every architectural behaviour is an explicit field; nothing downstream looks at a model's
+name. Field descriptions double as the spec reference (docs/spec-reference.md is generated
+from them).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+# Token counts and parameter counts are often written as floats (300e9) in TOML.
+Count = Annotated[float, Field(gt=0)]
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class LayerSelector(Section):
+    """Which layers of a stack a feature applies to (0-based indices)."""
+
+    every: PosInt | None = Field(None, description="Every Nth layer, counting from `start`.")
+    start: NonNegInt = Field(0, description="First layer index for `every`.")
+    first: NonNegInt | None = Field(None, description="The first K layers.")
+    indices: list[NonNegInt] | None = Field(None, description="An explicit list of layer indices.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "LayerSelector":
+        forms = [self.every is not None, self.first is not None, self.indices is not None]
+        if sum(forms) != 1:
+            raise ValueError("give exactly one of every, first or indices")
+        if self.start and self.every is None:
+            raise ValueError("start only applies together with every")
+        return self
+
+    def resolve(self, n_layers: int) -> list[bool]:
+        if self.every is not None:
+            return [i >= self.start and (i - self.start) % self.every == 0 for i in range(n_layers)]
+        if self.first is not None:
+            return [i < self.first for i in range(n_layers)]
+        chosen = set(self.indices or [])
+        return [i in chosen for i in range(n_layers)]
+
+
+ALL_LAYERS = LayerSelector(every=1)
+
+
+class ModelInfo(Section):
+    name: str = Field(description="Slug naming the spec (lowercase letters, digits, '.', '_', '-').")
+    title: str = Field("", description="Human-readable name, e.g. 'GPT-3 175B'.")
+    family: str = Field("", description="Model family this spec belongs to, e.g. 'gpt3'.")
+    organization: str = Field("", description="Who built it.")
+    released: str = Field("", description="Release date, YYYY-MM.")
+    paper: str = Field("", description="Primary source (paper or report URL).")
+    structure: Literal["decoder", "encoder-decoder", "prefix-lm"] = Field(
+        "decoder",
+        description="decoder: causal LM. encoder-decoder: bidirectional encoder plus causal decoder "
+        "with cross-attention. prefix-lm: one stack, bidirectional over a prefix, causal after it.",
+    )
+    modalities: list[Literal["text", "image", "video", "actions", "proprioception", "code"]] = Field(
+        default_factory=lambda: ["text"], description="Input modalities."
+    )
+    notes: str = Field("", description="Free text; never reaches generated code except as a quoted string.")
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(
+                "must be a slug: lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return v
+
+    @field_validator("released")
+    @classmethod
+    def _date(cls, v: str) -> str:
+        if v and not re.match(r"^\d{4}-(0[1-9]|1[0-2])$", v):
+            raise ValueError("must be YYYY-MM")
+        return v
+
+
+class Published(Section):
+    params: Count | None = Field(None, description="Total parameters as the source prints them.")
+    active_params: Count | None = Field(None, description="Parameters used per token (mixture-of-experts).")
+    non_embedding_params: Count | None = Field(None, description="Non-embedding parameters, if printed.")
+    source: str = Field("", description="Where the published figures are printed (paper and table).")
+    deviation: str = Field(
+        "",
+        description="Why the count computed from the published dimensions cannot match the published "
+        "count within 2%. Required when it does not.",
+    )
+
+
+class Dims(Section):
+    n_layers: PosInt = Field(description="Decoder (or only) stack depth.")
+    d_model: PosInt = Field(description="Residual stream width.")
+    n_heads: PosInt = Field(description="Query heads per attention layer.")
+    d_head: PosInt | None = Field(None, description="Per-head width; defaults to d_model / n_heads.")
+    d_ff: PosInt | None = Field(None, description="MLP hidden width; defaults to ff_ratio * d_model.")
+    ff_ratio: PosFloat = Field(4.0, description="MLP width as a multiple of d_model, used when d_ff is not given.")
+    ff_multiple_of: PosInt = Field(
+        1, description="Round a ratio-derived d_ff up to a multiple of this (LLaMA uses 256)."
+    )
+    vocab_size: PosInt = Field(description="Rows of the token embedding (padded size, if padded).")
+    context: PosInt = Field(description="Training context length in tokens (decoder side).")
+    source: str = Field("", description="Where the dimensions come from.")
+
+
+class Encoder(Section):
+    n_layers: PosInt = Field(description="Encoder depth.")
+    context: PosInt = Field(description="Encoder input length in tokens.")
+    d_ff: PosInt | None = Field(None, description="Encoder MLP width; defaults to the decoder's.")
+    source: str = Field("", description="Where the encoder figures come from.")
+
+
+class StridedSparsity(Section):
+    kind: Literal["strided"]
+    stride: PosInt = Field(description="Attend to the previous `stride` tokens and every stride-th token before.")
+
+
+class FixedSparsity(Section):
+    kind: Literal["fixed"]
+    block: PosInt = Field(description="Block length; each token attends within its block.")
+    summary: PosInt = Field(1, description="Last `summary` positions of each block are visible to all later tokens.")
+
+
+class BandedSparsity(Section):
+    kind: Literal["locally-banded"]
+    window: PosInt = Field(description="Each token attends to itself and the window-1 tokens before it.")
+
+
+Sparsity = Annotated[Union[StridedSparsity, FixedSparsity, BandedSparsity], Field(discriminator="kind")]
+
+
+class Attention(Section):
+    kind: Literal["multi-head", "multi-query", "grouped-query"] = Field(
+        "multi-head", description="How keys and values are shared across query heads."
+    )
+    n_kv_heads: PosInt | None = Field(None, description="Key/value heads (grouped-query only).")
+    sparse: Sparsity | None = Field(None, description="Sparse pattern used on `sparse_layers`; dense elsewhere.")
+    sparse_layers: LayerSelector | None = Field(
+        None, description="Layers that use the sparse pattern (default: all layers)."
+    )
+    source: str = Field("", description="Where the attention facts come from.")
+
+    @model_validator(mode="after")
+    def _kv(self) -> "Attention":
+        if self.kind == "grouped-query" and self.n_kv_heads is None:
+            raise ValueError("grouped-query attention needs n_kv_heads")
+        if self.kind != "grouped-query" and self.n_kv_heads is not None:
+            raise ValueError(f"n_kv_heads only applies to grouped-query attention, not {self.kind}")
+        if self.sparse_layers is not None and self.sparse is None:
+            raise ValueError("sparse_layers given without a sparse pattern")
+        return self
+
+
+class LearnedPosition(Section):
+    kind: Literal["learned"]
+    offset: NonNegInt = Field(0, description="Extra rows before position 0 (OPT uses 2).")
+
+
+class SinusoidalPosition(Section):
+    kind: Literal["sinusoidal"]
+
+
+class RotaryPosition(Section):
+    kind: Literal["rotary"]
+    fraction: Annotated[float, Field(gt=0, le=1)] = Field(1.0, description="Share of each head's dims rotated.")
+    base: PosFloat = Field(10000.0, description="Frequency base.")
+
+
+class AlibiPosition(Section):
+    kind: Literal["alibi"]
+
+
+class RelativeXLPosition(Section):
+    kind: Literal["relative-xl"]
+    shared_biases: bool = Field(
+        False, description="Share the content and position biases (u, v) across layers."
+    )
+
+
+class RelativeBiasPosition(Section):
+    kind: Literal["relative-bias"]
+    n_buckets: PosInt = Field(32, description="Log-spaced distance buckets (T5).")
+    max_distance: PosInt = Field(128, description="Distance at which buckets saturate.")
+    per_layer: bool = Field(False, description="One bias table per layer; T5 shares the first layer's.")
+
+
+class NoPosition(Section):
+    kind: Literal["none"]
+
+
+Position = Annotated[
+    Union[
+        LearnedPosition,
+        SinusoidalPosition,
+        RotaryPosition,
+        AlibiPosition,
+        RelativeXLPosition,
+        RelativeBiasPosition,
+        NoPosition,
+    ],
+    Field(discriminator="kind"),
+]
+
+
+class Norm(Section):
+    kind: Literal["layernorm", "rmsnorm", "deepnorm"] = Field(
+        "layernorm",
+        description="deepnorm is post-LN LayerNorm with the residual scaled by alpha and the sublayer "
+        "init scaled by beta, both derived from depth.",
+    )
+    placement: Literal["pre", "post"] = Field("pre", description="Norm before each sublayer (pre) or after the residual add (post).")
+    eps: PosFloat = Field(1e-5, description="Epsilon inside the norm.")
+    deepnorm_scaling: Literal["deepnet", "sqrt-2n"] = Field(
+        "deepnet",
+        description="deepnorm only. deepnet: alpha=(2N)^(1/4), beta=(8N)^(-1/4) (Wang et al. 2022, decoder-only); "
+        "sqrt-2n: alpha=(2N)^(1/2), beta=(2N)^(-1/2) (the rule GLM-130B reports). N is the layer count.",
+    )
+    final: bool = Field(True, description="A norm after the last layer (pre-norm models).")
+    embedding: bool = Field(False, description="A LayerNorm right after the token embedding (BLOOM).")
+    source: str = Field("", description="Where the norm facts come from.")
+
+
+class Mlp(Section):
+    activation: Literal["relu", "gelu", "geglu", "swiglu", "solu"] = Field(
+        "gelu", description="GLU variants use two input matrices; solu is x*softmax(x) followed by a LayerNorm."
+    )
+    source: str = Field("", description="Where the MLP facts come from.")
+
+
+class Block(Section):
+    wiring: Literal["sequential", "parallel"] = Field(
+        "sequential", description="parallel: attention and MLP read the same input and add to the residual together."
+    )
+    parallel_norms: Literal["shared", "separate"] = Field(
+        "shared", description="Parallel blocks only: one norm feeding both branches (GPT-J, PaLM) or one each (GPT-NeoX)."
+    )
+    tied_embeddings: bool = Field(True, description="The output projection reuses the token embedding.")
+    source: str = Field("", description="Where the block facts come from.")
+
+
+class Bias(Section):
+    qkv: bool = Field(True, description="Bias on the query/key/value projections.")
+    attn_out: bool = Field(True, description="Bias on the attention output projection.")
+    mlp_in: bool = Field(True, description="Bias on the MLP input projection(s).")
+    mlp_out: bool = Field(True, description="Bias on the MLP output projection.")
+    norm: bool = Field(True, description="LayerNorm has a bias (beta); RMSNorm never does.")
+    lm_head: bool = Field(False, description="Bias on an untied output projection.")
+
+
+class Moe(Section):
+    n_experts: PosInt = Field(description="Experts per MoE layer.")
+    top_k: PosInt = Field(description="Experts each token is routed to.")
+    layers: LayerSelector = Field(ALL_LAYERS, description="Layers whose MLP is a mixture of experts.")
+    capacity_factor: PosFloat = Field(1.25, description="Expert capacity = factor * tokens * top_k / n_experts; overflow is dropped.")
+    router: Literal["softmax-top-k", "switch"] = Field(
+        "softmax-top-k", description="softmax-top-k: GShard/GLaM gating renormalised over the chosen experts; switch: top-1 with the raw softmax weight."
+    )
+    load_balance_weight: Annotated[float, Field(ge=0)] = Field(0.01, description="Weight of the auxiliary load-balancing loss.")
+    d_ff: PosInt | None = Field(None, description="Expert hidden width; defaults to the dense d_ff.")
+    activation: Literal["relu", "gelu", "geglu", "swiglu", "solu"] | None = Field(
+        None, description="Expert activation when it differs from the dense MLP's (GLaM: GeGLU dense layers, GeLU experts)."
+    )
+    source: str = Field("", description="Where the MoE facts come from.")
+
+    @model_validator(mode="after")
+    def _topk(self) -> "Moe":
+        if self.router == "switch" and self.top_k != 1:
+            raise ValueError(f"the switch router routes to one expert; top_k is {self.top_k}")
+        return self
+
+
+class GatedCrossAttention(Section):
+    """Flamingo: tanh-gated cross-attention to Perceiver-resampled media tokens."""
+
+    kind: Literal["gated"]
+    layers: LayerSelector = Field(description="Decoder layers preceded by a gated cross-attention block.")
+    media_dim: PosInt = Field(description="Width of the vision encoder's features (an input tensor).")
+    n_latents: PosInt = Field(64, description="Latent queries of the Perceiver resampler (visual tokens per image).")
+    resampler_layers: PosInt = Field(6, description="Depth of the Perceiver resampler.")
+    resampler_heads: PosInt = Field(8, description="Heads in the resampler's attention.")
+    n_heads: PosInt | None = Field(None, description="Heads in the cross-attention (default: the decoder's).")
+    ff_ratio: PosFloat = Field(4.0, description="MLP width multiple inside each gated block.")
+    source: str = Field("", description="Where the cross-attention facts come from.")
+
+
+class ChunkedCrossAttention(Section):
+    """RETRO: chunked cross-attention to encoded retrieved neighbours."""
+
+    kind: Literal["chunked"]
+    layers: LayerSelector = Field(description="Decoder layers with chunked cross-attention.")
+    chunk_size: PosInt = Field(64, description="Tokens per chunk; each chunk retrieves its own neighbours.")
+    n_neighbours: PosInt = Field(2, description="Neighbours retrieved per chunk.")
+    neighbour_len: PosInt = Field(128, description="Tokens per neighbour (chunk plus continuation).")
+    encoder_layers: PosInt = Field(2, description="Depth of the neighbour encoder.")
+    encoder_d_model: PosInt = Field(description="Width of the neighbour encoder.")
+    encoder_n_heads: PosInt = Field(description="Heads of the neighbour encoder.")
+    source: str = Field("", description="Where the cross-attention facts come from.")
+
+
+CrossAttention = Annotated[Union[GatedCrossAttention, ChunkedCrossAttention], Field(discriminator="kind")]
+
+
+class Tokenizer(Section):
+    kind: Literal["bpe", "sentencepiece"] = Field("bpe", description="Byte-level BPE (GPT-2 style) or SentencePiece.")
+    algorithm: Literal["bpe", "unigram"] = Field("bpe", description="SentencePiece model type.")
+    vocab_size: PosInt | None = Field(None, description="Real tokens; may be below dims.vocab_size when the embedding is padded.")
+    byte_fallback: bool = Field(True, description="Unknown characters fall back to bytes, so any text encodes.")
+    special_tokens: list[str] = Field(default_factory=list, description="Extra tokens the model was trained with.")
+    source: str = Field("", description="Where the tokenizer facts come from.")
+
+
+class BatchRamp(Section):
+    start_tokens: Count = Field(description="Batch size (tokens) at the start of the ramp.")
+    ramp_tokens: Count = Field(description="Training tokens over which the batch grows to training.batch_tokens.")
+
+
+class Mup(Section):
+    enabled: bool = Field(False, description="Maximal Update Parametrisation: 1/d_head attention scale, width-scaled init and learning rates.")
+    base_d_model: PosInt | None = Field(None, description="Width at which hyperparameters were tuned.")
+
+
+class FillInTheMiddle(Section):
+    rate: Fraction = Field(description="Share of documents transformed.")
+    mode: Literal["psm", "spm", "psm+spm"] = Field("psm", description="Prefix-suffix-middle, suffix-prefix-middle, or both.")
+    split: Literal["character", "token"] = Field("character", description="Where the middle span is cut.")
+
+
+class HumanFeedbackConditioning(Section):
+    good_token: str = Field("<|good|>", description="Control token prepended to samples above the reward threshold.")
+    bad_token: str = Field("<|bad|>", description="Control token for the rest.")
+    threshold: float | None = Field(None, description="Reward threshold splitting good from bad.")
+
+
+class Training(Section):
+    objective: Literal["causal-lm", "prefix-lm", "blank-infilling", "span-corruption", "seq2seq"] = Field(
+        "causal-lm", description="Pretraining objective."
+    )
+    tokens: Count | None = Field(None, description="Pretraining tokens.")
+    data: str = Field("", description="Pretraining data, in words.")
+    batch_tokens: Count | None = Field(None, description="Batch size in tokens (after any ramp).")
+    batch_ramp: BatchRamp | None = Field(None, description="Linear batch-size warmup.")
+    optimizer: Literal["adam", "adamw", "adafactor", "sgd"] = Field("adam", description="Optimizer.")
+    lr: PosFloat | None = Field(None, description="Peak learning rate.")
+    beta1: Fraction = Field(0.9, description="Adam beta1.")
+    beta2: Fraction = Field(0.95, description="Adam beta2.")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(0.1, description="Weight decay.")
+    grad_clip: PosFloat | None = Field(1.0, description="Global gradient-norm clip.")
+    warmup_tokens: Count | None = Field(None, description="Learning-rate warmup, in tokens.")
+    warmup_steps: PosInt | None = Field(None, description="Learning-rate warmup, in steps (when the source gives steps).")
+    schedule: Literal["cosine", "linear", "inverse-sqrt", "constant"] = Field("cosine", description="Decay after warmup.")
+    decay_tokens: Count | None = Field(None, description="Tokens over which the schedule decays.")
+    final_lr_fraction: Fraction = Field(0.1, description="Final learning rate as a share of the peak.")
+    dropout: Fraction = Field(0.0, description="Dropout probability.")
+    init_std: PosFloat = Field(0.02, description="Standard deviation of the normal weight init.")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("bf16", description="Training precision.")
+    mup: Mup = Field(default_factory=Mup, description="muP settings.")
+    fim: FillInTheMiddle | None = Field(None, description="Fill-in-the-middle data transform.")
+    feedback_conditioning: HumanFeedbackConditioning | None = Field(
+        None, description="Pretraining with human feedback: conditioning tokens."
+    )
+    source: str = Field("", description="Where the training figures come from.")
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "Training":
+        if self.warmup_tokens is not None and self.warmup_steps is not None:
+            raise ValueError("give warmup_tokens or warmup_steps, not both")
+        return self
+
+
+class LineageStage(Section):
+    method: Literal[
+        "sft",
+        "feedme",
+        "rlhf-ppo",
+        "reward-model",
+        "constitutional",
+        "instruction-tuning",
+        "code-finetune",
+        "math-finetune",
+        "science-finetune",
+        "cot-finetune",
+        "dialog-finetune",
+        "tool-use",
+        "rule-rewards",
+    ] = Field(description="Post-training method.")
+    data: str = Field("", description="What it was trained on.")
+    tokens: Count | None = Field(None, description="Tokens of post-training, if published.")
+    source: str = Field("", description="Where this stage is described.")
+
+
+class Lineage(Section):
+    base: str = Field("", description="The pretrained model this one derives from.")
+    stages: list[LineageStage] = Field(default_factory=list, description="Post-training stages, in order.")
+
+
+class ModelSpec(Section):
+    """A fully resolved spec (after `extends` and defaults)."""
+
+    disclosed: bool = Field(True, description="False when the architecture is undisclosed; every figure is then an assumption.")
+    model: ModelInfo
+    published: Published = Field(default_factory=Published)
+    dims: Dims
+    encoder: Encoder | None = Field(None, description="Encoder stack (encoder-decoder only).")
+    attention: Attention = Field(default_factory=Attention)
+    position: Position = Field(default_factory=lambda: LearnedPosition(kind="learned"))
+    norm: Norm = Field(default_factory=Norm)
+    mlp: Mlp = Field(default_factory=Mlp)
+    block: Block = Field(default_factory=Block)
+    bias: Bias = Field(default_factory=Bias)
+    moe: Moe | None = Field(None, description="Mixture-of-experts MLPs.")
+    cross_attention: CrossAttention | None = Field(None, description="Cross-attention to an extra input.")
+    tokenizer: Tokenizer = Field(default_factory=Tokenizer)
+    training: Training = Field(default_factory=Training)
+    lineage: Lineage | None = Field(None, description="Post-training derivation from a base model.")

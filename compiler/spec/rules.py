@@ -1,0 +1,135 @@
+"""Cross-field rules: constraints between keys that no single field can check.
+
+Each rule yields (dotted key, message, allowed values). All are gathered, never the first only.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from .model import LayerSelector, ModelSpec
+
+Violation = tuple[str, str, tuple[str, ...]]
+
+
+def _divisors(n: int) -> tuple[str, ...]:
+    return tuple(str(d) for d in range(1, n + 1) if n % d == 0)[:24]
+
+
+def _selector(key: str, sel: LayerSelector | None, n_layers: int) -> Iterator[Violation]:
+    if sel is None:
+        return
+    if sel.indices is not None:
+        bad = [i for i in sel.indices if i >= n_layers]
+        if bad:
+            yield f"{key}.indices", f"layer indices {bad} are past the last layer ({n_layers - 1})", ()
+        if len(set(sel.indices)) != len(sel.indices):
+            yield f"{key}.indices", "layer indices repeat", ()
+    if sel.every is not None and sel.start >= n_layers:
+        yield f"{key}.start", f"starts at layer {sel.start} but there are only {n_layers} layers", ()
+    if sel.first is not None and sel.first > n_layers:
+        yield f"{key}.first", f"first {sel.first} layers asked for, but there are only {n_layers}", ()
+    if not any(sel.resolve(n_layers)):
+        yield key, "selects no layer", ()
+
+
+def _dims(spec: ModelSpec) -> Iterator[Violation]:
+    d = spec.dims
+    if d.d_head is None and d.d_model % d.n_heads:
+        yield "dims.n_heads", f"must divide d_model ({d.d_model}) unless dims.d_head is given", _divisors(d.d_model)
+    if d.d_ff is not None and d.ff_multiple_of != 1 and d.d_ff % d.ff_multiple_of:
+        yield "dims.d_ff", f"{d.d_ff} is not a multiple of ff_multiple_of ({d.ff_multiple_of})", ()
+
+
+def _attention(spec: ModelSpec) -> Iterator[Violation]:
+    a, d = spec.attention, spec.dims
+    if a.kind == "grouped-query" and a.n_kv_heads and d.n_heads % a.n_kv_heads:
+        yield "attention.n_kv_heads", f"must divide n_heads ({d.n_heads})", _divisors(d.n_heads)
+    sparse = a.sparse
+    if sparse is not None:
+        size = {"strided": "stride", "fixed": "block", "locally-banded": "window"}[sparse.kind]
+        value = getattr(sparse, size)
+        if value >= d.context:
+            yield f"attention.sparse.{size}", f"{value} must be shorter than the context ({d.context})", ()
+        if sparse.kind == "fixed" and sparse.summary > sparse.block:
+            yield "attention.sparse.summary", f"{sparse.summary} summary positions exceed the block ({sparse.block})", ()
+    yield from _selector("attention.sparse_layers", a.sparse_layers, d.n_layers)
+
+
+def _position(spec: ModelSpec) -> Iterator[Violation]:
+    p, d = spec.position, spec.dims
+    d_head = d.d_head or d.d_model // d.n_heads
+    if p.kind == "rotary":
+        dims = p.fraction * d_head
+        if abs(dims - round(dims)) > 1e-9 or round(dims) % 2:
+            yield "position.fraction", f"{p.fraction} of d_head ({d_head}) gives {dims:g} rotary dims; it must be an even whole number", ()
+    if p.kind == "sinusoidal" and d.d_model % 2:
+        yield "dims.d_model", f"sinusoidal positions pair sin and cos, so d_model ({d.d_model}) must be even", ()
+
+
+def _norm_and_block(spec: ModelSpec) -> Iterator[Violation]:
+    if spec.norm.kind == "deepnorm" and spec.norm.placement != "post":
+        yield "norm.placement", "DeepNorm is a post-norm scheme", ("post",)
+    if spec.block.wiring == "parallel" and spec.norm.placement == "post":
+        yield "block.wiring", "a parallel block needs pre-norm: both branches read the same normed input", ("sequential",)
+
+
+def _structure(spec: ModelSpec) -> Iterator[Violation]:
+    s = spec.model.structure
+    if s == "encoder-decoder" and spec.encoder is None:
+        yield "encoder", "an encoder-decoder model needs an [encoder] table", ()
+    if s != "encoder-decoder" and spec.encoder is not None:
+        yield "encoder", f"only encoder-decoder models have an encoder; this one is {s!r}", ("encoder-decoder",)
+    if s == "encoder-decoder" and spec.cross_attention is not None:
+        yield "cross_attention", "encoder-decoder decoders already cross-attend to the encoder", ()
+
+
+def _moe(spec: ModelSpec) -> Iterator[Violation]:
+    m = spec.moe
+    if m is None:
+        return
+    if m.top_k > m.n_experts:
+        yield "moe.top_k", f"{m.top_k} exceeds the number of experts ({m.n_experts})", tuple(str(k) for k in range(1, min(m.n_experts, 8) + 1))
+    yield from _selector("moe.layers", m.layers, spec.dims.n_layers)
+
+
+def _cross_attention(spec: ModelSpec) -> Iterator[Violation]:
+    x = spec.cross_attention
+    if x is None:
+        return
+    yield from _selector("cross_attention.layers", x.layers, spec.dims.n_layers)
+    if x.kind == "chunked":
+        if spec.dims.context % x.chunk_size:
+            yield "cross_attention.chunk_size", f"must divide the context ({spec.dims.context})", _divisors(spec.dims.context)
+        if x.neighbour_len < x.chunk_size:
+            yield "cross_attention.neighbour_len", f"a neighbour ({x.neighbour_len}) is shorter than a chunk ({x.chunk_size})", ()
+        if x.encoder_d_model % x.encoder_n_heads:
+            yield "cross_attention.encoder_n_heads", f"must divide encoder_d_model ({x.encoder_d_model})", _divisors(x.encoder_d_model)
+    else:
+        heads = x.n_heads or spec.dims.n_heads
+        if spec.dims.d_model % heads:
+            yield "cross_attention.n_heads", f"must divide d_model ({spec.dims.d_model})", _divisors(spec.dims.d_model)
+        if x.media_dim % x.resampler_heads:
+            yield "cross_attention.resampler_heads", f"must divide media_dim ({x.media_dim})", _divisors(x.media_dim)
+
+
+def _tokenizer_and_training(spec: ModelSpec) -> Iterator[Violation]:
+    t = spec.tokenizer
+    if t.vocab_size is not None and t.vocab_size > spec.dims.vocab_size:
+        yield "tokenizer.vocab_size", f"{t.vocab_size} tokens do not fit the embedding's {spec.dims.vocab_size} rows", ()
+    if t.kind == "bpe" and t.algorithm != "bpe":
+        yield "tokenizer.algorithm", "only SentencePiece tokenizers choose an algorithm", ("bpe",)
+    tr = spec.training
+    if tr.batch_ramp and tr.batch_tokens and tr.batch_ramp.start_tokens > tr.batch_tokens:
+        yield "training.batch_ramp.start_tokens", f"ramp starts above the final batch ({tr.batch_tokens:g} tokens)", ()
+    if tr.fim and spec.model.structure == "encoder-decoder":
+        yield "training.fim", "fill-in-the-middle is a decoder-only data transform", ()
+    if spec.lineage and spec.lineage.stages and not spec.lineage.base:
+        yield "lineage.base", "post-training stages need the base model they start from", ()
+
+
+RULES = (_dims, _attention, _position, _norm_and_block, _structure, _moe, _cross_attention, _tokenizer_and_training)
+
+
+def check_rules(spec: ModelSpec) -> list[Violation]:
+    return [violation for rule in RULES for violation in rule(spec)]

@@ -1,0 +1,1 @@
+"""taxonc.kernels: Triton kernels, each with a plain-torch reference."""

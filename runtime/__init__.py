@@ -1,0 +1,1 @@
+"""taxonc.runtime: loads compiled artifacts and runs them (weights, caches, samplers)."""
