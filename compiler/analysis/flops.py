@@ -69,14 +69,14 @@ class Flops:
 
 def forward_flops_per_token(spec: ModelSpec) -> Flops:
     arch = derive(spec)
-    counts = count_params(spec)
-    comp = counts.components
-    vector_params = sum(v for k, v in comp.items() if "norm" in k or "biases" in k or "relative_bias" in k)
-    embedding_lookups = comp.get("embedding.tokens", 0) + comp.get("embedding.positions", 0) + comp.get("embedding.encoder_positions", 0)
-    encoder_params = comp.get("encoder.layers", 0) + comp.get("cross_attention.neighbour_encoder", 0) + comp.get("cross_attention.resampler", 0)
-    decoder_matmul = counts.active - vector_params - embedding_lookups - encoder_params
+    active = count_params(spec).active_components
+    not_matmul = ("norm", "biases", "relative_bias", "embedding.tokens", "embedding.positions", "embedding.encoder_positions")
+    encoder_side = ("encoder.", "cross_attention.neighbour_encoder", "cross_attention.resampler")
+    matmul = {k: v for k, v in active.items() if not any(tag in k for tag in not_matmul)}
+    decoder_matmul = sum(v for k, v in matmul.items() if not k.startswith(encoder_side))
+    encoder_matmul = sum(v for k, v in matmul.items() if k.startswith("encoder."))
     if spec.block.tied_embeddings:
-        decoder_matmul += spec.dims.vocab_size * spec.dims.d_model  # the tied output projection is still a matmul
+        decoder_matmul += spec.dims.vocab_size * (spec.dims.d_embed or spec.dims.d_model)  # tied output projection
     per_key = 2 * 2 * spec.dims.n_heads * arch.d_head
     attention = sum(per_key * _layer_keys(spec, layer.attention) for layer in arch.layers)
     if spec.model.structure == "encoder-decoder":
@@ -90,7 +90,7 @@ def forward_flops_per_token(spec: ModelSpec) -> Flops:
             attention += per_key * x.n_neighbours * x.neighbour_len
     encoder = 0.0
     if spec.encoder is not None:
-        encoder = 2 * comp["encoder.layers"] + spec.encoder.n_layers * per_key * spec.encoder.context
+        encoder = 2 * encoder_matmul + spec.encoder.n_layers * per_key * spec.encoder.context
     return Flops(matmul=2 * decoder_matmul, attention=attention, encoder_per_token=encoder)
 
 

@@ -57,6 +57,7 @@ def norms_per_layer(spec: ModelSpec, cross: bool) -> int:
 @dataclass(frozen=True)
 class ParamCount:
     components: dict[str, int]
+    active_components: dict[str, int]  # what one token touches (mixture-of-experts: top_k experts)
     total: int
     embedding: int
     active: int
@@ -71,9 +72,12 @@ def count_params(spec: ModelSpec) -> ParamCount:
     d = spec.dims.d_model
     h, kv, dh = spec.dims.n_heads, arch.n_kv_heads, arch.d_head
     c: dict[str, int] = defaultdict(int)
-    inactive = 0
+    inactive: dict[str, int] = defaultdict(int)  # per component: experts a token does not use
 
-    c["embedding.tokens"] = spec.dims.vocab_size * d
+    d_embed = spec.dims.d_embed or d
+    c["embedding.tokens"] = spec.dims.vocab_size * d_embed
+    if d_embed != d:
+        c["embedding.projection"] = 2 * d_embed * d
     pos = spec.position
     if pos.kind == "learned":
         c["embedding.positions"] = (spec.dims.context + pos.offset) * d
@@ -98,7 +102,7 @@ def count_params(spec: ModelSpec) -> ParamCount:
             one_expert = mlp_params(spec, d, arch.expert_d_ff, spec.moe.activation)
             c["layers.moe.router"] += d * spec.moe.n_experts
             c["layers.moe.experts"] += spec.moe.n_experts * one_expert
-            inactive += (spec.moe.n_experts - spec.moe.top_k) * one_expert
+            inactive["layers.moe.experts"] += (spec.moe.n_experts - spec.moe.top_k) * one_expert
         else:
             c["layers.mlp"] += mlp_params(spec, d, arch.d_ff)
         if layer.cross_attention == "gated":
@@ -111,7 +115,7 @@ def count_params(spec: ModelSpec) -> ParamCount:
     if spec.norm.final:
         c["final_norm"] = norm_params(spec, d)
     if not spec.block.tied_embeddings:
-        c["lm_head"] = spec.dims.vocab_size * d + (spec.dims.vocab_size if spec.bias.lm_head else 0)
+        c["lm_head"] = spec.dims.vocab_size * d_embed + (spec.dims.vocab_size if spec.bias.lm_head else 0)
 
     if spec.encoder is not None:
         enc = spec.encoder
@@ -121,8 +125,15 @@ def count_params(spec: ModelSpec) -> ParamCount:
             c["position.relative_projection"] += enc.n_layers * d * h * dh
             if not pos.shared_biases:
                 c["position.content_position_biases"] += 2 * h * dh * enc.n_layers
-        per_layer = attention_params(spec, d, d, h, kv, dh, d) + mlp_params(spec, d, arch.encoder_d_ff)
-        c["encoder.layers"] = enc.n_layers * (per_layer + 2 * norm_params(spec, d))
+        for is_moe in arch.encoder_moe:
+            c["encoder.layers"] += attention_params(spec, d, d, h, kv, dh, d) + 2 * norm_params(spec, d)
+            if is_moe:
+                one_expert = mlp_params(spec, d, arch.encoder_d_ff, spec.moe.activation)
+                c["encoder.moe.router"] += d * spec.moe.n_experts
+                c["encoder.moe.experts"] += spec.moe.n_experts * one_expert
+                inactive["encoder.moe.experts"] += (spec.moe.n_experts - spec.moe.top_k) * one_expert
+            else:
+                c["encoder.layers"] += mlp_params(spec, d, arch.encoder_d_ff)
         if spec.norm.final:
             c["encoder.final_norm"] = norm_params(spec, d)
 
@@ -133,9 +144,10 @@ def count_params(spec: ModelSpec) -> ParamCount:
         c["cross_attention.neighbour_encoder"] = _neighbour_encoder_params(spec)
 
     components = {k: v for k, v in sorted(c.items()) if v}
+    active_components = {k: v - inactive.get(k, 0) for k, v in components.items()}
     total = sum(components.values())
     embedding = sum(v for k, v in components.items() if k.startswith(EMBEDDING_PREFIXES))
-    return ParamCount(components, total, embedding, total - inactive)
+    return ParamCount(components, active_components, total, embedding, sum(active_components.values()))
 
 
 def _gated_block_params(spec: ModelSpec) -> int:

@@ -29,6 +29,7 @@ class Arch:
     deepnorm_alpha: float
     deepnorm_beta: float
     layers: tuple[LayerPlan, ...]
+    encoder_moe: tuple[bool, ...]
 
     @property
     def n_moe_layers(self) -> int:
@@ -71,6 +72,14 @@ def _resolve_layers(spec: ModelSpec) -> tuple[LayerPlan, ...]:
     )
 
 
+def _encoder_moe(spec: ModelSpec) -> tuple[bool, ...]:
+    if spec.encoder is None:
+        return ()
+    if spec.moe is None or spec.moe.encoder_layers is None:
+        return (False,) * spec.encoder.n_layers
+    return tuple(spec.moe.encoder_layers.resolve(spec.encoder.n_layers))
+
+
 def derive(spec: ModelSpec) -> Arch:
     dims = spec.dims
     d_head = dims.d_head or dims.d_model // dims.n_heads
@@ -90,4 +99,5 @@ def derive(spec: ModelSpec) -> Arch:
         deepnorm_alpha=alpha,
         deepnorm_beta=beta,
         layers=_resolve_layers(spec),
+        encoder_moe=_encoder_moe(spec),
     )

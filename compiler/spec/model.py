@@ -112,6 +112,11 @@ class Dims(Section):
         1, description="Round a ratio-derived d_ff up to a multiple of this (LLaMA uses 256)."
     )
     vocab_size: PosInt = Field(description="Rows of the token embedding (padded size, if padded).")
+    d_embed: PosInt | None = Field(
+        None,
+        description="Token-embedding width when it differs from d_model; bias-free projections map it in and "
+        "out of the residual stream (OPT-350M).",
+    )
     context: PosInt = Field(description="Training context length in tokens (decoder side).")
     source: str = Field("", description="Where the dimensions come from.")
 
@@ -263,7 +268,10 @@ class Bias(Section):
 class Moe(Section):
     n_experts: PosInt = Field(description="Experts per MoE layer.")
     top_k: PosInt = Field(description="Experts each token is routed to.")
-    layers: LayerSelector = Field(ALL_LAYERS, description="Layers whose MLP is a mixture of experts.")
+    layers: LayerSelector = Field(ALL_LAYERS, description="Decoder layers whose MLP is a mixture of experts.")
+    encoder_layers: LayerSelector | None = Field(
+        None, description="Encoder layers whose MLP is a mixture of experts (encoder-decoder only)."
+    )
     capacity_factor: PosFloat = Field(1.25, description="Expert capacity = factor * tokens * top_k / n_experts; overflow is dropped.")
     router: Literal["softmax-top-k", "switch"] = Field(
         "softmax-top-k", description="softmax-top-k: GShard/GLaM gating renormalised over the chosen experts; switch: top-1 with the raw softmax weight."
@@ -327,6 +335,11 @@ class BatchRamp(Section):
     ramp_tokens: Count = Field(description="Training tokens over which the batch grows to training.batch_tokens.")
 
 
+class BatchStep(Section):
+    batch_tokens: Count = Field(description="Batch size in tokens for this stage.")
+    until_tokens: Count = Field(description="Training tokens at which this stage ends.")
+
+
 class Mup(Section):
     enabled: bool = Field(False, description="Maximal Update Parametrisation: 1/d_head attention scale, width-scaled init and learning rates.")
     base_d_model: PosInt | None = Field(None, description="Width at which hyperparameters were tuned.")
@@ -352,6 +365,9 @@ class Training(Section):
     data: str = Field("", description="Pretraining data, in words.")
     batch_tokens: Count | None = Field(None, description="Batch size in tokens (after any ramp).")
     batch_ramp: BatchRamp | None = Field(None, description="Linear batch-size warmup.")
+    batch_steps: list[BatchStep] = Field(
+        default_factory=list, description="Stepwise batch schedule (PaLM); the last stage runs to the end."
+    )
     optimizer: Literal["adam", "adamw", "adafactor", "sgd"] = Field("adam", description="Optimizer.")
     lr: PosFloat | None = Field(None, description="Peak learning rate.")
     beta1: Fraction = Field(0.9, description="Adam beta1.")

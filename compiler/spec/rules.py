@@ -37,6 +37,8 @@ def _dims(spec: ModelSpec) -> Iterator[Violation]:
     d = spec.dims
     if d.d_head is None and d.d_model % d.n_heads:
         yield "dims.n_heads", f"must divide d_model ({d.d_model}) unless dims.d_head is given", _divisors(d.d_model)
+    if d.d_embed is not None and d.d_embed == d.d_model:
+        yield "dims.d_embed", f"equals d_model ({d.d_model}); leave it out instead", ()
     if d.d_ff is not None and d.ff_multiple_of != 1 and d.d_ff % d.ff_multiple_of:
         yield "dims.d_ff", f"{d.d_ff} is not a multiple of ff_multiple_of ({d.ff_multiple_of})", ()
 
@@ -91,6 +93,11 @@ def _moe(spec: ModelSpec) -> Iterator[Violation]:
     if m.top_k > m.n_experts:
         yield "moe.top_k", f"{m.top_k} exceeds the number of experts ({m.n_experts})", tuple(str(k) for k in range(1, min(m.n_experts, 8) + 1))
     yield from _selector("moe.layers", m.layers, spec.dims.n_layers)
+    if m.encoder_layers is not None:
+        if spec.encoder is None:
+            yield "moe.encoder_layers", "only encoder-decoder models have encoder layers", ()
+        else:
+            yield from _selector("moe.encoder_layers", m.encoder_layers, spec.encoder.n_layers)
 
 
 def _cross_attention(spec: ModelSpec) -> Iterator[Violation]:
