@@ -104,7 +104,8 @@ def _merge(base: _Raw, child: dict[str, Any], child_origins: dict[str, str]) -> 
         for key, value in c.items():
             dotted = f"{prefix}{key}"
             old = b.get(key)
-            if isinstance(value, dict) and isinstance(old, dict) and value.get("kind", old.get("kind")) == old.get("kind"):
+            kind_changes = isinstance(value, dict) and isinstance(old, dict) and "kind" in value and "kind" in old and value["kind"] != old["kind"]
+            if isinstance(value, dict) and isinstance(old, dict) and not kind_changes:
                 out[key] = merge(old, value, dotted + ".", origins)
             else:
                 for leaf in [k for k in origins if k == dotted or k.startswith(dotted + ".")]:
@@ -246,6 +247,17 @@ def _problem_from_error(err: dict[str, Any], raw: _Raw, ctx: _Context, top_file:
     ctx.add(file, dotted, message, allowed, hint)
 
 
+def _drop_implied_missing(problems: list[Problem]) -> list[Problem]:
+    """A misspelt required key yields 'unknown key' plus 'missing'; keep only the first."""
+    suggested = set()
+    for p in problems:
+        if p.message == "unknown key" and p.hint.startswith("did you mean"):
+            parent = p.key.rsplit(".", 1)[0] if "." in p.key else ""
+            name = re.search(r"'([^']*)'", p.hint).group(1)
+            suggested.add(f"{parent}.{name}" if parent else name)
+    return [p for p in problems if not (p.message == "required key is missing" and p.key in suggested)]
+
+
 def spec_digest(spec: ModelSpec) -> str:
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -272,7 +284,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Reso
     except ValidationError as exc:
         for err in exc.errors():
             _problem_from_error(err, raw, ctx, file)
-        raise SpecError(ctx.problems) from None
+        raise SpecError(_drop_implied_missing(ctx.problems)) from None
     if not raw.abstract:
         for key, message, allowed in check_rules(spec):
             ctx.add(raw.origins.get(key, file), key, message, allowed)

@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 # Token counts and parameter counts are often written as floats (300e9) in TOML.
-Count = Annotated[float, Field(gt=0)]
+Count = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -180,7 +180,7 @@ class SinusoidalPosition(Section):
 
 class RotaryPosition(Section):
     kind: Literal["rotary"]
-    fraction: Annotated[float, Field(gt=0, le=1)] = Field(1.0, description="Share of each head's dims rotated.")
+    fraction: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(1.0, description="Share of each head's dims rotated.")
     base: PosFloat = Field(10000.0, description="Frequency base.")
 
 
@@ -276,7 +276,7 @@ class Moe(Section):
     router: Literal["softmax-top-k", "switch"] = Field(
         "softmax-top-k", description="softmax-top-k: GShard/GLaM gating renormalised over the chosen experts; switch: top-1 with the raw softmax weight."
     )
-    load_balance_weight: Annotated[float, Field(ge=0)] = Field(0.01, description="Weight of the auxiliary load-balancing loss.")
+    load_balance_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(0.01, description="Weight of the auxiliary load-balancing loss.")
     d_ff: PosInt | None = Field(None, description="Expert hidden width; defaults to the dense d_ff.")
     activation: Literal["relu", "gelu", "geglu", "swiglu", "solu"] | None = Field(
         None, description="Expert activation when it differs from the dense MLP's (GLaM: GeGLU dense layers, GeLU experts)."
@@ -354,7 +354,7 @@ class FillInTheMiddle(Section):
 class HumanFeedbackConditioning(Section):
     good_token: str = Field("<|good|>", description="Control token prepended to samples above the reward threshold.")
     bad_token: str = Field("<|bad|>", description="Control token for the rest.")
-    threshold: float | None = Field(None, description="Reward threshold splitting good from bad.")
+    threshold: Annotated[float, Field(allow_inf_nan=False)] | None = Field(None, description="Reward threshold splitting good from bad.")
 
 
 class Training(Section):
@@ -372,7 +372,7 @@ class Training(Section):
     lr: PosFloat | None = Field(None, description="Peak learning rate.")
     beta1: Fraction = Field(0.9, description="Adam beta1.")
     beta2: Fraction = Field(0.95, description="Adam beta2.")
-    weight_decay: Annotated[float, Field(ge=0)] = Field(0.1, description="Weight decay.")
+    weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(0.1, description="Weight decay.")
     grad_clip: PosFloat | None = Field(1.0, description="Global gradient-norm clip.")
     warmup_tokens: Count | None = Field(None, description="Learning-rate warmup, in tokens.")
     warmup_steps: PosInt | None = Field(None, description="Learning-rate warmup, in steps (when the source gives steps).")
