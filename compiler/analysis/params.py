@@ -110,7 +110,7 @@ def count_params(spec: ModelSpec) -> ParamCount:
         elif layer.cross_attention == "chunked":
             x = spec.cross_attention
             c["cross_attention.chunked"] += norm_params(spec, d) + attention_params(
-                spec, arch, d, x.encoder_d_model, h, kv, dh, d
+                spec, d, x.encoder_d_model, h, kv, dh, d
             )
     if spec.norm.final:
         c["final_norm"] = norm_params(spec, d)

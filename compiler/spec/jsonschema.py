@@ -16,8 +16,8 @@ def _relax(node: Any) -> Any:
     if isinstance(node, dict):
         props = node.get("properties", {})
         relaxed = {k: _relax(v) for k, v in node.items() if k != "required"}
-        if "kind" in props:
-            relaxed["required"] = ["kind"]
+        if "kind" in props and "default" not in props["kind"]:
+            relaxed["required"] = ["kind"]  # selects the variant of a union; never defaulted
         return relaxed
     if isinstance(node, list):
         return [_relax(v) for v in node]

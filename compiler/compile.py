@@ -1,0 +1,121 @@
+"""Spec -> graph -> passes -> backend files. The one driver behind `taxonc compile`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .analysis import count_params, forward_flops_per_token
+from .describe import summary_lines
+from .errors import UsageError
+from .ir import Graph, build_graph, print_graph
+from .passes import PassLog, run_pipeline
+from .spec import ResolvedSpec, derive, load_spec
+from .spec.load import spec_digest
+from .spec.model import ModelSpec
+from .spec.scale import apply_scale_check, scale_spec
+
+BACKENDS = ("torch",)
+
+
+@dataclass
+class Compiled:
+    spec: ModelSpec
+    source: str
+    graph: Graph
+    log: PassLog
+    files: dict[str, str]
+    digest: str
+    scale: str
+
+    def summary(self) -> dict[str, Any]:
+        arch = derive(self.spec)
+        d = self.spec.dims
+        return {
+            "name": self.spec.model.name, "scale": self.scale, "structure": self.spec.model.structure,
+            "n_layers": d.n_layers, "d_model": d.d_model, "n_heads": d.n_heads, "n_kv_heads": arch.n_kv_heads,
+            "d_head": arch.d_head, "d_ff": arch.d_ff, "vocab_size": d.vocab_size, "context": d.context,
+            "params": count_params(self.spec).total,
+        }
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """--set dims.n_layers=4 --set model.notes="x" -> nested overrides, values parsed as TOML."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set wants key=value, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word is a string
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _header(spec: ModelSpec, source: str, digest: str, scale: str) -> dict[str, Any]:
+    arch = derive(spec)
+    d = spec.dims
+    title = spec.model.title or spec.model.name
+    config = [
+        ("name", ("str", repr(spec.model.name))), ("title", ("str", repr(title))), ("scale", ("str", repr(scale))),
+        ("structure", ("str", repr(spec.model.structure))), ("n_layers", ("int", d.n_layers)),
+        ("d_model", ("int", d.d_model)), ("n_heads", ("int", d.n_heads)), ("n_kv_heads", ("int", arch.n_kv_heads)),
+        ("d_head", ("int", arch.d_head)), ("d_ff", ("int", arch.d_ff)), ("vocab_size", ("int", d.vocab_size)),
+        ("context", ("int", d.context)), ("init_std", ("float", repr(spec.training.init_std))),
+        ("load_balance_weight", ("float", repr(spec.moe.load_balance_weight if spec.moe else 0.0))),
+        ("notes", ("str", repr(spec.model.notes))),
+    ]
+    summary = [line for line in summary_lines(spec) if not line.startswith("Derived from")]
+    if spec.lineage and spec.lineage.base:
+        summary.append(f"Derived from base model {json.dumps(spec.lineage.base)[1:-1]!r}.".replace('"""', "'''"))
+    return {
+        "title_line": f"Model {spec.model.name} ({scale} scale)",  # the name is a validated slug
+        "doc_title": f"{spec.model.name}: {spec.model.structure} transformer ({scale} scale).",
+        "version": __version__, "source_repr": repr(source), "digest": digest, "summary": summary,
+        "config": config, "init_std": repr(spec.training.init_std), "deepnorm_beta": repr(arch.deepnorm_beta) if spec.norm.kind == "deepnorm" else 1.0,
+    }
+
+
+def compile_spec(path: str | Path, backend: str = "torch", scale: str = "full", sets: list[str] | None = None,
+                 passes: list[str] | None = None, stop_after: str | None = None, dump_ir: Path | None = None) -> Compiled:
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; backends are: {', '.join(BACKENDS)}")
+    resolved: ResolvedSpec = load_spec(path, parse_sets(sets or []) or None)
+    spec = scale_spec(resolved.spec, scale)
+    apply_scale_check(spec)
+    digest = spec_digest(spec)
+    graph = build_graph(spec)
+    graph, log = run_pipeline(graph, passes, stop_after, dump_ir)
+    from .backends.torch_src.emit import emit_model
+
+    model_py = emit_model(graph, spec, _header(spec, resolved.path, digest, scale))
+    compiled = Compiled(spec, resolved.path, graph, log, {}, digest, scale)
+    lock = {"taxonc_version": __version__, "source": resolved.path, "scale": scale, "spec_sha256": digest,
+            "summary": compiled.summary(), "spec": spec.model_dump(mode="json")}
+    compiled.files = {"model.py": model_py, "spec.lock.json": json.dumps(lock, indent=2, sort_keys=True) + "\n",
+                      "graph.txt": print_graph(graph)}
+    return compiled
+
+
+def write_artifact(compiled: Compiled, out_dir: Path) -> None:
+    """Write every file or none: each goes to a temporary name first, then all are renamed."""
+    from .fsutil import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in compiled.files.items():
+        atomic_write_text(out_dir / name, text)
+
+
+def flops_summary(spec: ModelSpec) -> float:
+    return forward_flops_per_token(spec).total

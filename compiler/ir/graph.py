@@ -1,0 +1,125 @@
+"""A thin typed wrapper over networkx.DiGraph.
+
+Nodes are ops; values are named tensors with symbolic shapes (B batch, T positions, S
+encoder positions, M media tokens, and the neighbour axes L, N, R). Each node belongs to a
+scope ("embed", "layers.3", "encoder.1", "head"), and the module the torch backend emits
+mirrors the scopes, so parameter names in the graph are state-dict names of the module.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import networkx as nx
+
+from .ops import Op
+
+Shape = tuple[int | str, ...]
+
+
+@dataclass
+class Node:
+    id: str  # "<scope>.<name>", unique
+    op: Op
+    scope: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Shape] = field(default_factory=dict)  # local param name -> shape
+
+    def param_name(self, local: str) -> str:
+        return f"{self.scope}.{self.name}.{local}" if self.scope else f"{self.name}.{local}"
+
+
+class Graph:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.g = nx.DiGraph()
+        self.values: dict[str, Shape] = {}
+        self.producer: dict[str, str] = {}
+        self.inputs: dict[str, Shape] = {}
+        self.outputs: list[str] = []
+        self.meta: dict[str, Any] = {}
+        self._order: list[str] = []
+
+    # construction -------------------------------------------------------------------
+    def add_input(self, name: str, shape: Shape) -> str:
+        self.inputs[name] = shape
+        self.values[name] = shape
+        return name
+
+    def add(self, op: Op, scope: str, name: str, inputs: list[str], outputs: dict[str, Shape],
+            attrs: dict[str, Any] | None = None, params: dict[str, Shape] | None = None) -> Node:
+        node_id = f"{scope}.{name}" if scope else name
+        if node_id in self.g:
+            raise ValueError(f"duplicate node {node_id}")
+        out_names = []
+        for local, shape in outputs.items():
+            value = f"{scope}.{local}" if scope else local
+            if value in self.producer:
+                raise ValueError(f"value {value} produced twice")
+            self.values[value] = shape
+            self.producer[value] = node_id
+            out_names.append(value)
+        node = Node(node_id, op, scope, name, list(inputs), out_names, dict(attrs or {}), dict(params or {}))
+        self.g.add_node(node_id, node=node)
+        for value in inputs:
+            if value in self.producer:
+                self.g.add_edge(self.producer[value], node_id)
+        self._order.append(node_id)
+        return node
+
+    def remove(self, node_id: str) -> None:
+        node = self.node(node_id)
+        for value in node.outputs:
+            self.producer.pop(value, None)
+            self.values.pop(value, None)
+        self.g.remove_node(node_id)
+        self._order.remove(node_id)
+
+    def insert_after(self, anchor: str, node: Node) -> None:
+        """Place an already-added node right after `anchor` in emission order."""
+        self._order.remove(node.id)
+        self._order.insert(self._order.index(anchor) + 1, node.id)
+
+    def rewire(self, old_value: str, new_value: str) -> None:
+        """Make every consumer of old_value read new_value instead."""
+        for node in self.nodes():
+            if old_value in node.inputs:
+                node.inputs = [new_value if v == old_value else v for v in node.inputs]
+        self.outputs = [new_value if v == old_value else v for v in self.outputs]
+        self.rebuild_edges()
+
+    def rebuild_edges(self) -> None:
+        self.g.remove_edges_from(list(self.g.edges))
+        for node in self.nodes():
+            for value in node.inputs:
+                if value in self.producer:
+                    self.g.add_edge(self.producer[value], node.id)
+
+    # queries ------------------------------------------------------------------------
+    def node(self, node_id: str) -> Node:
+        return self.g.nodes[node_id]["node"]
+
+    def nodes(self) -> Iterator[Node]:
+        """Nodes in emission order (a topological order; the verifier checks it)."""
+        for node_id in self._order:
+            yield self.node(node_id)
+
+    def consumers(self, value: str) -> list[Node]:
+        return [n for n in self.nodes() if value in n.inputs]
+
+    def scopes(self) -> list[str]:
+        return list(dict.fromkeys(n.scope for n in self.nodes()))
+
+    def in_scope(self, scope: str) -> list[Node]:
+        return [n for n in self.nodes() if n.scope == scope]
+
+    def param_shapes(self) -> dict[str, Shape]:
+        return {n.param_name(p): shape for n in self.nodes() for p, shape in n.params.items()}
+
+    def copy(self) -> "Graph":
+        return copy.deepcopy(self)

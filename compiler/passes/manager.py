@@ -1,0 +1,83 @@
+"""Pass registry and the pipeline runner (verify after each pass, dumps, stop-after)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import UsageError
+from ..ir.graph import Graph
+from ..ir.printer import print_graph
+from ..ir.verify import verify
+
+
+@dataclass
+class PassLog:
+    """What each pass did and what it refused, with the reason."""
+
+    applied: list[tuple[str, str]] = field(default_factory=list)  # (pass, node)
+    refused: list[tuple[str, str, str]] = field(default_factory=list)  # (pass, where, why)
+
+    def apply(self, pass_name: str, where: str) -> None:
+        self.applied.append((pass_name, where))
+
+    def refuse(self, pass_name: str, where: str, why: str) -> None:
+        self.refused.append((pass_name, where, why))
+
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for name, _ in self.applied:
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def refusal_reasons(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for name, _, why in self.refused:
+            counts[(name, why)] = counts.get((name, why), 0) + 1
+        return counts
+
+
+PassFn = Callable[[Graph, PassLog], Graph]
+PASSES: dict[str, PassFn] = {}
+
+# The one place that decides pass order. Read top to bottom.
+PIPELINE = [
+    "fuse_qkv",          # q, k, v projections of one input -> one matmul (MQA/GQA widths included)
+    "fuse_glu",          # GLU gate and up projections -> one matmul
+    "fuse_parallel_in",  # parallel block: attention and MLP input projections -> one matmul
+    "fuse_bias_act",     # bias + relu/gelu as the matmul's epilogue
+    "fuse_add_norm",     # residual add followed by a norm -> one op
+    "fold_rope",         # rotary embedding -> attention prologue
+]
+
+
+def register_pass(name: str) -> Callable[[PassFn], PassFn]:
+    def wrap(fn: PassFn) -> PassFn:
+        if name in PASSES:
+            raise ValueError(f"pass {name} registered twice")
+        PASSES[name] = fn
+        return fn
+
+    return wrap
+
+
+def run_pipeline(graph: Graph, passes: list[str] | None = None, stop_after: str | None = None,
+                 dump_dir: Path | None = None, log: PassLog | None = None) -> tuple[Graph, PassLog]:
+    names = list(PIPELINE if passes is None else passes)
+    unknown = [n for n in names + ([stop_after] if stop_after else []) if n not in PASSES]
+    if unknown:
+        raise UsageError(f"unknown pass {unknown[0]!r}; passes are: {', '.join(PIPELINE)}")
+    log = log or PassLog()
+    verify(graph, "lowering")
+    if dump_dir is not None:
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        (dump_dir / "00_lowered.ir.txt").write_text(print_graph(graph))
+    for i, name in enumerate(names, start=1):
+        graph = PASSES[name](graph.copy(), log)
+        verify(graph, name)
+        if dump_dir is not None:
+            (dump_dir / f"{i:02d}_{name}.ir.txt").write_text(print_graph(graph))
+        if name == stop_after:
+            break
+    return graph, log

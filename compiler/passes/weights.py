@@ -1,0 +1,42 @@
+"""Weights across passes: map an unfused graph's parameters onto its fused form."""
+
+from __future__ import annotations
+
+import torch
+
+from ..ir.graph import Graph
+
+
+def fuse_state(fused: Graph, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Parameters for `fused`, built from `state` (the parameters of the lowered graph).
+
+    A merged projection's weight is its packs' weights stacked along the output dimension.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for node in fused.nodes():
+        packs = node.attrs.get("packs") or []
+        for local in node.params:
+            name = node.param_name(local)
+            if len(packs) > 1:
+                out[name] = torch.cat([state[f"{p}.{local}"] for p in packs], dim=0)
+            else:
+                out[name] = state[name]
+    return out
+
+
+def random_state(graph: Graph, seed: int = 0, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+    """Test weights: matrices ~ N(0, 1/fan_in), norms near 1, small biases, gates open."""
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for name, shape in sorted(graph.param_shapes().items()):
+        last = name.rsplit(".", 1)[-1]
+        if len(shape) >= 2:
+            value = torch.randn(shape, generator=gen, dtype=dtype) / shape[-1] ** 0.5
+        elif last == "alpha":
+            value = torch.full(shape, 0.5, dtype=dtype)
+        elif last == "weight":  # norm scales
+            value = 1.0 + 0.1 * torch.randn(shape, generator=gen, dtype=dtype)
+        else:
+            value = 0.1 * torch.randn(shape, generator=gen, dtype=dtype)
+        state[name] = value
+    return state
