@@ -172,6 +172,60 @@ def schema(
         out.print(f"wrote {output}")
 
 
+@app.command("compile")
+def compile_cmd(
+    spec: Annotated[Path, typer.Argument(help="A spec file.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output directory (default: out/<name>).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="torch")] = "torch",
+    scale: Annotated[str, typer.Option("--scale", help="full or tiny")] = "full",
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: --set dims.n_layers=4")] = None,
+    dump_ir: Annotated[Optional[Path], typer.Option("--dump-ir", help="Write the IR after each pass here.")] = None,
+    stop_after: Annotated[Optional[str], typer.Option("--stop-after", help="Stop the pass pipeline after this pass.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+) -> None:
+    """Compile a spec to DIR/model.py, DIR/spec.lock.json and DIR/graph.txt."""
+    from .compile import compile_spec, write_artifact
+    from .describe import human
+
+    try:
+        compiled = compile_spec(spec, backend, scale, sets or [], None, stop_after, dump_ir)
+    except TaxoncError as exc:
+        fail(exc)
+    out_dir = output or Path("out") / (compiled.spec.model.name + ("" if scale == "full" else f"-{scale}"))
+    write_artifact(compiled, out_dir)
+    if quiet:
+        return
+    summary = compiled.summary()
+    from .analysis import forward_flops_per_token
+
+    flops = forward_flops_per_token(compiled.spec).total
+    out.print(f"[bold]{summary['name']}[/] ({scale}) -> {out_dir}/model.py")
+    out.print(f"  params {human(summary['params'])}, forward FLOPs/token {human(flops)}, "
+              f"{summary['n_layers']} layers x d_model {summary['d_model']}")
+    applied = compiled.log.summary()
+    out.print("  fusions: " + (", ".join(f"{k} x{v}" for k, v in applied.items()) or "none"))
+    for (name, why), count in sorted(compiled.log.refusal_reasons().items()):
+        out.print(f"  [dim]not fused ({name} x{count}): {why}[/]")
+
+
+@app.command()
+def graph(
+    spec: Annotated[Path, typer.Argument(help="A spec file.")],
+    fmt: Annotated[str, typer.Option("--format", help="text, dot or mermaid")] = "text",
+    scale: Annotated[str, typer.Option("--scale", help="full or tiny")] = "full",
+    passes: Annotated[bool, typer.Option("--passes/--no-passes", help="Show the graph after the fusion passes.")] = True,
+) -> None:
+    """Print the graph IR (identical layers folded) as text, Graphviz dot or Mermaid."""
+    from .compile import compile_spec
+    from .ir.render import render_graph
+
+    try:
+        compiled = compile_spec(spec, "torch", scale, [], None if passes else [], None, None)
+        sys.stdout.write(render_graph(compiled.graph, fmt))
+    except TaxoncError as exc:
+        fail(exc)
+
+
 def main() -> None:
     try:
         app()

@@ -15,7 +15,7 @@ from .ir import Graph, build_graph, print_graph
 from .passes import PassLog, run_pipeline
 from .spec import ResolvedSpec, derive, load_spec
 from .spec.load import spec_digest
-from .spec.model import ModelSpec
+from .spec.model import NAME_RE, ModelSpec
 from .spec.scale import apply_scale_check, scale_spec
 
 BACKENDS = ("torch",)
@@ -77,8 +77,9 @@ def _header(spec: ModelSpec, source: str, digest: str, scale: str) -> dict[str, 
         ("notes", ("str", repr(spec.model.notes))),
     ]
     summary = [line for line in summary_lines(spec) if not line.startswith("Derived from")]
-    if spec.lineage and spec.lineage.base:
-        summary.append(f"Derived from base model {json.dumps(spec.lineage.base)[1:-1]!r}.".replace('"""', "'''"))
+    if spec.lineage and NAME_RE.match(spec.lineage.base):  # free text stays out of the docstring
+        methods = " then ".join(stage.method for stage in spec.lineage.stages)
+        summary.append(f"Derived from {spec.lineage.base}" + (f" by {methods}." if methods else "."))
     return {
         "title_line": f"Model {spec.model.name} ({scale} scale)",  # the name is a validated slug
         "doc_title": f"{spec.model.name}: {spec.model.structure} transformer ({scale} scale).",

@@ -44,6 +44,7 @@ class Graph:
         self.outputs: list[str] = []
         self.meta: dict[str, Any] = {}
         self._order: list[str] = []
+        self._readers: dict[str, list[str]] = {}  # value -> ids of the nodes that read it
 
     # construction -------------------------------------------------------------------
     def add_input(self, name: str, shape: Shape) -> str:
@@ -69,6 +70,12 @@ class Graph:
         for value in inputs:
             if value in self.producer:
                 self.g.add_edge(self.producer[value], node_id)
+        # a replacement node may produce values that existing nodes already read
+        for value in out_names:
+            for reader in self._reader_ids(value):
+                self.g.add_edge(node_id, reader)
+        for value in inputs:
+            self._readers.setdefault(value, []).append(node_id)
         self._order.append(node_id)
         return node
 
@@ -77,6 +84,8 @@ class Graph:
         for value in node.outputs:
             self.producer.pop(value, None)
             self.values.pop(value, None)
+        for value in node.inputs:
+            self._readers[value].remove(node_id)
         self.g.remove_node(node_id)
         self._order.remove(node_id)
 
@@ -87,18 +96,17 @@ class Graph:
 
     def rewire(self, old_value: str, new_value: str) -> None:
         """Make every consumer of old_value read new_value instead."""
-        for node in self.nodes():
-            if old_value in node.inputs:
-                node.inputs = [new_value if v == old_value else v for v in node.inputs]
+        for node_id in self._reader_ids(old_value):
+            node = self.node(node_id)
+            node.inputs = [new_value if v == old_value else v for v in node.inputs]
+            self._readers[old_value].remove(node_id)
+            self._readers.setdefault(new_value, []).append(node_id)
+            if new_value in self.producer:
+                self.g.add_edge(self.producer[new_value], node_id)
         self.outputs = [new_value if v == old_value else v for v in self.outputs]
-        self.rebuild_edges()
 
-    def rebuild_edges(self) -> None:
-        self.g.remove_edges_from(list(self.g.edges))
-        for node in self.nodes():
-            for value in node.inputs:
-                if value in self.producer:
-                    self.g.add_edge(self.producer[value], node.id)
+    def _reader_ids(self, value: str) -> list[str]:
+        return list(self._readers.get(value, []))
 
     # queries ------------------------------------------------------------------------
     def node(self, node_id: str) -> Node:
@@ -110,7 +118,7 @@ class Graph:
             yield self.node(node_id)
 
     def consumers(self, value: str) -> list[Node]:
-        return [n for n in self.nodes() if value in n.inputs]
+        return [self.node(i) for i in self._reader_ids(value)]
 
     def scopes(self) -> list[str]:
         return list(dict.fromkeys(n.scope for n in self.nodes()))

@@ -50,7 +50,6 @@ def merge_linears(g: Graph, nodes: list[Node], name: str, out_local: str) -> Nod
     lin = g.add(Op.LINEAR, scope, name, [source], {out_local: shape}, {"bias": bias, "epilogue": None, "packs": packs}, params)
     split = g.add(Op.SPLIT, scope, f"{name}_split", [lin.outputs[0]], outs, {"sizes": sizes})
     _place(g, [lin.id, split.id], index)
-    g.rebuild_edges()
     return lin
 
 
@@ -148,7 +147,6 @@ def fuse_parallel_in(g: Graph, log: PassLog) -> Graph:
                         {"bias": bias, "epilogue": None, "packs": packs}, params)
             split = g.add(Op.SPLIT, scope, "attn_mlp_in_split", [lin.outputs[0]], shapes, {"sizes": sizes})
             _place(g, [lin.id, split.id], index)
-            g.rebuild_edges()
             log.apply("fuse_parallel_in", where)
         except Refusal as why:
             log.refuse("fuse_parallel_in", where, str(why))
@@ -201,7 +199,6 @@ def fuse_add_norm(g: Graph, log: PassLog) -> Graph:
         g.remove(add.id)
         fused = g.add(Op.ADD_NORM, scope, name, inputs, shapes, attrs, params)
         _place(g, [fused.id], index)
-        g.rebuild_edges()
         log.apply("fuse_add_norm", fused.id)
     return g
 

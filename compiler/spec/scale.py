@@ -110,7 +110,6 @@ def scale_spec(spec: ModelSpec, scale: str) -> ModelSpec:
     training = data["training"]
     if training.get("fim") is None:
         training.pop("fim", None)
-    data["model"]["notes"] = f"Tiny variant of {spec.model.name}: same structure, small sizes."
     return ModelSpec.model_validate(data, strict=False)
 
 

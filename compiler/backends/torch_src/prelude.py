@@ -146,7 +146,8 @@ def score_bias(q_idx, kv_idx, h, alibi_H=None, rel_table_NH=None, rel_cfg=None):
     return bias
 
 
-def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, rel_table_NH=None, rel_cfg=None, scale=None):
+def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, rel_table_NH=None, rel_cfg=None,
+           scale=None, memo=None):
     """Scaled dot-product attention with every mask and bias a spec can ask for.
 
     Plain causal or full masks go straight to scaled_dot_product_attention. Sparse, prefix and
@@ -175,9 +176,17 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
     q_idx = torch.arange(T, device=q_BHTK.device)[:, None] + q_offset
     kv_idx = torch.arange(S, device=q_BHTK.device)[None, :] + kv_offset
     h = torch.arange(H, device=q_BHTK.device)[:, None, None]
-    bias_HTS = torch.where(allowed_keys(q_idx, kv_idx, mask), 0.0, float("-inf")).to(q_BHTK.dtype)
-    if alibi_H is not None or rel_table_NH is not None:
-        bias_HTS = bias_HTS + score_bias(q_idx, kv_idx, h, alibi_H, rel_table_NH, rel_cfg).to(q_BHTK.dtype)
+    # the mask and ALiBi part are the same in every layer of one call: build them once
+    key = ("bias", repr(mask), T, S, q_offset, kv_offset, q_BHTK.dtype, alibi_H is not None)
+    bias_HTS = memo.get(key) if memo is not None else None
+    if bias_HTS is None:
+        bias_HTS = torch.where(allowed_keys(q_idx, kv_idx, mask), 0.0, float("-inf")).to(q_BHTK.dtype)
+        if alibi_H is not None:
+            bias_HTS = bias_HTS + score_bias(q_idx, kv_idx, h, alibi_H).to(q_BHTK.dtype)
+        if memo is not None:
+            memo[key] = bias_HTS
+    if rel_table_NH is not None:
+        bias_HTS = bias_HTS + score_bias(q_idx, kv_idx, h, None, rel_table_NH, rel_cfg).to(q_BHTK.dtype)
     return F.scaled_dot_product_attention(q_BHTK, k_BGSK, v_BGSK, attn_mask=bias_HTS, scale=scale, enable_gqa=G != H)
 
 
@@ -237,7 +246,9 @@ class Context:
     def __init__(self, n_new, device, cache=None, prefix_len=0):
         self.cache = cache
         start = cache.length if cache is not None else 0
+        self.offset = start
         self.positions = torch.arange(start, start + n_new, device=device)
+        self.memo = {}  # tables every layer would otherwise rebuild: rotary angles, ALiBi slopes
         if cache is not None:
             if cache.prefix_len is None:
                 cache.prefix_len = prefix_len
@@ -254,9 +265,12 @@ def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, lay
     self_attention = ctx is not None and layer is not None
     q_offset = kv_offset = 0
     if self_attention:
-        q_offset = kv_offset = int(ctx.positions[0]) if ctx.positions.numel() else 0
+        q_offset = kv_offset = ctx.offset
         if rotary is not None:
-            cos, sin = rotary_tables(ctx.positions, rotary["dims"], rotary["base"], q.dtype)
+            key = ("rotary", rotary["dims"], rotary["base"], q.dtype)
+            if key not in ctx.memo:
+                ctx.memo[key] = rotary_tables(ctx.positions, rotary["dims"], rotary["base"], q.dtype)
+            cos, sin = ctx.memo[key]
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if ctx.cache is not None:
             k, v, kv_offset = ctx.cache.update(layer, k, v, window)
@@ -273,7 +287,8 @@ def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, lay
         out = attend_relative_xl(q, k, v, r_DHK, u_HK, w_HK, mask, q_offset, kv_offset)
     else:
         alibi_H = alibi_slopes(n_heads).to(q.device) if alibi else None
-        out = attend(q, k, v, mask, q_offset, kv_offset, alibi_H, rel_table_NH, relative)
+        out = attend(q, k, v, mask, q_offset, kv_offset, alibi_H, rel_table_NH, relative,
+                     memo=ctx.memo if self_attention else None)
     return out.transpose(1, 2).flatten(2)
 
 
