@@ -31,6 +31,15 @@ _INPUT_DOCS = {
 }
 
 
+_EXAMPLE = {
+    "encoder_ids": lambda spec: f"extra['encoder_ids'] = torch.randint(0, CONFIG.vocab_size, (batch, {min(spec.encoder.context, 32)}))",
+    "media": lambda spec: f"extra['media'] = torch.randn(batch, 4, {spec.cross_attention.media_dim}, dtype=dtype)",
+    "neighbours": lambda spec: (
+        f"extra['neighbours'] = torch.randint(0, CONFIG.vocab_size, (batch, -(-seq // {spec.cross_attention.chunk_size}), "
+        f"{spec.cross_attention.n_neighbours}, {spec.cross_attention.neighbour_len}))"),
+}
+
+
 def _shape(shape: tuple) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
 
@@ -322,6 +331,7 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any]) -> str:
               "encoder_layers": [scope_class[s] for s in graph.scopes() if s.startswith("encoder_layers.")],
               "singles": [(s, _class_name(s)) for s in singles], "steps": steps, "extra_inputs": extra_inputs,
               "input_docs": [_INPUT_DOCS[n] for n in extra_inputs],
+              "example_lines": [_EXAMPLE[n](spec) for n in extra_inputs],
               "uses_math": bool(re.search(r"\bmath\.", "\n".join(defs[n] for n in needed)))}
     return render("model.py.j2", **params)
 

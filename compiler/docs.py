@@ -1,0 +1,145 @@
+"""Generated documentation: the README's model table and the spec reference.
+
+`python -m taxonc.compiler.docs` rewrites the generated sections of README.md in place;
+`--check` exits 1 when they are stale (a test runs the check).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel
+
+from .analysis import params_report, within_tolerance
+from .describe import human
+from .spec import is_abstract, load_spec
+from .spec.model import ModelSpec
+from .spec.schema_walk import union_members
+
+SECTIONS = ("models", "reference")
+
+
+def models_table(specs_dir: Path) -> str:
+    rows = ["| spec | model | computed | published | deviation | active | source of the published count |",
+            "|---|---|---:|---:|---:|---:|---|"]
+    notes = []
+    for path in sorted(specs_dir.glob("*.toml")):
+        if is_abstract(path):
+            continue
+        resolved = load_spec(path)
+        r = params_report(resolved)
+        spec = resolved.spec
+        dev = "-" if r["params_deviation"] is None else f"{r['params_deviation'] * 100:+.2f}%"
+        if r["params_deviation"] is not None and not within_tolerance(r):
+            dev += " *"
+            notes.append(f"- `{spec.model.name}`: {spec.published.deviation}")
+        title = (spec.model.title or spec.model.name) + ("" if spec.disclosed else " (undisclosed: assumed)")
+        active = human(r["params_active"]) if spec.moe else "-"
+        rows.append(f"| `{path.name}` | {title} | {human(r['params'])} | {human(r['params_published'])} | {dev} | "
+                    f"{active} | {spec.published.source or '-'} |")
+    text = "\n".join(rows)
+    if notes:
+        text += "\n\n\\* Published dimensions cannot reach the published count within 2%; the spec says why:\n\n" + "\n".join(notes)
+    return text
+
+
+def _type_name(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        return _type_name(get_args(annotation)[0])
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        members = union_members(annotation)
+        if members:
+            return "table, `kind` = " + " \\| ".join(f"`{k}`" for k in members)
+        return " or ".join(_type_name(a) for a in get_args(annotation) if a is not type(None))
+    if origin is list:
+        return f"list of {_type_name(get_args(annotation)[0])}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "table"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, BaseModel):
+            return "(table defaults)"
+        return f"`{value!r}`"
+    return "-" if field.default is None else f"`{field.default!r}`"
+
+
+def _table_rows(model: type[BaseModel], prefix: str, rows: list[str], seen: set[str]) -> None:
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        rows.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {(field.description or '').replace('|', '/')} |")
+        members = union_members(field.annotation)
+        nested = list(members.values())
+        ann = field.annotation
+        for arg in [ann, *get_args(ann)]:
+            for inner in [arg, *get_args(arg)]:
+                if isinstance(inner, type) and issubclass(inner, BaseModel) and inner not in nested:
+                    nested.append(inner)
+        for sub in nested:
+            label = f"{key}[{sub.__name__}]" if members else key
+            if label in seen:
+                continue
+            seen.add(label)
+            if members:
+                rows.append(f"| *{key}, kind = {', '.join(repr(k) for k, v in members.items() if v is sub)}* | | | {sub.__doc__ or ''} |".replace("\n", " "))
+            _table_rows(sub, key + ".", rows, seen)
+
+
+def spec_reference() -> str:
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|",
+            "| `extends` | string or list of strings | - | Spec(s) this file inherits from, as paths relative to it (`.toml` optional). Bases must agree on every value the file does not set. |",
+            "| `abstract` | bool | `false` | A recipe: a partial spec other specs extend. |"]
+    _table_rows(ModelSpec, "", rows, set())
+    return "\n".join(rows)
+
+
+def _generate(section: str, root: Path) -> str:
+    return models_table(root / "specs") if section == "models" else spec_reference()
+
+
+def update_readme(root: Path, check: bool = False) -> bool:
+    """Rewrite (or, with check, compare) the generated README sections; True when current."""
+    readme = root / "README.md"
+    text = readme.read_text()
+    new = text
+    for section in SECTIONS:
+        start, end = f"<!-- generated:{section} -->", f"<!-- /generated:{section} -->"
+        if start not in new or end not in new:
+            raise SystemExit(f"README.md lacks the {start} ... {end} markers")
+        head, rest = new.split(start, 1)
+        _, tail = rest.split(end, 1)
+        new = f"{head}{start}\n{_generate(section, root)}\n{end}{tail}"
+    if check:
+        return new == text
+    readme.write_text(new)
+    return True
+
+
+def main() -> None:
+    root = Path(__file__).resolve().parent.parent
+    if "--root" in sys.argv:
+        root = Path(sys.argv[sys.argv.index("--root") + 1])
+    if "--check" in sys.argv:
+        if not update_readme(root, check=True):
+            print("README.md generated sections are stale: run python -m taxonc.compiler.docs")
+            raise SystemExit(1)
+        print("README.md generated sections are current")
+        return
+    update_readme(root)
+    print("README.md generated sections rewritten")
+
+
+if __name__ == "__main__":
+    main()
