@@ -405,3 +405,17 @@ class Model(nn.Module):
 def build(device=None, dtype=None):
     """The model, with weights initialised (or unallocated on the meta device)."""
     return Model(device=device, dtype=dtype)
+
+
+def example_inputs(batch=1, seq=16, dtype=torch.float32):
+    """Random inputs of the right shapes: (input_ids, keyword inputs)."""
+    ids = torch.randint(0, CONFIG.vocab_size, (batch, seq))
+    extra = {}
+    return ids, extra
+
+
+if __name__ == "__main__":
+    with torch.no_grad():
+        ids, extra = example_inputs(seq=min(16, CONFIG.context))
+        logits = build()(ids, **extra)
+    print(f"{CONFIG.name} ({CONFIG.scale}): input {tuple(ids.shape)} -> logits {tuple(logits.shape)}")
