@@ -50,6 +50,7 @@ from benchmarks.hf_mapping import ARCHS, Dims, build_pair, hf_logits  # noqa: E4
 
 TOL = 1e-4
 DRIFT = 0.05
+NOISY = 1.25
 PROVIDERS = ("hf_eager", "taxonc_eager", "hf_compiled", "taxonc_compiled")
 
 # 12 layers, d_model 512, 8 heads of 64, context 1024. Vocabulary as the families use
@@ -81,6 +82,16 @@ def cpu_info() -> dict:
         pass
     return {"cpu": model, "cpu_flags": " ".join(flags), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "cores": os.cpu_count()}
+
+
+def cpu_pressure() -> float | None:
+    """Share of the last minute in which some runnable task waited for a CPU (Linux PSI).
+    On an otherwise idle machine this stays near 0; other tenants' load shows up here."""
+    try:
+        fields = Path("/proc/pressure/cpu").read_text().split("\n")[0].split()
+        return float(dict(f.split("=") for f in fields[1:])["avg60"]) / 100
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def versions() -> dict:
@@ -315,10 +326,16 @@ def print_table(results: dict, lengths: list[int], flags: list[str], env: dict) 
                 return f"{r[p]['median'] * 1e3:7.1f} ms"
 
             share = [f"{r[p]['gflops'] / r[p]['ceiling']:.0%}" for p in PROVIDERS]
+            noisy = any(r[p]["p80"] / r[p]["p20"] > NOISY for p in PROVIDERS)
             print(f"{arch:6} {T:>5} {ms('hf_eager'):>10} {ms('taxonc_eager'):>10} {r['taxonc_eager']['ratio']:6.2f}"
                   f" {ms('hf_compiled'):>10} {ms('taxonc_compiled'):>10} {r['taxonc_compiled']['ratio']:6.2f}"
-                  f" {r['hf_eager']['ceiling']:5.0f} GF  {share[0]:>10} {share[1]:>5} {share[2]:>5} {share[3]:>5}")
-    print("p20-p80 of each median is in the JSON lines.")
+                  f" {r['hf_eager']['ceiling']:5.0f} GF  {share[0]:>10} {share[1]:>5} {share[2]:>5} {share[3]:>5}"
+                  + ("  noisy" if noisy else ""))
+    print(f"p20-p80 of each median is in the JSON lines; 'noisy': some provider's p80/p20 > {NOISY}.")
+    pressure = [env.get("cpu_pressure_start"), env.get("cpu_pressure_end")]
+    if None not in pressure:
+        print(f"CPU pressure (share of the last minute a runnable task waited for a CPU) at start {pressure[0]:.0%}, "
+              f"at end {pressure[1]:.0%}" + ("  -- other load on this machine; timings are suspect" if max(pressure) > 0.10 else ""))
     if flags:
         print("DRIFT > 5% between the start and the end of the run (timings above are suspect):")
         for f in flags:
@@ -381,6 +398,7 @@ def main(argv=None) -> int:
         env = {**versions(), **cpu_info()}
         ENV.update({"torch": env["torch"], "transformers": env["transformers"], "cpu_flags": env["cpu_flags"],
                     "threads": env["threads"]})
+        env["cpu_pressure_start"] = cpu_pressure()
         start = time.perf_counter()
         shapes = {s[:3] for arch in ARGS.archs for T in ARGS.lengths for s in linear_shapes(arch, BENCH_DIMS[arch], T)}
         gemms = measure_gemms(shapes, ARGS.gemm_reps, ARGS.gemm_time, "start")
@@ -389,6 +407,9 @@ def main(argv=None) -> int:
         for arch in ARGS.archs:
             run_arch(arch, ARGS.lengths, gemms, results, keep_hf)
         flags = rerun_baselines(ARGS.lengths, gemms, copy, results, keep_hf)
+        env["cpu_pressure_end"] = cpu_pressure()
+        emit({"provider": "machine", "op": "cpu_pressure_avg60", "start": env["cpu_pressure_start"], "end": env["cpu_pressure_end"],
+              "cpu": env["cpu"], "torch_cpu_capability": env["torch_cpu_capability"], "cores": env["cores"]})
         print_table(results, ARGS.lengths, flags, env)
         print(f"GEMM peak at these shapes {max(s['gflops'] for s in gemms.values()):.0f} GFLOP/s; "
               f"copy {copy['gbps']:.1f} GB/s; total run {time.perf_counter() - start:.0f} s")

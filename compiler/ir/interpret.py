@@ -67,7 +67,7 @@ def _module(node: Node, p: dict[str, torch.Tensor]) -> torch.nn.Module:
 
 
 def _call(node: Node, p: dict[str, torch.Tensor], *args: Any) -> torch.Tensor:
-    return functional_call(_module(node, p), p, args, strict=True)
+    return functional_call(_module(node, p).eval(), p, args, strict=True)  # inference semantics
 
 
 def run_graph(graph: Graph, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],

@@ -88,8 +88,10 @@ class _ScopeEmitter:
     def line(self, node: Node, text: str, outputs: list[str] | None = None) -> None:
         shapes = ", ".join(_shape(self.g.values[v]) for v in (outputs or node.outputs))
         self.code.forward.append(f"{text}  # {shapes}")
+        residual_in = self.g.meta.get("residual_in", {})
         for value in outputs or node.outputs:
-            if any(c.scope != self.scope for c in self.g.consumers(value)) and value != self.g.meta.get("residual_out", {}).get(self.scope):
+            # values other scopes read go through ctx, except where they are the next block's residual input
+            if any(c.scope != self.scope and residual_in.get(c.scope) != value for c in self.g.consumers(value)):
                 self.code.forward.append(f"{self.ctx_attr(value)} = {value[len(self.scope) + 1:]}")
 
     def emit(self) -> ScopeCode:
@@ -147,7 +149,11 @@ class _ScopeEmitter:
         packs = node.attrs.get("packs") or []
         note = f"  # fused: {' + '.join(p.rsplit('.', 1)[-1] for p in packs)}" if len(packs) > 1 else ""
         self.code.init.append(f"self.{node.name} = nn.Linear({d_in}, {d_out}, bias={node.attrs['bias']}, **kw){note}")
-        call = f"self.{node.name}({self.ref(node.inputs[0])})"
+        source = self.ref(node.inputs[0])
+        call = f"self.{node.name}({source})"
+        if source in ("ctx.memory", "ctx.media_latents"):
+            # the encoder output and the media are fixed for a sequence: project them once per cache
+            call = f"ctx.once(self.layer + {'.' + node.name!r}, lambda: {call})"
         epilogue = node.attrs.get("epilogue")
         if epilogue:
             call = _activation_call(epilogue, call)
@@ -237,7 +243,7 @@ class _ScopeEmitter:
         a = node.attrs
         d_model = node.params["proj_in.weight"][1]
         self.code.init.append(f"self.{node.name} = NeighbourEncoder({d_model}, {a['dim']}, {a['n_layers']}, {a['n_heads']}, {a['norm_kind']!r}, {a['eps']!r}, {a['bias']}, **kw)")
-        self.line(node, f"{self.out(node)} = encode_neighbours(self.{node.name}, ctx.token_embedding, ctx.neighbours, {self.ref(node.inputs[1])}, {a['chunk']})")
+        self.line(node, f"{self.out(node)} = encode_neighbours(self.{node.name}, ctx.token_embedding, ctx.neighbours, ctx.history(self.layer + '.retro', {self.ref(node.inputs[1])}), {a['chunk']})")
 
     def op_chunked_xattn(self, node: Node) -> None:
         a = node.attrs
@@ -246,7 +252,7 @@ class _ScopeEmitter:
         bias = "q_proj.bias" in node.params
         self.code.init.append(f"self.{node.name} = nn.ModuleDict({{'q_proj': nn.Linear({d}, {q_out}, bias={bias}, **kw), 'kv_proj': nn.Linear({e}, {kv_out}, bias={bias}, **kw)}})")
         h, enc = (self.ref(v) for v in node.inputs)
-        self.line(node, f"{self.out(node)} = chunked_cross_attention(self.{node.name}['q_proj'], self.{node.name}['kv_proj'], {h}, {enc}, {a['chunk']}, {a['n_heads']}, {a['n_kv_heads']}, {a['d_head']})")
+        self.line(node, f"{self.out(node)} = chunked_cross_attention(self.{node.name}['q_proj'], self.{node.name}['kv_proj'], ctx.history(self.layer + '.cca', {h}), {enc}, {a['chunk']}, {a['n_heads']}, {a['n_kv_heads']}, {a['d_head']})[:, -{h}.shape[1]:]")
 
     def op_lm_head(self, node: Node) -> None:
         src = self.ref(node.inputs[0])
@@ -345,25 +351,22 @@ def _listing(indices: list[int]) -> str:
 
 
 def _forward_steps(graph: Graph, singles: list[str]) -> list[str]:
-    """Model.forward, one statement per scope group, in graph order."""
+    """Model.forward, one statement per scope group, in graph order (8-space body indent)."""
+    nl = "\n        "
     steps: list[str] = []
-    seen_layers: set[str] = set()
-    for scope in graph.scopes():
-        match = _LAYER.match(scope)
-        if match:
-            stack = match.group(1)
-            if stack not in seen_layers:
-                seen_layers.add(stack)
-                steps.append(f"for block in self.{stack}:\n            x = block(x, ctx)")
-            continue
-        if scope == "embed":
-            steps.append("x = self.embed(input_ids, ctx)")
-        elif scope == "encoder_embed":
-            steps.append("x = self.encoder_embed(encoder_ids, ctx)")
-        elif scope == "encoder_final":
-            steps.append("x = self.encoder_final(x, ctx)")
-        elif scope == "media":
-            steps.append("self.media(media, ctx)")
-        elif scope == "head":
-            steps.append("logits = self.head(x, ctx)")
+    scopes = graph.scopes()
+    if "encoder_embed" in scopes:
+        encoder = ["x = self.encoder_embed(encoder_ids, ctx)", "for block in self.encoder_layers:", "    x = block(x, ctx)"]
+        if "encoder_final" in scopes:
+            encoder.append("x = self.encoder_final(x, ctx)")
+        encoder.append("ctx.memory = x")
+        steps.append(nl.join(
+            ["if cache is not None and 'memory' in cache.static:", "    ctx.memory = cache.static['memory']  # encoded once per sequence", "else:"]
+            + [f"    {line}" for line in encoder]
+            + ["    if cache is not None:", "        cache.static['memory'] = ctx.memory"]))
+    if "media" in scopes:
+        steps.append("ctx.media_latents = ctx.once('media_latents', lambda: self.media(media, ctx))")
+    steps.append("x = self.embed(input_ids, ctx)")
+    steps.append(nl.join(["for block in self.layers:", "    x = block(x, ctx)"]))
+    steps.append("logits = self.head(x, ctx)")
     return steps

@@ -237,7 +237,17 @@ class KVCache:
         return full
 
     def nbytes(self):
+        """Bytes of cached self-attention keys and values."""
         return sum(t.numel() * t.element_size() for t in list(self.keys.values()) + list(self.values.values()))
+
+    def reorder(self, index_B):
+        """Keep (and repeat) batch rows, e.g. to follow the surviving beams of a beam search."""
+        for store in (self.keys, self.values):
+            for name, t in store.items():
+                store[name] = t.index_select(0, index_B)
+        for name, t in self.static.items():
+            if isinstance(t, torch.Tensor) and t.dim() > 0:
+                self.static[name] = t.index_select(0, index_B)
 
 
 class Context:
@@ -254,6 +264,23 @@ class Context:
                 cache.prefix_len = prefix_len
             prefix_len = cache.prefix_len
         self.prefix_len = prefix_len
+
+    def once(self, key, compute):
+        """A value fixed for the whole sequence (projected encoder output, media): computed once per cache."""
+        if self.cache is None:
+            return compute()
+        if key not in self.cache.static:
+            self.cache.static[key] = compute()
+        return self.cache.static[key]
+
+    def history(self, key, new_BTD):
+        """Every position's value so far, for ops that read whole chunks (RETRO)."""
+        if self.cache is None:
+            return new_BTD
+        past = self.cache.static.get(key)
+        full = new_BTD if past is None else torch.cat([past, new_BTD], dim=1)
+        self.cache.static[key] = full
+        return full
 
 
 def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, layer=None, rotary=None, alibi=False,
@@ -295,8 +322,9 @@ def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, lay
 class MoE(nn.Module):
     """Token-choice mixture of experts with capacity-limited dispatch.
 
-    Tokens are sorted by expert; each expert keeps at most `capacity` of them in arrival order
-    and the rest are dropped (their expert output is zero, the residual carries them on).
+    Tokens are sorted by expert; in training each expert keeps at most `capacity` of them in
+    arrival order and the rest are dropped (their expert output is zero, the residual carries
+    them on). At inference nothing is dropped.
     The load-balancing loss of the last call is kept in `aux_loss`.
     """
 
@@ -334,7 +362,9 @@ class MoE(nn.Module):
         weight_NK, expert_NK = probs_NE.topk(self.top_k, dim=-1)
         if self.router_kind == "softmax-top-k" and self.top_k > 1:
             weight_NK = weight_NK / weight_NK.sum(-1, keepdim=True)
-        capacity = max(1, math.ceil(self.capacity_factor * n_tokens * self.top_k / n_experts))
+        # capacity limits (and token dropping) apply in training; at inference every token reaches
+        # its experts, so a cached decode step computes what the full forward computes
+        capacity = max(1, math.ceil(self.capacity_factor * n_tokens * self.top_k / n_experts)) if self.training else n_tokens * self.top_k
         # load balancing: experts' share of tokens times their mean router probability
         share_E = torch.zeros(n_experts, device=x_ND.device).index_add_(0, expert_NK[:, 0], torch.ones(n_tokens, device=x_ND.device)) / n_tokens
         self.aux_loss = n_experts * (share_E * probs_NE.mean(0)).sum()
