@@ -244,7 +244,17 @@ class KVCache:
         return full
 
     def nbytes(self):
+        """Bytes of cached self-attention keys and values."""
         return sum(t.numel() * t.element_size() for t in list(self.keys.values()) + list(self.values.values()))
+
+    def reorder(self, index_B):
+        """Keep (and repeat) batch rows, e.g. to follow the surviving beams of a beam search."""
+        for store in (self.keys, self.values):
+            for name, t in store.items():
+                store[name] = t.index_select(0, index_B)
+        for name, t in self.static.items():
+            if isinstance(t, torch.Tensor) and t.dim() > 0:
+                self.static[name] = t.index_select(0, index_B)
 
 
 class Context:
@@ -261,6 +271,23 @@ class Context:
                 cache.prefix_len = prefix_len
             prefix_len = cache.prefix_len
         self.prefix_len = prefix_len
+
+    def once(self, key, compute):
+        """A value fixed for the whole sequence (projected encoder output, media): computed once per cache."""
+        if self.cache is None:
+            return compute()
+        if key not in self.cache.static:
+            self.cache.static[key] = compute()
+        return self.cache.static[key]
+
+    def history(self, key, new_BTD):
+        """Every position's value so far, for ops that read whole chunks (RETRO)."""
+        if self.cache is None:
+            return new_BTD
+        past = self.cache.static.get(key)
+        full = new_BTD if past is None else torch.cat([past, new_BTD], dim=1)
+        self.cache.static[key] = full
+        return full
 
 
 def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, layer=None, rotary=None, alibi=False,

@@ -246,7 +246,17 @@ class KVCache:
         return full
 
     def nbytes(self):
+        """Bytes of cached self-attention keys and values."""
         return sum(t.numel() * t.element_size() for t in list(self.keys.values()) + list(self.values.values()))
+
+    def reorder(self, index_B):
+        """Keep (and repeat) batch rows, e.g. to follow the surviving beams of a beam search."""
+        for store in (self.keys, self.values):
+            for name, t in store.items():
+                store[name] = t.index_select(0, index_B)
+        for name, t in self.static.items():
+            if isinstance(t, torch.Tensor) and t.dim() > 0:
+                self.static[name] = t.index_select(0, index_B)
 
 
 class Context:
@@ -263,6 +273,23 @@ class Context:
                 cache.prefix_len = prefix_len
             prefix_len = cache.prefix_len
         self.prefix_len = prefix_len
+
+    def once(self, key, compute):
+        """A value fixed for the whole sequence (projected encoder output, media): computed once per cache."""
+        if self.cache is None:
+            return compute()
+        if key not in self.cache.static:
+            self.cache.static[key] = compute()
+        return self.cache.static[key]
+
+    def history(self, key, new_BTD):
+        """Every position's value so far, for ops that read whole chunks (RETRO)."""
+        if self.cache is None:
+            return new_BTD
+        past = self.cache.static.get(key)
+        full = new_BTD if past is None else torch.cat([past, new_BTD], dim=1)
+        self.cache.static[key] = full
+        return full
 
 
 def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, layer=None, rotary=None, alibi=False,
@@ -356,7 +383,7 @@ class Block(nn.Module):
         x_attn = x + o  # [B, T, 8]
         h_cross = self.ln_cross(x_attn)  # fused with the add above in kernel backends  # [B, T, 8]
         cross_q = self.cross_q(h_cross)  # [B, T, 64]
-        cross_kv = self.cross_kv(ctx.memory)  # [B, S, 128]
+        cross_kv = ctx.once(self.layer + '.cross_kv', lambda: self.cross_kv(ctx.memory))  # [B, S, 128]
         cross_k, cross_v = cross_kv.split([64, 64], dim=-1)  # [B, S, 64], [B, S, 64]
         cross_a = attention_core(cross_q, cross_k, cross_v, 4, 4, {'kind': 'full'})  # [B, T, 64]
         cross_o = self.cross_out(cross_a)  # [B, T, 8]
@@ -464,10 +491,16 @@ class Model(nn.Module):
     def forward(self, input_ids, *, encoder_ids=None, prefix_len=0, cache=None):
         ctx = Context(input_ids.shape[1], input_ids.device, cache, prefix_len)
         ctx.token_embedding = self.embed.tok.weight
-        x = self.encoder_embed(encoder_ids, ctx)
-        for block in self.encoder_layers:
-            x = block(x, ctx)
-        x = self.encoder_final(x, ctx)
+        if cache is not None and 'memory' in cache.static:
+            ctx.memory = cache.static['memory']  # encoded once per sequence
+        else:
+            x = self.encoder_embed(encoder_ids, ctx)
+            for block in self.encoder_layers:
+                x = block(x, ctx)
+            x = self.encoder_final(x, ctx)
+            ctx.memory = x
+            if cache is not None:
+                cache.static['memory'] = ctx.memory
         x = self.embed(input_ids, ctx)
         for block in self.layers:
             x = block(x, ctx)
