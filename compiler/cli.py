@@ -182,6 +182,8 @@ def compile_cmd(
     dump_ir: Annotated[Optional[Path], typer.Option("--dump-ir", help="Write the IR after each pass here.")] = None,
     stop_after: Annotated[Optional[str], typer.Option("--stop-after", help="Stop the pass pipeline after this pass.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary.")] = False,
+    init_weights: Annotated[bool, typer.Option("--init-weights", help="Also write DIR/weights.safetensors, initialised as the spec says.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --init-weights.")] = 0,
 ) -> None:
     """Compile a spec to DIR/model.py, DIR/spec.lock.json and DIR/graph.txt."""
     from .compile import compile_spec, write_artifact
@@ -193,6 +195,13 @@ def compile_cmd(
         fail(exc)
     out_dir = output or Path("out") / (compiled.spec.model.name + ("" if scale == "full" else f"-{scale}"))
     write_artifact(compiled, out_dir)
+    if init_weights:
+        from .running import init_weights_file
+
+        try:
+            init_weights_file(compiled, out_dir, seed)
+        except TaxoncError as exc:
+            fail(exc)
     if quiet:
         return
     summary = compiled.summary()
@@ -224,6 +233,71 @@ def graph(
         sys.stdout.write(render_graph(compiled.graph, fmt))
     except TaxoncError as exc:
         fail(exc)
+
+
+Sampler = Annotated[str, typer.Option("--sampler", help="greedy, temperature, top-k, top-p, tail-free or beam")]
+
+
+@app.command()
+def run(
+    target: Annotated[Path, typer.Argument(help="A spec file, or a directory from taxonc compile.")],
+    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")],
+    scale: Annotated[str, typer.Option("--scale", help="full or tiny (spec files only)")] = "full",
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key (spec files only).")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="A safetensors file for the model.")] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A SentencePiece model (default: DIR/tokenizer.model, else the shipped one).")] = None,
+    sampler: Sampler = "greedy",
+    temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option("--top-k")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p")] = None,
+    tfs: Annotated[Optional[float], typer.Option("--tfs", help="Tail-free sampling z.")] = None,
+    num_beams: Annotated[int, typer.Option("--num-beams")] = 1,
+    length_penalty: Annotated[float, typer.Option("--length-penalty")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the weight init (when no weights are given) and sampling.")] = 0,
+    fim_suffix: Annotated[Optional[str], typer.Option("--fim-suffix", help="Fill in the middle between the prompt and this suffix.")] = None,
+    condition: Annotated[Optional[str], typer.Option("--condition", help="Prepend a feedback control token: good or bad.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming.")] = False,
+) -> None:
+    """Generate text: load or initialise weights, tokenize, sample, stream."""
+    from taxonc.runtime.errors import RuntimeFailure
+
+    from .running import run_generation
+
+    try:
+        run_generation(target=target, prompt=prompt, scale=scale, sets=sets or [], weights=weights, tokenizer=tokenizer,
+                       sampler=dict(kind=sampler, temperature=temperature, top_k=top_k, top_p=top_p, tfs=tfs,
+                                    num_beams=num_beams, length_penalty=length_penalty),
+                       max_new_tokens=max_new_tokens, seed=seed, fim_suffix=fim_suffix, condition=condition,
+                       as_json=as_json, out=out, err=err)
+    except TaxoncError as exc:
+        fail(exc)
+    except (RuntimeFailure, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1)
+
+
+tokenizer_app = typer.Typer(help="Train SentencePiece tokenizers.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    input_path: Annotated[list[Path], typer.Option("--input", help="Text file(s) to train on.")],
+    vocab: Annotated[int, typer.Option("--vocab", help="Vocabulary size.")],
+    model_type: Annotated[str, typer.Option("--type", help="bpe or unigram")] = "bpe",
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the .model file.")] = Path("tokenizer.model"),
+) -> None:
+    """Train a SentencePiece tokenizer (byte fallback on, FIM and feedback tokens included), quietly."""
+    from taxonc.runtime.errors import RuntimeFailure
+    from taxonc.runtime.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer, train_tokenizer
+
+    try:
+        path = train_tokenizer(input_path, vocab, model_type, output, special_tokens=DEFAULT_SPECIAL_TOKENS)
+        out.print(f"wrote {path} ({Tokenizer.load(path).vocab_size} pieces, {model_type})")
+    except RuntimeFailure as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1)
 
 
 def main() -> None:

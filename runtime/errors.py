@@ -10,3 +10,11 @@ class RuntimeFailure(Exception):
 
 class TokenizerError(RuntimeFailure):
     """A tokenizer could not be trained, loaded or used."""
+
+
+class WeightsError(RuntimeFailure):
+    """A weights file is missing, damaged, or does not fit the model."""
+
+
+class ArtifactError(RuntimeFailure):
+    """A compiled directory is incomplete or inconsistent."""

@@ -7,7 +7,7 @@ control tokens) as user-defined symbols, which SentencePiece always keeps as one
 
 Round trip. We train with the "identity" normalisation rule and keep runs of whitespace, so
 decode(encode(s)) == s for every string s without U+2581 ("▁"). That one character is
-SentencePiece's own space marker and decodes as a space; no SentencePiece model round-trips it.
+SentencePiece's own space marker and decodes as a space (in any model that escapes whitespace).
 The identity rule also keeps the model small: the default NFKC rule embeds a ~240 KB table.
 """
 
@@ -60,6 +60,7 @@ def train_tokenizer(
     special_tokens: Iterable[str] = (),
     byte_fallback: bool = True,
     *,
+    add_dummy_prefix: bool = False,
     num_threads: int | None = None,
 ) -> Path:
     """Train a SentencePiece model on UTF-8 text and write it to `output_path`.
@@ -69,6 +70,11 @@ def train_tokenizer(
     (hard_vocab_limit is off); read Tokenizer.vocab_size for the real size. Nothing is
     printed. The file is written to a temporary name beside `output_path` and renamed over
     it, so a failed run leaves any earlier model in place.
+
+    No dummy prefix by default (SentencePiece's own default puts one "▁" before every
+    input, as Llama does): then decode(encode(a) + encode(b)) == a + b, which FIM relies on
+    when it encodes prefix, middle and suffix apart, and text that starts with a special
+    token encodes to that token alone. GPT-2's byte-level BPE behaves the same way.
 
     The file records `num_threads`, and unigram pieces depend on it (its EM sums run in
     parallel); BPE pieces do not. Pass num_threads=1 for a byte-reproducible file.
@@ -85,7 +91,7 @@ def train_tokenizer(
             f"vocab_size must be an integer of at least {floor} (meta pieces, special tokens"
             f"{', 256 bytes' if byte_fallback else ''} and one character), not {vocab_size!r}"
         )
-    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
+    if num_threads is not None and (type(num_threads) is not int or num_threads < 1):
         raise TokenizerError(f"num_threads must be a positive integer, not {num_threads!r}")
     out = Path(output_path)
     if out.is_dir():
@@ -99,6 +105,7 @@ def train_tokenizer(
         normalization_rule_name="identity",  # exact round trip; see the module docstring
         remove_extra_whitespaces=False,  # likewise: runs of spaces and newlines survive
         allow_whitespace_only_pieces=True,  # indentation runs can become single pieces
+        add_dummy_prefix=add_dummy_prefix,
         hard_vocab_limit=False,  # a small corpus yields a smaller vocabulary, not an error
         minloglevel=2,  # SentencePiece logs every step to stderr; keep only what we raise
         num_threads=num_threads or max(1, min(8, os.cpu_count() or 1)),

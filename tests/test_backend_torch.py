@@ -88,8 +88,10 @@ def test_changing_token_t_never_changes_earlier_outputs(path: Path, t: int, seed
     changed[0, t] = (ids[0, t] + 1 + torch.randint(0, vocab - 1, (1,), generator=gen)) % vocab
     with torch.no_grad():
         a, b = model(ids, **kw), model(changed, **kw)
-    assert torch.equal(a[:, :t], b[:, :t])
-    assert not torch.equal(a[:, t:], b[:, t:])  # and the change is visible from t on
+    # not bit-equal: a mixture-of-experts layer batches rows per expert, and BLAS may round a
+    # row differently when its batch changes; 1e-12 in float64 is far below any real leak
+    assert torch.allclose(a[:, :t], b[:, :t], rtol=0, atol=1e-12)
+    assert not torch.allclose(a[:, t:], b[:, t:], rtol=0, atol=1e-6)  # and the change is visible from t on
 
 
 PREFIX_LM = [p for p in MODEL_FILES if load_spec(p).spec.model.structure == "prefix-lm"]
@@ -111,12 +113,12 @@ def test_prefix_lm_is_bidirectional_inside_the_prefix_only(path: Path) -> None:
     a, b = run(5)  # inside the prefix: earlier prefix positions see it
     assert not torch.allclose(a[:, :5], b[:, :5])
     a, b = run(11)  # after the prefix: strictly causal
-    assert torch.equal(a[:, :11], b[:, :11])
+    assert torch.allclose(a[:, :11], b[:, :11], rtol=0, atol=1e-12)
     with torch.no_grad():  # prefix_len 0 is a plain causal LM
         causal_a = model(ids)
         other = ids.clone()
         other[0, 5] = (ids[0, 5] + 1) % compiled.spec.dims.vocab_size
-        assert torch.equal(causal_a[:, :5], model(other)[:, :5])
+        assert torch.allclose(causal_a[:, :5], model(other)[:, :5], rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["gpt3", "palm", "glam", "retro"])
@@ -141,5 +143,5 @@ def test_spec_strings_cannot_inject_code(tmp_path: Path) -> None:
     module = load_module(compiled.files["model.py"], "evil")
     assert not marker.exists()
     assert code in module.CONFIG.notes and code in module.CONFIG.title
-    assert module.build(dtype=torch.float64)(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 256)
+    assert module.build(dtype=torch.float64)(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 512)
     assert not marker.exists()

@@ -70,3 +70,18 @@ def test_banded_layers_keep_only_their_window() -> None:
         model(torch.zeros(1, 40, dtype=torch.long), cache=cache)
     assert cache.keys["layers.1"].shape[2] == window - 1  # banded
     assert cache.keys["layers.0"].shape[2] == 40  # dense
+
+
+def test_encoder_runs_once_and_stays_out_of_the_cache() -> None:
+    from .conftest import SPECS
+
+    compiled, module, model = _model(SPECS / "alphacode.toml")
+    gen = torch.Generator().manual_seed(0)
+    kw = extra_inputs(compiled.spec, 1, 4, gen, dtype=torch.float32)
+    cache = module.KVCache()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, dtype=torch.long), cache=cache, **kw)
+        memory = cache.static["memory"]
+        model(torch.zeros(1, 1, dtype=torch.long), cache=cache, **kw)
+    assert all(name.startswith("layers.") for name in cache.keys)
+    assert cache.static["memory"] is memory  # not recomputed on the second step

@@ -74,12 +74,12 @@ class _Lowering:
         if pos.kind == "rotary":
             self.g.add(Op.ROTARY, scope, "rope", [q, k], {"q_rot": self.g.values[q], "k_rot": self.g.values[k]},
                        {"n_heads": self.h, "n_kv_heads": self.kv, "d_head": self.dh,
-                        "rot_dims": self.arch.rotary_dims, "base": pos.base})
+                        "rot_dims": self.arch.rotary_dims, "base": pos.base, "cached": not encoder})
             q, k = f"{scope}.q_rot", f"{scope}.k_rot"
         attrs = {
             "n_heads": self.h, "n_kv_heads": self.kv, "d_head": self.dh,
             "mask": self.mask(plan, bidirectional=encoder), "alibi": pos.kind == "alibi",
-            "relative": None, "rotary": None, "self": True, "window": None,
+            "relative": None, "rotary": None, "self": True, "cached": not encoder, "window": None,
         }
         if attrs["mask"]["kind"] == "locally-banded":
             attrs["window"] = attrs["mask"]["window"]
@@ -110,7 +110,7 @@ class _Lowering:
         k = self.linear(scope, f"{prefix}_k", memory, f"{prefix}_k", d_mem, n_kv * d_head, b)
         v = self.linear(scope, f"{prefix}_v", memory, f"{prefix}_v", d_mem, n_kv * d_head, b)
         attrs = {"n_heads": n_heads, "n_kv_heads": n_kv, "d_head": d_head, "mask": {"kind": "full"}, "alibi": False,
-                 "relative": None, "rotary": None, "self": False, "window": None}
+                 "relative": None, "rotary": None, "self": False, "cached": False, "window": None}
         shape = self.g.values[h][:-1] + (n_heads * d_head,)
         self.g.add(Op.ATTENTION, scope, prefix, [q, k, v], {f"{prefix}_a": shape}, attrs)
         return self.linear(scope, f"{prefix}_out", f"{scope}.{prefix}_a", f"{prefix}_o", n_heads * d_head, self.d,

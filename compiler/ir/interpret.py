@@ -43,7 +43,7 @@ def _attention(node: Node, p: dict[str, torch.Tensor], args: list[torch.Tensor],
     if rel and rel["kind"] == "bias":
         rel_table = shared if shared is not None else p["rel_bias"]
     return P.attention_core(
-        q, k, v, a["n_heads"], a["n_kv_heads"], a["mask"], ctx if a["self"] else None, node.scope if a["self"] else None,
+        q, k, v, a["n_heads"], a["n_kv_heads"], a["mask"], ctx if a["self"] else None, node.scope if a["cached"] else None,
         rotary=a["rotary"], alibi=a["alibi"], relative=rel if rel and rel["kind"] == "bias" else None,
         rel_table_NH=rel_table, xl=xl, window=a.get("window"),
     )
@@ -57,7 +57,7 @@ def _module(node: Node, p: dict[str, torch.Tensor]) -> torch.nn.Module:
             m = P.MoE(1, a["d_ff"], a["n_experts"], a["top_k"], a["capacity_factor"], a["router"], a["activation"],
                       "b_in" in p, "b_out" in p)
             if a["activation"] == "solu":
-                m.solu_norm = P.make_norm(a["norm_kind"], a["d_ff"], a["eps"], True)
+                m.solu_norm = P.make_norm(a["norm_kind"], a["d_ff"], a["eps"], "solu_norm.bias" in p)
             return m
         if node.op == Op.RESAMPLER:
             return P.PerceiverResampler(a["dim"], a["n_latents"], a["n_layers"], a["n_heads"], a["norm_kind"], a["eps"], a["bias"])
@@ -102,7 +102,8 @@ def run_graph(graph: Graph, params: dict[str, torch.Tensor], inputs: dict[str, t
         elif op == Op.SPLIT:
             out = list(torch.split(args[0], a["sizes"], dim=-1))
         elif op == Op.ROTARY:
-            out = list(P.rotary_flat(args[0], args[1], ctx.positions, a["n_heads"], a["n_kv_heads"], a["rot_dims"], a["base"]))
+            positions = ctx.positions if a["cached"] else torch.arange(args[0].shape[1], device=ids.device)
+            out = list(P.rotary_flat(args[0], args[1], positions, a["n_heads"], a["n_kv_heads"], a["rot_dims"], a["base"]))
         elif op == Op.ATTENTION:
             out = _attention(node, p, args, ctx)
         elif op == Op.ACTIVATION:

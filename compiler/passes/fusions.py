@@ -213,7 +213,7 @@ def fold_rope(g: Graph, log: PassLog) -> Graph:
             log.refuse("fold_rope", rope.id, "rotated values have readers other than one attention")
             continue
         attn = attn[0]
-        attn.attrs["rotary"] = {"dims": rope.attrs["rot_dims"], "base": rope.attrs["base"]}
+        attn.attrs["rotary"] = {"dims": rope.attrs["rot_dims"], "base": rope.attrs["base"]}  # positions follow attn's "cached"
         q_rot, k_rot = rope.outputs
         q, k = rope.inputs
         g.remove(rope.id)

@@ -16,6 +16,7 @@ from .model import LayerSelector, ModelSpec
 SCALES = ("full", "tiny")
 TINY_HEAD = 16
 TINY_CONTEXT = 64
+TINY_VOCAB = 512  # the size of the tokenizer taxonc ships, so tiny models can run text
 
 
 def _layers_needed(sel: LayerSelector | None, n_layers: int) -> int:
@@ -61,7 +62,7 @@ def scale_spec(spec: ModelSpec, scale: str) -> ModelSpec:
     d = data["dims"]
     d.update(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=TINY_HEAD,
              d_ff=max(8, int(round(arch.d_ff / dims.d_model * d_model))), ff_multiple_of=1,
-             vocab_size=min(dims.vocab_size, 256), context=min(dims.context, TINY_CONTEXT))
+             vocab_size=min(dims.vocab_size, TINY_VOCAB), context=min(dims.context, TINY_CONTEXT))
     if dims.d_embed:
         d["d_embed"] = max(8, d_model // 2)
     context = d["context"]

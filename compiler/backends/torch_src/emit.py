@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,14 +167,15 @@ class _ScopeEmitter:
     def op_rotary(self, node: Node) -> None:
         a = node.attrs
         q, k = (self.ref(v) for v in node.inputs)
-        self.line(node, f"{self.out(node, 0)}, {self.out(node, 1)} = rotary_flat({q}, {k}, ctx.positions, {a['n_heads']}, {a['n_kv_heads']}, {a['rot_dims']}, {a['base']!r})")
+        positions = "ctx.positions" if a["cached"] else f"torch.arange({q}.shape[1], device={q}.device)"
+        self.line(node, f"{self.out(node, 0)}, {self.out(node, 1)} = rotary_flat({q}, {k}, {positions}, {a['n_heads']}, {a['n_kv_heads']}, {a['rot_dims']}, {a['base']!r})")
 
     def op_attention(self, node: Node) -> None:
         a = node.attrs
         q, k, v = (self.ref(x) for x in node.inputs[:3])
         args = [q, k, v, str(a["n_heads"]), str(a["n_kv_heads"]), repr(a["mask"])]
         if a["self"]:
-            args += ["ctx", "self.layer"]
+            args += ["ctx", "self.layer" if a["cached"] else "None"]
             if a["rotary"]:
                 args.append(f"rotary={a['rotary']!r}")
             if a["alibi"]:
@@ -274,6 +276,7 @@ def _activation_call(kind: str, arg: str) -> str:
 
 # prelude selection --------------------------------------------------------------------
 
+@lru_cache(maxsize=1)
 def _prelude_defs() -> dict[str, str]:
     source = inspect.getsource(prelude)
     tree = ast.parse(source)

@@ -289,16 +289,20 @@ def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, lay
     q = q_BTF.unflatten(-1, (n_heads, -1)).transpose(1, 2)
     k = k_BSF.unflatten(-1, (n_kv_heads, -1)).transpose(1, 2)
     v = v_BSF.unflatten(-1, (n_kv_heads, -1)).transpose(1, 2)
+    # layer names a cached decoder self-attention: positions continue from the cache. Without it
+    # (encoder self-attention, cross-attention) positions start at 0 and nothing is cached.
     self_attention = ctx is not None and layer is not None
-    q_offset = kv_offset = 0
+    q_offset = kv_offset = ctx.offset if self_attention else 0
+    if rotary is not None:
+        positions = ctx.positions if self_attention else torch.arange(q.shape[2], device=q.device)
+        key = ("rotary", rotary["dims"], rotary["base"], q.dtype, self_attention)
+        tables = ctx.memo.get(key) if ctx is not None else None
+        if tables is None or tables[0].shape[0] != positions.shape[0]:
+            tables = rotary_tables(positions, rotary["dims"], rotary["base"], q.dtype)
+            if ctx is not None:
+                ctx.memo[key] = tables
+        q, k = apply_rotary(q, *tables), apply_rotary(k, *tables)
     if self_attention:
-        q_offset = kv_offset = ctx.offset
-        if rotary is not None:
-            key = ("rotary", rotary["dims"], rotary["base"], q.dtype)
-            if key not in ctx.memo:
-                ctx.memo[key] = rotary_tables(ctx.positions, rotary["dims"], rotary["base"], q.dtype)
-            cos, sin = ctx.memo[key]
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if ctx.cache is not None:
             k, v, kv_offset = ctx.cache.update(layer, k, v, window)
         if mask["kind"] == "prefix":
@@ -315,7 +319,7 @@ def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, lay
     else:
         alibi_H = alibi_slopes(n_heads).to(q.device) if alibi else None
         out = attend(q, k, v, mask, q_offset, kv_offset, alibi_H, rel_table_NH, relative,
-                     memo=ctx.memo if self_attention else None)
+                     memo=ctx.memo if ctx is not None else None)
     return out.transpose(1, 2).flatten(2)
 
 

@@ -1,0 +1,124 @@
+"""`taxonc run`: compile when given a spec, load, tokenize, generate, stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .errors import UsageError
+
+# A model whose fp32 weights would take more than this share of memory is refused up front.
+MEMORY_SHARE = 0.5
+
+
+def _available_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _artifact(target: Path, scale: str, sets: list[str], weights: Path | None, seed: int, workdir: Path):
+    from taxonc.runtime.artifact import load
+
+    from .compile import compile_spec, write_artifact
+
+    if target.is_dir():
+        return load(target, weights=weights, seed=seed)
+    compiled = compile_spec(target, "torch", scale, sets)
+    _check_fits(compiled)
+    write_artifact(compiled, workdir)
+    return load(workdir, weights=weights, seed=seed)
+
+
+def _check_fits(compiled) -> None:
+    need = compiled.summary()["params"] * 4
+    if need > MEMORY_SHARE * _available_memory():
+        raise UsageError(
+            f"{compiled.spec.model.name} needs {need / 2**30:.1f} GiB of fp32 weights, more than this machine can hold; "
+            "try --scale tiny"
+        )
+
+
+def init_weights_file(compiled, out_dir: Path, seed: int) -> Path:
+    """Write DIR/weights.safetensors with the emitted model's own (seeded) initialisation."""
+    from taxonc.runtime.artifact import load
+    from taxonc.runtime.weights import save_weights
+
+    _check_fits(compiled)
+    artifact = load(out_dir, seed=seed)
+    path = out_dir / "weights.safetensors"
+    save_weights(artifact.model, path, compiled.digest, compiled.spec.model.name)
+    return path
+
+
+def _tokenizer(path: Path | None, artifact_dir: Path | None, spec: dict[str, Any]):
+    from taxonc.runtime.tokenizer import Tokenizer
+
+    if path is not None:
+        return Tokenizer.load(path)
+    if artifact_dir is not None and (artifact_dir / "tokenizer.model").is_file():
+        return Tokenizer.load(artifact_dir / "tokenizer.model")
+    return Tokenizer.default()
+
+
+def run_generation(*, target: Path, prompt: str, scale: str, sets: list[str], weights: Path | None, tokenizer: Path | None,
+                   sampler: dict[str, Any], max_new_tokens: int, seed: int, fim_suffix: str | None, condition: str | None,
+                   as_json: bool, out: Console, err: Console) -> dict[str, Any]:
+    from taxonc.runtime.conditioning import generation_prefix
+    from taxonc.runtime.errors import RuntimeFailure
+    from taxonc.runtime.fim import fim_prompt, fim_sentinel_ids
+    from taxonc.runtime.generate import generate
+    from taxonc.runtime.sampling import SamplerConfig
+    from taxonc.runtime.tokenizer import PHF_BAD, PHF_GOOD
+
+    config = SamplerConfig(**sampler)
+    if condition not in (None, "good", "bad"):
+        raise UsageError(f"--condition is good or bad, not {condition!r}")
+    tok = _tokenizer(tokenizer, target if target.is_dir() else None, {})
+    with tempfile.TemporaryDirectory(prefix="taxonc-run-") as tmp:
+        artifact = _artifact(target, scale, sets, weights, seed, Path(tmp))
+        spec = artifact.spec
+        vocab = spec["dims"]["vocab_size"]
+        if tok.vocab_size > vocab:
+            raise RuntimeFailure(f"the tokenizer has {tok.vocab_size} pieces but the model embeds only {vocab} tokens")
+        ids = tok.encode(prompt)
+        if fim_suffix is not None:
+            pre, mid, suf = fim_sentinel_ids(tok)
+            mode = (spec["training"].get("fim") or {}).get("mode", "psm")
+            ids = fim_prompt(ids, tok.encode(fim_suffix), "spm" if mode == "spm" else "psm", pre, mid, suf)
+        if condition is not None:
+            control = tok.token_id(PHF_GOOD if condition == "good" else PHF_BAD)
+            if control is None:
+                raise RuntimeFailure("the tokenizer has no feedback control tokens (<|good|>, <|bad|>)")
+            ids = generation_prefix(control) + ids
+        if not ids:
+            raise RuntimeFailure("the prompt encodes to no tokens")
+        stream = tok.decode_stream()
+
+        def on_token(token: int) -> None:
+            if not as_json:
+                out.file.write(stream.push(token))
+                out.file.flush()
+
+        result = generate(artifact.model, artifact.new_cache, spec, ids, config, max_new_tokens, seed,
+                          tok.eos_id, on_token)
+        text = tok.decode(result.new_ids)
+        report = {
+            "spec": spec["model"]["name"], "scale": artifact.lock.get("scale"), "prompt": prompt, "text": text,
+            "prompt_ids": result.prompt_ids, "ids": result.new_ids, "stopped": result.stopped,
+            "sampler": sampler, "seed": seed, "prefill_s": result.prefill_s, "decode_s": result.decode_s,
+            "tokens_per_s": result.tokens_per_s,
+        }
+        if as_json:
+            print(json.dumps(report))
+        else:
+            out.file.write(stream.flush() + "\n")
+            err.print(f"[dim]{len(result.new_ids)} tokens ({result.stopped}), {result.tokens_per_s:.1f} tokens/s, "
+                      f"prefill {result.prefill_s * 1000:.1f} ms[/]")
+        return report

@@ -1,0 +1,96 @@
+"""Load a compiled directory: model.py, spec.lock.json, optional weights and tokenizer."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from .errors import ArtifactError
+from .weights import load_weights
+
+_counter = itertools.count()
+
+
+@dataclass
+class Artifact:
+    path: Path
+    module: ModuleType
+    model: torch.nn.Module
+    lock: dict[str, Any]
+    weights: Path | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.lock["spec"]
+
+    @property
+    def digest(self) -> str:
+        return self.lock["spec_sha256"]
+
+    def new_cache(self) -> Any:
+        return self.module.KVCache()
+
+
+def import_model(path: Path) -> ModuleType:
+    """Import an emitted model.py under a fresh module name."""
+    name = f"taxonc_artifact_{next(_counter)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ArtifactError(f"{path}: cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ArtifactError(f"{path}: does not import ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not callable(getattr(module, "build", None)):
+        raise ArtifactError(f"{path}: has no build() entry point")
+    return module
+
+
+def read_lock(directory: Path) -> dict[str, Any]:
+    path = directory / "spec.lock.json"
+    if not path.is_file():
+        raise ArtifactError(f"{directory}: no spec.lock.json (compile the spec with taxonc compile)")
+    try:
+        lock = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: damaged ({exc})") from None
+    for key in ("spec_sha256", "spec", "summary"):
+        if key not in lock:
+            raise ArtifactError(f"{path}: missing {key!r}")
+    return lock
+
+
+def load(directory: str | Path, weights: str | Path | None = None, device: str | torch.device | None = None,
+         dtype: torch.dtype | None = None, seed: int | None = None) -> Artifact:
+    """Load an artifact. Weights come from `weights`, else DIR/weights.safetensors, else a seeded init."""
+    directory = Path(directory)
+    model_py = directory / "model.py"
+    if not model_py.is_file():
+        raise ArtifactError(f"{directory}: no model.py (compile the spec with taxonc compile)")
+    lock = read_lock(directory)
+    header = re.search(r"^# spec sha256: ([0-9a-f]{64})$", model_py.read_text(errors="replace"), re.MULTILINE)
+    if not header or header.group(1) != lock["spec_sha256"]:
+        raise ArtifactError(f"{directory}: model.py and spec.lock.json come from different specs")
+    module = import_model(model_py)
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = module.build(device=device, dtype=dtype).eval()
+    weights_path = Path(weights) if weights is not None else directory / "weights.safetensors"
+    meta: dict[str, str] = {}
+    if weights is not None or weights_path.is_file():
+        meta = load_weights(model, weights_path, lock["spec_sha256"])
+    else:
+        weights_path = None
+    return Artifact(directory, module, model, lock, weights_path, meta)

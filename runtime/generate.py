@@ -1,0 +1,104 @@
+"""Token generation with the KV cache: prefill once, then one token per step."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .errors import RuntimeFailure
+from .sampling import SamplerConfig, beam_search, next_token
+
+
+@dataclass
+class Generation:
+    prompt_ids: list[int]
+    new_ids: list[int]
+    prefill_s: float
+    decode_s: float
+    stopped: str  # "length", "eos" or "context"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        steps = max(len(self.new_ids) - 1, 0)
+        return steps / self.decode_s if self.decode_s > 0 and steps else 0.0
+
+
+def extra_inputs(spec: dict[str, Any], prompt_ids: torch.Tensor, total_len: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Inputs beyond token ids that a spec's model needs, for text generation.
+
+    Encoder-decoder models read the prompt with the encoder and decode from a start token.
+    Flamingo-style models get no image (zero media features). RETRO-style models get no
+    retrieval (neighbours are padding ids), which exercises the path without a database.
+    Returns the decoder's own prompt and the keyword inputs.
+    """
+    kw: dict[str, Any] = {}
+    decoder_prompt = prompt_ids
+    if spec["model"]["structure"] == "encoder-decoder":
+        kw["encoder_ids"] = prompt_ids
+        decoder_prompt = prompt_ids[:, :1]
+    x = spec.get("cross_attention")
+    if x and x["kind"] == "gated":
+        kw["media"] = torch.zeros(prompt_ids.shape[0], 1, x["media_dim"])
+    if x and x["kind"] == "chunked":
+        chunks = -(-total_len // x["chunk_size"])
+        kw["neighbours"] = torch.zeros(prompt_ids.shape[0], chunks, x["n_neighbours"], x["neighbour_len"], dtype=torch.long)
+    return decoder_prompt, kw
+
+
+def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[str, Any], prompt: list[int],
+             sampler: SamplerConfig, max_new_tokens: int, seed: int = 0, eos_id: int | None = None,
+             on_token: Callable[[int], None] | None = None, prefix_len: int | None = None) -> Generation:
+    """Generate up to max_new_tokens after `prompt`; on_token is called as each token arrives."""
+    if not prompt:
+        raise RuntimeFailure("the prompt is empty")
+    context = spec["dims"]["context"]
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.tensor([prompt], dtype=torch.long)
+    decoder_prompt, kw = extra_inputs(spec, ids, len(prompt) + max_new_tokens, gen)
+    if decoder_prompt.shape[1] >= context:
+        raise RuntimeFailure(f"the prompt has {decoder_prompt.shape[1]} tokens; the model's context is {context}")
+    budget = min(max_new_tokens, context - decoder_prompt.shape[1])
+    if prefix_len is None:  # a prefix LM reads the whole prompt bidirectionally
+        prefix_len = decoder_prompt.shape[1] if spec["model"]["structure"] == "prefix-lm" else 0
+    cache = new_cache()
+    new: list[int] = []
+    stopped = "length" if budget == max_new_tokens else "context"
+    with torch.inference_mode():
+        if sampler.kind == "beam":
+            first = [True]
+
+            def step(tokens: torch.Tensor, beam_cache: Any) -> torch.Tensor:
+                extra = kw if first[0] else {k: v.expand(tokens.shape[0], *v.shape[1:]) for k, v in kw.items()}
+                first[0] = False
+                return model(tokens, cache=beam_cache, prefix_len=prefix_len, **extra)[:, -1].float()
+
+            start = time.perf_counter()
+            out = beam_search(step, decoder_prompt, cache, budget, sampler.num_beams, sampler.length_penalty, eos_id)
+            new = out[0, decoder_prompt.shape[1]:].tolist()
+            elapsed = time.perf_counter() - start
+            for token in new:
+                if on_token:
+                    on_token(token)
+            if eos_id is not None and new and new[-1] == eos_id:
+                stopped = "eos"
+            return Generation(prompt, new, 0.0, elapsed, stopped)
+        start = time.perf_counter()
+        logits = model(decoder_prompt, cache=cache, prefix_len=prefix_len, **kw)[:, -1].float()
+        prefill = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(budget):
+            token = int(next_token(logits, sampler, gen)[0])
+            new.append(token)
+            if on_token:
+                on_token(token)
+            if eos_id is not None and token == eos_id:
+                stopped = "eos"
+                break
+            if i + 1 < budget:
+                logits = model(torch.tensor([[token]]), cache=cache, **kw)[:, -1].float()
+        decode = time.perf_counter() - start
+    return Generation(prompt, new, prefill, decode, stopped)
