@@ -1,6 +1,13 @@
 import os
 from pathlib import Path
 
+import torch
+
+# Triton kernels run under the interpreter when there is no GPU. The flag must be set before
+# any kernel is defined, hence here, before tests import taxonc.kernels.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
