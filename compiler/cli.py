@@ -235,6 +235,90 @@ def graph(
         fail(exc)
 
 
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="First spec.")],
+    b: Annotated[Path, typer.Argument(help="Second spec.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Markdown report.")] = False,
+    graph: Annotated[bool, typer.Option("--graph/--no-graph", help="Compare graph ops and fusions too.")] = True,
+) -> None:
+    """Semantic diff of two resolved specs. Exit 0 when identical, 1 when they differ."""
+    from .diff import diff_specs, render_markdown
+    from .describe import human
+    from .spec import load_spec
+
+    try:
+        d = diff_specs(load_spec(a), load_spec(b), graph=graph)
+    except TaxoncError as exc:
+        fail(exc)
+    if as_json:
+        print(json.dumps(d.to_json(), indent=2, default=str))
+    elif markdown:
+        sys.stdout.write(render_markdown(d))
+    elif d.identical:
+        out.print(f"{a} and {b} resolve to identical specs.")
+    else:
+        out.print(f"[bold]{a}[/] → [bold]{b}[/]")
+        for axis, text in d.summary:
+            out.print(f"  [cyan]{axis}[/]: {text}", markup=True)
+        table = Table(title="derived figures")
+        for col in ("figure", "A", "B", "B/A"):
+            table.add_column(col, justify="left" if col == "figure" else "right")
+        for key, f in d.figures.items():
+            table.add_row(key, human(f["a"]), human(f["b"]), f"{f['ratio']:.3g}x" if f["ratio"] else "-")
+        out.print(table)
+        if d.graph:
+            out.print("  graph only in A: " + (", ".join(d.graph["only_a"]) or "nothing"), markup=False)
+            out.print("  graph only in B: " + (", ".join(d.graph["only_b"]) or "nothing"), markup=False)
+        changes = Table(title="changed values (documentation fields omitted)")
+        for col in ("axis", "key", "A", "B", "origin in A", "origin in B"):
+            changes.add_column(col)
+        from .diff import DOC_SUFFIXES
+
+        for c in d.changes:
+            if not c.key.endswith(DOC_SUFFIXES):
+                changes.add_row(c.axis, c.key, repr(c.a), repr(c.b), c.origin_a, c.origin_b)
+        out.print(changes)
+    raise typer.Exit(0 if d.identical else 1)
+
+
+@app.command()
+def matrix(
+    paths: SpecPaths,
+    fmt: Annotated[str, typer.Option("--format", help="table, markdown or csv")] = "table",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write to a file.")] = None,
+) -> None:
+    """The taxonomy as a feature matrix: one row per spec, one column per axis."""
+    from .matrix import COLUMNS, rows, taxonomy_doc, to_csv, to_markdown
+
+    files = expand(paths)
+    try:
+        if fmt == "markdown" and output is not None and len(paths) == 1 and paths[0].is_dir():
+            text = taxonomy_doc(paths[0])
+        else:
+            table = rows(files)
+            text = to_markdown(table) if fmt == "markdown" else to_csv(table) if fmt == "csv" else None
+    except TaxoncError as exc:
+        fail(exc)
+    if fmt not in ("table", "markdown", "csv"):
+        fail(UsageError(f"unknown format {fmt!r}; formats are: table, markdown, csv"))
+    if text is None:
+        t = Table(title="taxonomy")
+        for col in COLUMNS:
+            t.add_column(col)
+        for r in table:
+            t.add_row(*(r[c] for c in COLUMNS))
+        out.print(t)
+        return
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        from .fsutil import atomic_write_text
+
+        atomic_write_text(output, text)
+
+
 Sampler = Annotated[str, typer.Option("--sampler", help="greedy, temperature, top-k, top-p, tail-free or beam")]
 
 

@@ -1,0 +1,78 @@
+"""Hypothesis strategies for small valid spec dicts spanning every axis of the schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+
+@st.composite
+def spec_dicts(draw: st.DrawFn) -> dict[str, Any]:
+    n_heads = draw(st.sampled_from([1, 2, 4]))
+    d_head = draw(st.sampled_from([8, 16]))
+    d_model = n_heads * d_head * draw(st.sampled_from([1, 2]))
+    n_layers = draw(st.integers(1, 4))
+    context = draw(st.sampled_from([32, 64]))
+    structure = draw(st.sampled_from(["decoder", "encoder-decoder", "prefix-lm"]))
+    spec: dict[str, Any] = {
+        "model": {"name": draw(st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True)), "structure": structure,
+                  "notes": draw(st.text(max_size=20))},
+        "dims": {"n_layers": n_layers, "d_model": d_model, "n_heads": n_heads, "vocab_size": draw(st.integers(16, 300)),
+                 "context": context},
+    }
+    if d_model != n_heads * d_head or draw(st.booleans()):
+        spec["dims"]["d_head"] = d_head
+    if draw(st.booleans()):
+        spec["dims"]["d_ff"] = draw(st.integers(8, 96))
+    else:
+        spec["dims"]["ff_ratio"] = draw(st.sampled_from([1.0, 2.0, 2.6666666666666665, 4.0]))
+    kind = draw(st.sampled_from(["multi-head", "multi-query", "grouped-query"]))
+    spec["attention"] = {"kind": kind}
+    if kind == "grouped-query":
+        spec["attention"]["n_kv_heads"] = draw(st.sampled_from([k for k in (1, 2, 4) if n_heads % k == 0]))
+    if draw(st.booleans()):
+        sparse = draw(st.sampled_from([
+            {"kind": "locally-banded", "window": 8},
+            {"kind": "strided", "stride": 4},
+            {"kind": "fixed", "block": 8, "summary": 2},
+        ]))
+        spec["attention"]["sparse"] = sparse
+        if draw(st.booleans()):
+            spec["attention"]["sparse_layers"] = {"every": 2, "start": draw(st.integers(0, min(1, n_layers - 1)))}
+    position = draw(st.sampled_from(["learned", "sinusoidal", "rotary", "alibi", "relative-xl", "relative-bias", "none"]))
+    spec["position"] = {"kind": position}
+    if position == "learned":
+        spec["position"]["offset"] = draw(st.sampled_from([0, 2]))
+    if position == "rotary":
+        spec["position"]["fraction"] = draw(st.sampled_from([0.25, 0.5, 1.0]))
+    norm = draw(st.sampled_from(["layernorm", "rmsnorm", "deepnorm"]))
+    placement = "post" if norm == "deepnorm" else draw(st.sampled_from(["pre", "post"]))
+    spec["norm"] = {"kind": norm, "placement": placement, "embedding": draw(st.booleans()), "final": draw(st.booleans())}
+    spec["mlp"] = {"activation": draw(st.sampled_from(["relu", "gelu", "geglu", "swiglu", "solu"]))}
+    wiring = "sequential" if placement == "post" else draw(st.sampled_from(["sequential", "parallel"]))
+    spec["block"] = {"wiring": wiring, "parallel_norms": draw(st.sampled_from(["shared", "separate"])),
+                     "tied_embeddings": draw(st.booleans())}
+    spec["bias"] = {k: draw(st.booleans()) for k in ("qkv", "attn_out", "mlp_in", "mlp_out", "norm", "lm_head")}
+    if structure == "encoder-decoder":
+        spec["encoder"] = {"n_layers": draw(st.integers(1, 3)), "context": draw(st.sampled_from([16, 32]))}
+    if draw(st.booleans()):
+        n_experts = draw(st.integers(1, 4))
+        top_k = draw(st.integers(1, n_experts))
+        spec["moe"] = {"n_experts": n_experts, "top_k": top_k, "layers": {"every": draw(st.integers(1, 2))},
+                       "router": "switch" if top_k == 1 and draw(st.booleans()) else "softmax-top-k"}
+    if structure != "encoder-decoder" and draw(st.booleans()):
+        if draw(st.booleans()):
+            spec["cross_attention"] = {"kind": "gated", "layers": {"every": 2}, "media_dim": 16, "n_latents": 4,
+                                       "resampler_layers": 1, "resampler_heads": 2}
+        else:
+            spec["cross_attention"] = {"kind": "chunked", "layers": {"indices": [n_layers - 1]}, "chunk_size": 16,
+                                       "n_neighbours": 2, "neighbour_len": 24, "encoder_layers": 1,
+                                       "encoder_d_model": 16, "encoder_n_heads": 2}
+    spec["tokenizer"] = draw(st.sampled_from([{"kind": "bpe"}, {"kind": "sentencepiece", "algorithm": "unigram"},
+                                              {"kind": "sentencepiece", "algorithm": "bpe"}]))
+    spec["training"] = {"tokens": float(draw(st.integers(1, 10**12))), "lr": draw(st.floats(1e-5, 1e-2)),
+                        "mup": {"enabled": draw(st.booleans())}}
+    if structure == "decoder" and draw(st.booleans()):
+        spec["training"]["fim"] = {"rate": draw(st.floats(0, 1)), "mode": "psm"}
+    return spec
