@@ -319,6 +319,53 @@ def matrix(
         atomic_write_text(output, text)
 
 
+@app.command()
+def check(
+    paths: SpecPaths,
+    backends: Annotated[str, typer.Option("--backends", help="Comma-separated backends to compare with the graph.")] = "torch",
+    examples: Annotated[int, typer.Option("--examples", help="Random examples per sampled property.")] = 5,
+    only: Annotated[Optional[str], typer.Option("--only", help="Comma-separated property names.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Property-test specs at tiny scale: causality, KV cache, counts, backends, GQA, MoE, passes, save/load, TOML."""
+    from taxonc.testing import PROPERTIES, check_subject, load_subject
+
+    names = only.split(",") if only else list(PROPERTIES)
+    unknown = [n for n in names if n not in PROPERTIES]
+    if unknown:
+        fail(UsageError(f"unknown property {unknown[0]!r}; properties are: {', '.join(PROPERTIES)}"))
+    from .spec import is_abstract
+
+    results: dict[str, list] = {}
+    for path in expand(paths):
+        if is_abstract(path):
+            continue
+        try:
+            subject = load_subject(path)
+        except TaxoncError as exc:
+            fail(exc)
+        results[path.stem] = check_subject(subject, examples, tuple(backends.split(",")), names)
+    failed = any(r.ok is False for rs in results.values() for r in rs)
+    if as_json:
+        print(json.dumps({spec: [r.__dict__ for r in rs] for spec, rs in results.items()}, indent=2))
+        raise typer.Exit(1 if failed else 0)
+    table = Table(title="property checks (tiny scale)")
+    table.add_column("spec")
+    for name in names:
+        table.add_column(name)
+    mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[dim]n/a[/]"}
+    for spec, rs in results.items():
+        table.add_row(spec, *(mark[r.ok] for r in rs))
+    out.print(table)
+    for spec, rs in results.items():
+        for r in rs:
+            if r.ok is False:
+                out.print(f"[red]{spec}: {r.name} failed[/]: {r.detail}")
+                for key, value in r.counterexample.items():
+                    out.print(f"    {key}: {value}", markup=False)
+    raise typer.Exit(1 if failed else 0)
+
+
 Sampler = Annotated[str, typer.Option("--sampler", help="greedy, temperature, top-k, top-p, tail-free or beam")]
 
 

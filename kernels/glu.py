@@ -22,9 +22,6 @@ import torch.nn.functional as F
 GLU_KINDS = ("swiglu", "geglu")
 ACT_KINDS = ("gelu", "relu")
 
-_SQRT_2_OVER_PI = 0.7978845608028654
-_GELU_A = 0.044715
-
 # Pinned launch configuration (no autotuning): one row block per program.
 _BLOCK_COLS = 1024      # columns per program (the row is split over the grid's second axis)
 _NUM_WARPS = 4
@@ -66,13 +63,14 @@ _KERNELS = None
 
 def _build():
     """Define the @triton.jit kernels on first use (Triton is imported only here)."""
-    global _KERNELS
+    # the jit helpers must be module globals: kernels resolve the names they call there
+    global _KERNELS, _act_fwd, _act_both
     if _KERNELS is not None:
         return _KERNELS
     import triton
     import triton.language as tl
 
-    # ACT: 0 silu, 1 gelu (tanh), 2 relu
+    # ACT: 0 silu, 1 gelu (tanh), 2 relu. 0.7978845608028654 = sqrt(2/pi), 0.044715 = GELU's cubic term
 
     @triton.jit
     def _act_fwd(z, ACT: tl.constexpr):
@@ -88,16 +86,22 @@ def _build():
     @triton.jit
     def _act_both(z, ACT: tl.constexpr):
         """(act(z), act'(z))."""
+        # s = sigmoid(v) = 1 / (1 + e), e = exp(-v). 1 - s is taken as e * s where s is near 1
+        # (1 - s would cancel there) and as 1 - s elsewhere (e * s is inf * 0 when e overflows).
         if ACT == 0:
-            s = 1.0 / (1.0 + tl.exp(-z))
+            e = tl.exp(-z)
+            s = 1.0 / (1.0 + e)
+            one_minus_s = tl.where(e < 1.0, e * s, 1.0 - s)
             y = z * s
-            dy = s * (1.0 + z * (1.0 - s))
+            dy = s * (1.0 + z * one_minus_s)
         elif ACT == 1:
             z2 = z * z
-            s = 1.0 / (1.0 + tl.exp(-2.0 * 0.7978845608028654 * (z + 0.044715 * z2 * z)))
+            e = tl.exp(-2.0 * 0.7978845608028654 * (z + 0.044715 * z2 * z))
+            s = 1.0 / (1.0 + e)
+            one_minus_s = tl.where(e < 1.0, e * s, 1.0 - s)
             y = z * s
             # d/dz 0.5 z (1 + tanh u) = s + z * 2 s (1 - s) * du/dz
-            dy = s + z * 2.0 * s * (1.0 - s) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * z2)
+            dy = s + z * 2.0 * s * one_minus_s * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * z2)
         else:
             pos = z > 0.0
             y = tl.where(pos, z, 0.0)
@@ -267,7 +271,7 @@ class _BiasAct(torch.autograd.Function):
             block_d = min(128, _cols_block(D))
             _build()["bias_act_bwd"][(-(-D // block_d), splits)](
                 x_MD, bc if has_bias else x_MD, g_MD, gx, gb_part, M, D, rows_per_prog,
-                BLOCK_M=_BWD_BLOCK_M, BLOCK_D=block_d, HAS_BIAS=has_bias, ACT=act, num_warps=_NUM_WARPS)
+                BLOCK_M=_BWD_BLOCK_M, BLOCK_D=block_d, HAS_BIAS=has_bias, ACT=ctx.act, num_warps=_NUM_WARPS)
         gb = None
         if has_bias and ctx.needs_input_grad[1]:
             gb = (gb_part.sum(0) if gx.numel() else torch.zeros(D, device=xc.device)).to(bc.dtype)
@@ -275,7 +279,10 @@ class _BiasAct(torch.autograd.Function):
 
 
 def bias_act(x, bias, kind):
-    """act(x + bias) with act "gelu" (tanh approximation) or "relu"; bias (D,) or None."""
+    """act(x + bias) with act "gelu" (tanh approximation) or "relu"; x (..., D), bias (D,) or None.
+
+    The output is in x's dtype (the bias is added in fp32); grads go to x and bias.
+    """
     if kind not in ACT_KINDS:
         raise ValueError(f"bias_act kind must be one of {ACT_KINDS}, got {kind!r}")
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != x.shape[-1]):

@@ -8,6 +8,9 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Tests run tiny models: one thread avoids OpenMP hand-off costs that dwarf the math.
+torch.set_num_threads(1)
+
 from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -202,6 +202,12 @@ def test_encoder_decoder_needs_encoder(tmp_path: Path) -> None:
     assert p.key == "encoder" and "needs an [encoder] table" in p.message
 
 
+def test_parallel_encoder_decoder_is_rejected(tmp_path: Path) -> None:
+    text = edit('structure = "decoder"', 'structure = "encoder-decoder"') + '\n[encoder]\nn_layers = 2\ncontext = 64\n[block]\nwiring = "parallel"\n'
+    p = only(problems_for(tmp_path, text))
+    assert p.key == "block.wiring" and "cross-attention" in p.message and p.allowed == ("sequential",)
+
+
 def test_encoder_only_for_encoder_decoder(tmp_path: Path) -> None:
     p = only(problems_for(tmp_path, VALID + "\n[encoder]\nn_layers = 2\ncontext = 64\n"))
     assert p.key == "encoder" and "'decoder'" in p.message

@@ -46,6 +46,16 @@ def mlp_params(spec: ModelSpec, d_model: int, d_ff: int, activation: str | None 
     return weights + bias + solu_norm
 
 
+def _expert_params(spec: ModelSpec, d_model: int, d_ff: int) -> tuple[int, int]:
+    """(parameters of one expert, parameters all experts of a layer share).
+
+    A SoLU mixture keeps one LayerNorm after the activation for all its experts.
+    """
+    activation = spec.moe.activation or spec.mlp.activation
+    shared = norm_params(spec, d_ff) if activation == "solu" else 0
+    return mlp_params(spec, d_model, d_ff, activation) - shared, shared
+
+
 def norms_per_layer(spec: ModelSpec, cross: bool) -> int:
     if spec.block.wiring == "parallel":
         base = 1 if spec.block.parallel_norms == "shared" else 2
@@ -99,9 +109,9 @@ def count_params(spec: ModelSpec) -> ParamCount:
         if encdec:
             c["layers.cross_attention"] += attention_params(spec, d, d, h, kv, dh, d)
         if layer.moe:
-            one_expert = mlp_params(spec, d, arch.expert_d_ff, spec.moe.activation)
+            one_expert, shared = _expert_params(spec, d, arch.expert_d_ff)
             c["layers.moe.router"] += d * spec.moe.n_experts
-            c["layers.moe.experts"] += spec.moe.n_experts * one_expert
+            c["layers.moe.experts"] += spec.moe.n_experts * one_expert + shared
             inactive["layers.moe.experts"] += (spec.moe.n_experts - spec.moe.top_k) * one_expert
         else:
             c["layers.mlp"] += mlp_params(spec, d, arch.d_ff)
@@ -121,6 +131,8 @@ def count_params(spec: ModelSpec) -> ParamCount:
         enc = spec.encoder
         if pos.kind == "learned":
             c["embedding.encoder_positions"] = (enc.context + pos.offset) * d
+        if spec.norm.embedding:
+            c["embedding.norm"] += norm_params(spec, d)  # the encoder's embeddings are normed too
         if pos.kind == "relative-xl":
             c["position.relative_projection"] += enc.n_layers * d * h * dh
             if not pos.shared_biases:
@@ -128,9 +140,9 @@ def count_params(spec: ModelSpec) -> ParamCount:
         for is_moe in arch.encoder_moe:
             c["encoder.layers"] += attention_params(spec, d, d, h, kv, dh, d) + 2 * norm_params(spec, d)
             if is_moe:
-                one_expert = mlp_params(spec, d, arch.encoder_d_ff, spec.moe.activation)
+                one_expert, shared = _expert_params(spec, d, arch.encoder_d_ff)
                 c["encoder.moe.router"] += d * spec.moe.n_experts
-                c["encoder.moe.experts"] += spec.moe.n_experts * one_expert
+                c["encoder.moe.experts"] += spec.moe.n_experts * one_expert + shared
                 inactive["encoder.moe.experts"] += (spec.moe.n_experts - spec.moe.top_k) * one_expert
             else:
                 c["encoder.layers"] += mlp_params(spec, d, arch.encoder_d_ff)

@@ -59,10 +59,14 @@ class _Lowering:
             return {"kind": "causal"}
         sparse = self.spec.attention.sparse
         if sparse.kind == "locally-banded":
-            return {"kind": sparse.kind, "window": sparse.window}
-        if sparse.kind == "strided":
-            return {"kind": sparse.kind, "stride": sparse.stride}
-        return {"kind": sparse.kind, "block": sparse.block, "summary": sparse.summary}
+            mask = {"kind": sparse.kind, "window": sparse.window}
+        elif sparse.kind == "strided":
+            mask = {"kind": sparse.kind, "stride": sparse.stride}
+        else:
+            mask = {"kind": sparse.kind, "block": sparse.block, "summary": sparse.summary}
+        if self.spec.model.structure == "prefix-lm":
+            mask["bidirectional_prefix"] = True  # the prefix still sees itself whole
+        return mask
 
     # pieces ------------------------------------------------------------------------
     def self_attention(self, scope: str, h: str, plan: LayerPlan | None, encoder: bool, shared_pos: str | None) -> str:
@@ -292,6 +296,7 @@ class _Lowering:
                 g.meta["residual_in"]["encoder_final"] = x
                 x = self.norm("encoder_final", "ln_f", x, "memory")
             memory = x
+            g.meta["memory"] = memory
         if spec.cross_attention is not None and spec.cross_attention.kind == "gated":
             xa = spec.cross_attention
             media = g.add_input("media", ("B", "M", xa.media_dim))

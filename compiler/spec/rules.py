@@ -82,6 +82,8 @@ def _structure(spec: ModelSpec) -> Iterator[Violation]:
         yield "encoder", "an encoder-decoder model needs an [encoder] table", ()
     if s != "encoder-decoder" and spec.encoder is not None:
         yield "encoder", f"only encoder-decoder models have an encoder; this one is {s!r}", ("encoder-decoder",)
+    if s == "encoder-decoder" and spec.block.wiring == "parallel":
+        yield "block.wiring", "parallel blocks have no place for the decoder's cross-attention; no surveyed encoder-decoder uses them", ("sequential",)
     if s == "encoder-decoder" and spec.cross_attention is not None:
         yield "cross_attention", "encoder-decoder decoders already cross-attend to the encoder", ()
 

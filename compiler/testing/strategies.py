@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
+
+if TYPE_CHECKING:
+    from taxonc.compiler.spec.model import ModelSpec
 
 
 @st.composite
@@ -50,7 +53,7 @@ def spec_dicts(draw: st.DrawFn) -> dict[str, Any]:
     placement = "post" if norm == "deepnorm" else draw(st.sampled_from(["pre", "post"]))
     spec["norm"] = {"kind": norm, "placement": placement, "embedding": draw(st.booleans()), "final": draw(st.booleans())}
     spec["mlp"] = {"activation": draw(st.sampled_from(["relu", "gelu", "geglu", "swiglu", "solu"]))}
-    wiring = "sequential" if placement == "post" else draw(st.sampled_from(["sequential", "parallel"]))
+    wiring = "sequential" if placement == "post" or structure == "encoder-decoder" else draw(st.sampled_from(["sequential", "parallel"]))
     spec["block"] = {"wiring": wiring, "parallel_norms": draw(st.sampled_from(["shared", "separate"])),
                      "tied_embeddings": draw(st.booleans())}
     spec["bias"] = {k: draw(st.booleans()) for k in ("qkv", "attn_out", "mlp_in", "mlp_out", "norm", "lm_head")}
@@ -76,3 +79,60 @@ def spec_dicts(draw: st.DrawFn) -> dict[str, Any]:
     if structure == "decoder" and draw(st.booleans()):
         spec["training"]["fim"] = {"rate": draw(st.floats(0, 1)), "mode": "psm"}
     return spec
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> "ModelSpec":
+    """Valid resolved specs over every axis of the schema, with small dimensions."""
+    from taxonc.compiler.spec.model import ModelSpec
+
+    return ModelSpec.model_validate(draw(spec_dicts()))
+
+
+# (mutation of a valid spec dict, dotted key the error must name, fragment of its message)
+_MISTAKES: list[tuple[str, Any, str, str]] = [
+    ("dims.n_heads", 3, "dims.n_heads", "must divide d_model"),
+    ("dims.n_layers", 0, "dims.n_layers", "greater than 0"),
+    ("dims.n_layer", 2, "dims.n_layer", "unknown key"),
+    ("mlp.activation", "swiglue", "mlp.activation", "not a valid choice"),
+    ("position.kind", "rope", "position.kind", "not a valid kind"),
+    ("norm.placement", "middle", "norm.placement", "not a valid choice"),
+    ("model.name", "Not A Slug", "model.name", "slug"),
+    ("dims.context", "long", "dims.context", "valid integer"),
+]
+
+
+@st.composite
+def invalid_specs(draw: st.DrawFn) -> tuple[dict[str, Any], str, str]:
+    """A spec dict with one mistake, the key the error must name and part of its message."""
+    raw = draw(spec_dicts())
+    path, value, key, message = draw(st.sampled_from(_MISTAKES))
+    node = raw
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    if path == "dims.n_heads":
+        raw["dims"].pop("d_head", None)
+        raw["dims"]["d_model"] = 64
+        raw.get("attention", {}).pop("n_kv_heads", None)
+        raw["attention"]["kind"] = "multi-head"
+    if path == "position.kind":
+        node.clear()
+    node[parts[-1]] = value
+    return raw, key, message
+
+
+def token_batches(spec: "ModelSpec", max_batch: int = 2, max_len: int = 16) -> st.SearchStrategy:
+    """Batches of token ids (B, T) valid for `spec`."""
+    import torch
+
+    vocab, context = spec.dims.vocab_size, spec.dims.context
+
+    @st.composite
+    def batch(draw: st.DrawFn) -> "torch.Tensor":
+        b = draw(st.integers(1, max_batch))
+        t = draw(st.integers(1, min(max_len, context)))
+        ids = draw(st.lists(st.integers(0, vocab - 1), min_size=b * t, max_size=b * t))
+        return torch.tensor(ids, dtype=torch.long).reshape(b, t)
+
+    return batch()

@@ -63,12 +63,12 @@ class _ScopeEmitter:
     def ctx_attr(self, value: str) -> str:
         if value in self.g.inputs:
             return f"ctx.{value}"
+        if value == self.g.meta.get("memory"):
+            return "ctx.memory"  # the encoder's output, whichever op produced it
         scope, _, local = value.rpartition(".")
         name = _CTX_NAMES.get(local, local)
         if scope.startswith("encoder") and name != "memory":
             name = f"encoder_{name}"
-        if scope.startswith(("encoder_layers", "encoder_final")) and local == "x_out":
-            name = "memory"
         return f"ctx.{name}"
 
     def ref(self, value: str) -> str:

@@ -121,18 +121,22 @@ def allowed_keys(q_idx, kv_idx, mask):
         return (kv_idx <= q_idx) | (kv_idx < mask["prefix"])
     causal = kv_idx <= q_idx
     if kind == "causal":
-        return causal
-    if kind == "locally-banded":
-        return causal & (q_idx - kv_idx < mask["window"])
-    if kind == "strided":
+        allowed = causal
+    elif kind == "locally-banded":
+        allowed = causal & (q_idx - kv_idx < mask["window"])
+    elif kind == "strided":
         stride = mask["stride"]
-        return causal & ((q_idx - kv_idx < stride) | ((q_idx - kv_idx) % stride == 0))
-    if kind == "fixed":
+        allowed = causal & ((q_idx - kv_idx < stride) | ((q_idx - kv_idx) % stride == 0))
+    elif kind == "fixed":
         block, summary = mask["block"], mask["summary"]
         same_block = (q_idx // block) == (kv_idx // block)
         is_summary = (kv_idx % block) >= block - summary
-        return causal & (same_block | is_summary)
-    raise ValueError(kind)
+        allowed = causal & (same_block | is_summary)
+    else:
+        raise ValueError(kind)
+    if mask.get("bidirectional_prefix"):  # a sparse layer of a prefix LM
+        allowed = allowed | ((q_idx < mask["prefix"]) & (kv_idx < mask["prefix"]))
+    return allowed
 
 
 def score_bias(q_idx, kv_idx, h, alibi_H=None, rel_table_NH=None, rel_cfg=None):
@@ -205,7 +209,9 @@ def attend_relative_xl(q_BHTK, k_BHSK, v_BHSK, r_DHK, u_HK, w_HK, mask, q_offset
     distance = (q_idx - kv_idx).clamp(min=0, max=r_DHK.shape[0] - 1).expand(B, H, T, S)
     scores = (content + torch.gather(by_distance, 3, distance)) * K**-0.5
     scores = scores.masked_fill(~allowed_keys(q_idx, kv_idx, mask), float("-inf"))
-    return torch.softmax(scores.float(), dim=-1).to(v_BHSK.dtype) @ v_BHSK
+    # softmax in at least fp32; float64 stays float64
+    probs = torch.softmax(scores if scores.dtype == torch.float64 else scores.float(), dim=-1)
+    return probs.to(v_BHSK.dtype) @ v_BHSK
 
 
 class KVCache:
@@ -305,7 +311,7 @@ def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, lay
     if self_attention:
         if ctx.cache is not None:
             k, v, kv_offset = ctx.cache.update(layer, k, v, window)
-        if mask["kind"] == "prefix":
+        if mask["kind"] == "prefix" or mask.get("bidirectional_prefix"):
             mask = dict(mask, prefix=ctx.prefix_len)
     if xl is not None:
         r_proj, u_HK, w_HK = xl
@@ -362,7 +368,8 @@ class MoE(nn.Module):
         B, T, D = x_BTD.shape
         x_ND = x_BTD.reshape(-1, D)
         n_tokens, n_experts = x_ND.shape[0], self.w_in.shape[0]
-        probs_NE = torch.softmax(self.router(x_ND).float(), dim=-1)
+        router_logits = self.router(x_ND)
+        probs_NE = torch.softmax(router_logits if router_logits.dtype == torch.float64 else router_logits.float(), dim=-1)
         weight_NK, expert_NK = probs_NE.topk(self.top_k, dim=-1)
         if self.router_kind == "softmax-top-k" and self.top_k > 1:
             weight_NK = weight_NK / weight_NK.sum(-1, keepdim=True)
