@@ -17,8 +17,10 @@ Protocol:
    first call of each provider is reported separately (compile time), then >= 3 warm-up
    calls, then providers are interleaved (one call each per round, rotating the order) until
    each has >= 10 calls and >= 1 s (--quick: >= 5 calls and >= 0.5 s). Median with p20-p80.
-4. The baselines (GEMM ceiling, copy bandwidth, HF eager at every shape) are measured again
-   at the end; a change of more than 5% is flagged as drift.
+4. The baselines (per-shape GEMM rates, copy bandwidth, HF eager at every shape, the last with
+   >= 5 calls and the same minimum time) are measured again at the end; a change of more than
+   5% is flagged as drift. The table also prints the Linux CPU pressure (PSI avg60) at the
+   start and end: on a shared machine other tenants' load shows up there.
 
 Output: one JSON line per measurement on stdout, then a table of time ratios taxonc/HF
 (eager and compiled; < 1 means taxonc is faster) and of each provider's achieved FLOP/s as a
@@ -320,7 +322,7 @@ def rerun_baselines(lengths: list[int], gemms_before: dict, copy_before: dict, r
         d = BENCH_DIMS[arch]
         for T in lengths:
             ids = torch.randint(0, d.vocab_size, (1, T), generator=torch.Generator().manual_seed(1000 + T))
-            s = summarize(time_until(lambda: hf(input_ids=ids, use_cache=False).logits, ARGS.min_reps, ARGS.min_time, ARGS.warmup))
+            s = summarize(time_until(lambda: hf(input_ids=ids, use_cache=False).logits, 5, ARGS.min_time, ARGS.warmup))
             before = results[(arch, T, "hf_eager")]["median"]
             change = s["median"] / before - 1
             emit({"provider": "hf_eager", "op": "prefill", "phase": "end", "arch": arch, "shape": f"B=1,T={T}", "dtype": "float32",

@@ -176,7 +176,7 @@ def schema(
 def compile_cmd(
     spec: Annotated[Path, typer.Argument(help="A spec file.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output directory (default: out/<name>).")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="torch")] = "torch",
+    backend: Annotated[str, typer.Option("--backend", help="torch or triton")] = "torch",
     scale: Annotated[str, typer.Option("--scale", help="full or tiny")] = "full",
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: --set dims.n_layers=4")] = None,
     dump_ir: Annotated[Optional[Path], typer.Option("--dump-ir", help="Write the IR after each pass here.")] = None,
@@ -211,10 +211,18 @@ def compile_cmd(
     out.print(f"[bold]{summary['name']}[/] ({scale}) -> {out_dir}/model.py")
     out.print(f"  params {human(summary['params'])}, forward FLOPs/token {human(flops)}, "
               f"{summary['n_layers']} layers x d_model {summary['d_model']}")
-    applied = compiled.log.summary()
+    applied = {k: v for k, v in compiled.log.summary().items() if k != "select_kernels"}
     out.print("  fusions: " + (", ".join(f"{k} x{v}" for k, v in applied.items()) or "none"))
     for (name, why), count in sorted(compiled.log.refusal_reasons().items()):
-        out.print(f"  [dim]not fused ({name} x{count}): {why}[/]")
+        verb = "no kernel" if name == "select_kernels" else "not fused"
+        out.print(f"  [dim]{verb} ({name} x{count}): {why}[/]")
+    kernels: dict[str, int] = {}
+    for name, where in compiled.log.applied:
+        if name == "select_kernels":
+            kernel = where.rsplit(":", 1)[1]
+            kernels[kernel] = kernels.get(kernel, 0) + 1
+    if kernels:
+        out.print("  kernels: " + ", ".join(f"{k} x{v}" for k, v in kernels.items()))
 
 
 @app.command()

@@ -12,13 +12,13 @@ from .analysis import count_params, forward_flops_per_token
 from .describe import summary_lines
 from .errors import UsageError
 from .ir import Graph, build_graph, print_graph
-from .passes import PassLog, run_pipeline
+from .passes import BACKEND_PASSES, PassLog, run_pipeline
 from .spec import ResolvedSpec, derive, load_spec
 from .spec.load import spec_digest
 from .spec.model import NAME_RE, ModelSpec
 from .spec.scale import apply_scale_check, scale_spec
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "triton")
 
 
 @dataclass
@@ -98,11 +98,20 @@ def compile_spec(path: str | Path, backend: str = "torch", scale: str = "full", 
     digest = spec_digest(spec)
     graph = build_graph(spec)
     graph, log = run_pipeline(graph, passes, stop_after, dump_ir)
-    from .backends.torch_src.emit import emit_model
+    if BACKEND_PASSES[backend]:
+        graph, log = run_pipeline(graph, BACKEND_PASSES[backend], log=log)
+    header = _header(spec, resolved.path, digest, scale)
+    header["backend"] = backend
+    if backend == "triton":
+        from .backends.triton_src.emit import emit_triton_model
 
-    model_py = emit_model(graph, spec, _header(spec, resolved.path, digest, scale))
+        model_py = emit_triton_model(graph, spec, header)
+    else:
+        from .backends.torch_src.emit import emit_model
+
+        model_py = emit_model(graph, spec, header)
     compiled = Compiled(spec, resolved.path, graph, log, {}, digest, scale)
-    lock = {"taxonc_version": __version__, "source": resolved.path, "scale": scale, "spec_sha256": digest,
+    lock = {"taxonc_version": __version__, "source": resolved.path, "scale": scale, "backend": backend, "spec_sha256": digest,
             "summary": compiled.summary(), "spec": spec.model_dump(mode="json")}
     compiled.files = {"model.py": model_py, "spec.lock.json": json.dumps(lock, indent=2, sort_keys=True) + "\n",
                       "graph.txt": print_graph(graph)}

@@ -69,7 +69,7 @@ def run_pipeline(graph: Graph, passes: list[str] | None = None, stop_after: str 
     if unknown:
         raise UsageError(f"unknown pass {unknown[0]!r}; passes are: {', '.join(PIPELINE)}")
     log = log or PassLog()
-    verify(graph, "lowering")
+    verify(graph, "lowering" if not log.applied and not log.refused else "previous passes")
     if dump_dir is not None:
         dump_dir.mkdir(parents=True, exist_ok=True)
         (dump_dir / "00_lowered.ir.txt").write_text(print_graph(graph))

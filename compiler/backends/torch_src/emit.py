@@ -276,11 +276,16 @@ def _activation_call(kind: str, arg: str) -> str:
 
 # prelude selection --------------------------------------------------------------------
 
-@lru_cache(maxsize=1)
-def _prelude_defs() -> dict[str, str]:
-    source = inspect.getsource(prelude)
+def module_defs(module: Any) -> dict[str, str]:
+    """Top-level function and class definitions of a prelude module, by name, as source text."""
+    source = inspect.getsource(module)
     tree = ast.parse(source)
     return {n.name: ast.get_source_segment(source, n) for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+
+
+@lru_cache(maxsize=1)
+def _prelude_defs() -> dict[str, str]:
+    return module_defs(prelude)
 
 
 def _needed(text: str, defs: dict[str, str]) -> list[str]:
@@ -303,7 +308,10 @@ def _class_name(scope: str) -> str:
             "media": "MediaResampler"}[scope]
 
 
-def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any]) -> str:
+def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: type[_ScopeEmitter] | None = None,
+               extra_defs: dict[str, str] | None = None, imports: list[str] | None = None) -> str:
+    """The whole model.py. A kernel backend passes its own scope emitter, prelude and imports."""
+    emitter = emitter or _ScopeEmitter
     classes: list[dict[str, Any]] = []
     scope_class: dict[str, str] = {}
     groups = layer_groups(graph)
@@ -313,7 +321,7 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any]) -> str:
         n_kinds = sum(1 for s, _, _ in groups if s == stack)
         counters[base] = counters.get(base, -1) + 1
         name = base if n_kinds == 1 else f"{base}{counters[base]}"
-        code = _ScopeEmitter(graph, spec, f"{stack}.{indices[0]}").emit()
+        code = emitter(graph, spec, f"{stack}.{indices[0]}").emit()
         plan = derive(spec).layers
         what = ""
         if stack == "layers":
@@ -327,11 +335,11 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any]) -> str:
             scope_class[f"{stack}.{i}"] = name
     singles = [s for s in graph.scopes() if not _LAYER.match(s)]
     for scope in singles:
-        code = _ScopeEmitter(graph, spec, scope).emit()
+        code = emitter(graph, spec, scope).emit()
         classes.append({"name": _class_name(scope), "doc": f"The {scope.replace('_', ' ')} of the model.",
                         "init": code.init, "forward": code.forward, "args": f"{code.main_input}, ctx", "layer_arg": False})
     body_text = "\n".join(line for c in classes for line in c["init"] + c["forward"])
-    defs = _prelude_defs()
+    defs = {**_prelude_defs(), **(extra_defs or {})}
     needed = _needed(body_text + " Context KVCache", defs)
     steps = _forward_steps(graph, singles)
     extra_inputs = [name for name in graph.inputs if name != "input_ids"]
@@ -341,7 +349,8 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any]) -> str:
               "singles": [(s, _class_name(s)) for s in singles], "steps": steps, "extra_inputs": extra_inputs,
               "input_docs": [_INPUT_DOCS[n] for n in extra_inputs],
               "example_lines": [_EXAMPLE[n](spec) for n in extra_inputs],
-              "uses_math": bool(re.search(r"\bmath\.", "\n".join(defs[n] for n in needed)))}
+              "uses_math": bool(re.search(r"\bmath\.", "\n".join(defs[n] for n in needed))),
+              "imports": imports or []}
     return render("model.py.j2", **params)
 
 

@@ -1,0 +1,385 @@
+"""Export an emitted model to MLIR through torch-mlir's FX importer.
+
+    module = load the emitted model.py; model = module.build(dtype=torch.float32)
+    ids, extra = module.example_inputs(batch=1, seq=8)
+    text = export_mlir(model, (ids,), extra, dialect="linalg", elide_weights=False)
+
+Dialects: "torch" (torch-mlir's backend contract: aten ops with value semantics), "linalg"
+(linalg-on-tensors, what IREE compiles), "stablehlo" and "tosa". Shapes are static, taken from
+the example inputs. Weights are inlined as dense resources; with elide_weights they (and every
+other constant of more than ELIDE_LIMIT elements) are printed elided, which keeps the file small
+and still parses, but cannot be compiled to run.
+
+The export runs torch.export (non-strict) on the model in eval mode under torch.no_grad, on
+whatever device its weights are on; on CPU the emitted `attend()` uses explicit masks, which
+every dialect lowers, while on a GPU it traces FlexAttention, which torch-mlir cannot lower.
+
+Every failure becomes one MlirExportError whose message is one line naming the dialect, the op
+that failed and the spec feature behind it (found from the emitted function the op came from).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import traceback
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from ..errors import TaxoncError, UsageError
+
+DIALECTS = ("torch", "linalg", "stablehlo", "tosa")
+OUTPUT_TYPES = {"torch": "torch", "linalg": "linalg-on-tensors", "stablehlo": "stablehlo", "tosa": "tosa"}
+ELIDE_LIMIT = 16  # elements (and resource characters) above which --no-weights elides a constant
+INSTALL_HINT = "pip install torch-mlir iree-base-compiler iree-base-runtime (or pip install 'taxonc[mlir]')"
+_INT64_MAX = 2**63 - 1
+
+
+class MlirExportError(TaxoncError):
+    """A model that torch.export or torch-mlir cannot turn into the requested dialect.
+
+    The message is one line; `dialect`, `op`, `feature` and `detail` hold its parts.
+    """
+
+    def __init__(self, dialect: str, op: str, feature: str, detail: str):
+        self.dialect, self.op, self.feature, self.detail = dialect, op, feature, detail
+        where = f"{op}: {detail}" if op else detail
+        super().__init__(_one_line(f"MLIR export to {dialect} failed: {where}"
+                                   + (f" [spec feature: {feature}]" if feature else "")))
+
+
+class MlirUnavailableError(TaxoncError):
+    """torch-mlir is not installed."""
+
+
+# --------------------------------------------------------------------------------------------
+# what failed, in spec terms
+# --------------------------------------------------------------------------------------------
+
+# Emitted functions (prelude definitions and emitted classes) -> the spec feature they implement.
+# Searched from the innermost frame of the failing op outwards; the first hit names the feature.
+FUNCTION_FEATURES: dict[str, str] = {
+    "MoE": "[moe] mixture of experts (token dispatch to experts)",
+    "attend_relative_xl": 'position.kind = "relative-xl" (Transformer-XL relative attention)',
+    "relative_buckets": 'position.kind = "relative-bias" (T5 bucketed relative biases)',
+    "alibi_slopes": 'position.kind = "alibi"',
+    "allowed_keys": "attention mask (attention.sparse, or structure = \"prefix-lm\")",
+    "rotary_tables": 'position.kind = "rotary"',
+    "apply_rotary": 'position.kind = "rotary"',
+    "rotary_flat": 'position.kind = "rotary"',
+    "chunked_cross_attention": '[cross_attention] kind = "chunked" (RETRO chunked cross-attention)',
+    "encode_neighbours": '[cross_attention] kind = "chunked" (RETRO neighbour encoder)',
+    "NeighbourEncoder": '[cross_attention] kind = "chunked" (RETRO neighbour encoder)',
+    "PerceiverResampler": '[cross_attention] kind = "gated" (Flamingo perceiver resampler)',
+    "TanhGate": '[cross_attention] kind = "gated" (Flamingo tanh gate)',
+    "rms_norm": 'norm.kind = "rmsnorm"',
+    "glu": "mlp.activation (gated: swiglu / geglu)",
+    "activate": "mlp.activation",
+    "attend": "attention masks and score biases (attend)",
+    "Embed": "token/position embedding",
+}
+# sinusoidal_table serves two features; its caller tells which
+_SINUSOID_XL = 'sinusoidal position table of position.kind = "relative-xl"'
+_SINUSOID_ABS = 'position.kind = "sinusoidal"'
+
+# Op names (as torch.export or MLIR diagnostics spell them) -> feature, when no emitted frame
+# points at one.
+OP_FEATURES: dict[str, str] = {
+    "flex_attention": "FlexAttention (masked or biased attention traced on a GPU: sparse/prefix masks, ALiBi, relative-bias)",
+    "sort": "FlexAttention block mask (masked or biased attention traced on a GPU)",
+    "bincount": "[moe] mixture of experts (token dispatch to experts)",
+    "index_add": "[moe] mixture of experts (token dispatch to experts)",
+    "argsort": "[moe] mixture of experts (token dispatch to experts)",
+    "topk": "[moe] mixture of experts (router top-k)",
+    "slice_scatter": "strided slice assignment (sinusoidal position table)",
+    "gather": 'position.kind = "relative-xl" (gather by distance)',
+    "index.Tensor": 'position.kind = "relative-bias" (bucket table lookup)',
+    "scaled_dot_product": "attention",
+    "embedding": "token/position embedding",
+}
+
+
+@dataclass
+class _Frames:
+    """Where in the emitted source an op came from: qualified function names, innermost first."""
+
+    names: list[str]
+
+    def feature(self, op: str = "") -> str:
+        for i, name in enumerate(self.names):
+            base = name.split(".")[0]
+            if base == "sinusoidal_table":
+                return _SINUSOID_XL if "attention_core" in self.names[i + 1:] else _SINUSOID_ABS
+            if base in FUNCTION_FEATURES:
+                return FUNCTION_FEATURES[base]
+            short = name.split(".")[-1]
+            if short in FUNCTION_FEATURES:
+                return FUNCTION_FEATURES[short]
+        return _op_feature(op)
+
+    def where(self) -> str:
+        return self.names[0] if self.names else ""
+
+
+def _op_feature(op: str) -> str:
+    for key, feature in OP_FEATURES.items():
+        if key in op:
+            return feature
+    return ""
+
+
+@lru_cache(maxsize=32)
+def _functions_of(path: str) -> tuple[tuple[int, int, str], ...]:
+    """(first line, last line, qualified name) of every function and method in a source file."""
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return ()
+    out: list[tuple[int, int, str]] = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    out.append((child.lineno, child.end_lineno or child.lineno, name))
+                visit(child, name + ".")
+
+    visit(tree, "")
+    return tuple(out)
+
+
+def _function_at(path: str, line: int) -> str:
+    best = None
+    for first, last, name in _functions_of(path):
+        if first <= line <= last and (best is None or first >= best[0]):
+            best = (first, name)
+    return best[1] if best else ""
+
+
+def _frames_from_locations(text: str, source: str | None) -> _Frames:
+    """Emitted-source frames from an MLIR location: loc(callsite("model.py":12:0 at ...))."""
+    names: list[str] = []
+    for path, line in re.findall(r'"([^"]+)":(\d+):\d+', text):
+        if source is not None and path != source:
+            continue
+        name = _function_at(path, int(line))
+        if name and (not names or names[-1] != name):
+            names.append(name)
+    return _Frames(names)
+
+
+def _frames_from_traceback(error: BaseException, source: str | None) -> _Frames:
+    names: list[str] = []
+    seen: set[int] = set()
+    exc: BaseException | None = error
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if source is not None and frame.filename == source:
+                name = _function_at(frame.filename, frame.lineno or 0) or frame.name
+                if not names or names[-1] != name:
+                    names.append(name)
+        exc = exc.__cause__ or exc.__context__
+    if not names:  # torch.export names the failing user line in its message instead
+        for path, line in re.findall(r'File "([^"]+)", line (\d+)', str(error)):
+            if source is None or path == source:
+                names.append(_function_at(path, int(line)))
+    return _Frames([n for n in names if n])
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _model_source(model: torch.nn.Module) -> str | None:
+    try:
+        return inspect.getsourcefile(type(model))
+    except (TypeError, OSError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# torch.export failures
+# --------------------------------------------------------------------------------------------
+
+def _explain_export_failure(exc: Exception, dialect: str, source: str | None) -> MlirExportError:
+    message = str(exc)
+    frames = _frames_from_traceback(exc, source)
+    # torch.export quotes the user line that raised ("The following call raised this error: File ..., line N")
+    quoted = re.search(r'raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)', message)
+    code = quoted.group(3).strip() if quoted else ""
+    if quoted and not frames.names:
+        frames = _Frames([_function_at(quoted.group(1), int(quoted.group(2)))])
+    ops = re.findall(r"torch\.(\w+)|\.(tolist|item|nonzero)\(", code)
+    op = next((a or b for a, b in ops), "") if ops else ""
+    if "data-dependent" in message or "GuardOnDataDependent" in type(exc).__name__:
+        reason = "a shape depends on tensor values, and torch.export needs static shapes"
+    elif "Unsupported" in type(exc).__name__ or "Unsupported" in message[:200]:
+        reason = "torch.export does not support this Python construct"
+    else:
+        first = next((line for line in message.splitlines() if line.strip()), type(exc).__name__)
+        reason = f"torch.export failed ({type(exc).__name__}: {first.strip()})"
+    where = f" at `{code}`" if code else ""
+    where += f" in {frames.where()}" if frames.where() else ""
+    return MlirExportError(dialect, f"aten.{op}" if op and not op.startswith(("tolist", "item")) else op,
+                           frames.feature(op), reason + where)
+
+
+# --------------------------------------------------------------------------------------------
+# torch-mlir failures
+# --------------------------------------------------------------------------------------------
+
+class _Diagnostics:
+    """Collects the MLIR error diagnostics of one context (instead of printing them to stderr)."""
+
+    def __init__(self, context):
+        self.errors: list[tuple[str, str]] = []  # (message, location)
+        self._handle = context.attach_diagnostic_handler(self._on)
+
+    def _on(self, diagnostic) -> bool:
+        from torch_mlir import ir
+
+        if diagnostic.severity == ir.DiagnosticSeverity.ERROR:
+            self.errors.append((str(diagnostic.message), str(diagnostic.location)))
+        return True
+
+    def detach(self) -> None:
+        self._handle.detach()
+
+
+_FAILED_OP = re.compile(r"failed to legalize operation '([\w.]+)'|'([\w.]+)' op |name = \"([\w.]+)\"")
+
+
+def _failed_op(message: str) -> str:
+    named = re.search(r'name = "([\w.]+)"', message)  # torch.operator wraps ops torch-mlir does not know
+    if named:
+        return named.group(1)
+    m = _FAILED_OP.search(message)
+    return next((g for g in m.groups() if g), "") if m else ""
+
+
+def _explain_mlir_failure(exc: Exception, diags: _Diagnostics, dialect: str, stage: str,
+                          source: str | None) -> MlirExportError:
+    message = str(exc)
+    for text, location in diags.errors:
+        op = _failed_op(text)
+        if not op:
+            continue
+        frames = _frames_from_locations(location, source)
+        op_short = op.removeprefix("torch.")
+        if "legalize" in text or "torch.operator" in text:
+            reason = f"has no {dialect} lowering in torch-mlir" if stage != "torch" else \
+                "is not supported by torch-mlir's torch backend pipeline"
+        else:
+            reason = _one_line(text, 160)
+        where = f" (from {frames.where()})" if frames.where() else ""
+        return MlirExportError(dialect, op_short, frames.feature(op_short), reason + where)
+    if "bad_alloc" in message:
+        return MlirExportError(dialect, "", "", f"torch-mlir's {dialect} lowering ran out of memory (std::bad_alloc)")
+    first = diags.errors[0][0] if diags.errors else next(
+        (line for line in message.splitlines() if "exception" in line), message.splitlines()[0] if message else "")
+    return MlirExportError(dialect, "", "", f"torch-mlir failed during {stage}: {_one_line(first, 200)}")
+
+
+def _constant_int(value) -> int | None:
+    owner = value.owner
+    op = getattr(owner, "operation", owner)
+    if getattr(op, "name", "") == "torch.constant.int" and "value" in op.attributes:
+        return int(op.attributes["value"].value)
+    return None
+
+
+def _preflight(module, dialect: str, source: str | None) -> None:
+    """Refuse ops whose lowering is known to misbehave instead of failing cleanly.
+
+    torch-mlir's StableHLO lowering of aten.slice_scatter does not clamp an open slice end
+    (INT64_MAX, from `t[:, a:] = ...` or `t[:, 0::2] = ...`) to the dimension and tries to
+    allocate ~32 GiB: std::bad_alloc at best, the OOM killer at worst.
+    """
+    if dialect != "stablehlo":
+        return
+    from torch_mlir import ir
+
+    found: list[Any] = []
+
+    def visit(op):
+        if op.name == "torch.aten.slice_scatter" and len(op.operands) >= 5:
+            end = _constant_int(op.operands[4])
+            if end is not None and end >= _INT64_MAX:
+                found.append(op)
+                return ir.WalkResult.INTERRUPT
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    if found:
+        frames = _frames_from_locations(str(found[0].location), source)
+        where = f" (from {frames.where()})" if frames.where() else ""
+        raise MlirExportError(dialect, "aten.slice_scatter", frames.feature("slice_scatter"),
+                              "an open-ended slice assignment (t[:, a:] = ..., t[:, 0::2] = ...) makes torch-mlir's "
+                              f"StableHLO lowering allocate ~32 GiB{where}")
+
+
+# --------------------------------------------------------------------------------------------
+# the export
+# --------------------------------------------------------------------------------------------
+
+def _torch_mlir():
+    try:
+        from torch_mlir import fx, ir
+        from torch_mlir.compiler_utils import OutputType, lower_mlir_module
+        from torch_mlir.dialects import torch as torch_d
+        from torch_mlir.extras.fx_decomp_util import get_decomposition_table
+        from torch_mlir.extras.fx_importer import FxImporter
+    except ImportError:
+        raise MlirUnavailableError(f"the MLIR backend needs torch-mlir: {INSTALL_HINT}") from None
+    return fx, ir, OutputType, lower_mlir_module, torch_d, get_decomposition_table, FxImporter
+
+
+def export_mlir(model: torch.nn.Module, example_args: tuple | list, example_kwargs: dict[str, Any] | None = None,
+                dialect: str = "torch", elide_weights: bool = False) -> str:
+    """MLIR text of `model` called on the example inputs, in one of DIALECTS."""
+    if dialect not in OUTPUT_TYPES:
+        raise UsageError(f"unknown MLIR dialect {dialect!r}; dialects are: {', '.join(DIALECTS)}")
+    fx, ir, OutputType, lower_mlir_module, torch_d, get_decomposition_table, FxImporter = _torch_mlir()
+    source = _model_source(model)
+    args, kwargs = tuple(example_args), dict(example_kwargs or {})
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                program = torch.export.export(model, args, kwargs, strict=False)
+                program = program.run_decompositions(get_decomposition_table())
+            except Exception as exc:  # noqa: BLE001 - torch.export raises many unrelated types
+                raise _explain_export_failure(exc, dialect, source) from None
+    finally:
+        model.train(was_training)
+
+    context = ir.Context()
+    torch_d.register_dialect(context)
+    diags = _Diagnostics(context)
+    try:
+        stage = "torch"
+        try:
+            module = fx.export_and_import(program, output_type="torch", decomposition_table={},
+                                          fx_importer=FxImporter(context=context))
+            _preflight(module, dialect, source)
+            if dialect != "torch":
+                stage = dialect
+                lower_mlir_module(False, OutputType.get(OUTPUT_TYPES[dialect]), module)
+        except MlirExportError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - TorchMlirCompilerError, MLIRError, RuntimeError
+            raise _explain_mlir_failure(exc, diags, dialect, stage, source) from None
+        if elide_weights:
+            return module.operation.get_asm(large_elements_limit=ELIDE_LIMIT, large_resource_limit=ELIDE_LIMIT)
+        return module.operation.get_asm()
+    finally:
+        diags.detach()
