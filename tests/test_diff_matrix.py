@@ -59,8 +59,10 @@ def test_matrix_formats() -> None:
     lines = csv_out.output.strip().splitlines()
     assert lines[0].startswith("spec,model,org") and len(lines) == 3
     assert "MQA" in lines[1] and "alibi" in lines[2] + lines[1]
-    table = runner.invoke(app, ["matrix", str(SPECS / "glam.toml")])
-    assert table.exit_code == 0 and "64e top-2" in table.output
+    md = runner.invoke(app, ["matrix", str(SPECS / "glam.toml"), "--format", "markdown"])
+    assert md.exit_code == 0 and "64e top-2 (32/64)" in md.output
+    table = runner.invoke(app, ["matrix", str(SPECS / "glam.toml")])  # rich table; wraps to the terminal
+    assert table.exit_code == 0 and "glam" in table.output
 
 
 def test_docs_taxonomy_is_current() -> None:

@@ -24,7 +24,7 @@ def _ids(batch: int, length: int, seed: int = 1) -> torch.Tensor:
 
 
 @pytest.fixture(autouse=True)
-def _fp32_and_threads():
+def _fp32_default():
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)
     yield

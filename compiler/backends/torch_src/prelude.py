@@ -59,8 +59,11 @@ def sinusoidal_table(positions_T, dim, dtype):
 
 
 def rotary_tables(positions_T, rot_dims, base, dtype):
-    inv = 1.0 / (base ** (torch.arange(0, rot_dims, 2, device=positions_T.device, dtype=torch.float64) / rot_dims))
-    angles = positions_T.to(torch.float64)[:, None] * inv[None, :]
+    # fp32 angles (as HF computes them) unless the model runs in fp64; under torch.compile
+    # fp64 here turns into a slow per-layer kernel
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    inv = 1.0 / (base ** (torch.arange(0, rot_dims, 2, device=positions_T.device, dtype=work) / rot_dims))
+    angles = positions_T.to(work)[:, None] * inv[None, :]
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)
 

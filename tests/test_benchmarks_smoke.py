@@ -1,0 +1,30 @@
+"""The GPU benchmark driver runs end to end on a CPU at tiny shapes (its GPU figures are in the README)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs the Triton interpreter on CPU")
+def test_gpu_driver_end_to_end_part_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_kernels
+    from taxonc.compiler.compile import compile_spec
+
+    for backend in ("torch", "triton"):
+        compiled = compile_spec(ROOT / "specs" / "llama-7b.toml", backend=backend, scale="tiny")
+        (tmp_path / f"llama-1b-{backend}.py").write_text(compiled.files["model.py"])
+        (tmp_path / "summary.json").write_text(json.dumps(compiled.summary()))
+    records: list[dict] = []
+    gpu_kernels.bench_e2e(records.append, "cpu", tmp_path)
+    by_provider = {r["provider"]: r for r in records}
+    assert set(by_provider) == {"torch-backend eager", "triton-backend"}
+    assert by_provider["triton-backend"]["max_abs_logit_diff_vs_torch"] < 1e-4
+    assert all(r["tokens_per_s"] > 0 for r in records)
