@@ -63,6 +63,14 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _hidden_std(spec: ModelSpec) -> float:
+    """muP keeps the per-unit update size fixed across widths: hidden init shrinks as sqrt(base / d)."""
+    mup = spec.training.mup
+    if mup.enabled and mup.base_d_model:
+        return spec.training.init_std * (mup.base_d_model / spec.dims.d_model) ** 0.5
+    return spec.training.init_std
+
+
 def _header(spec: ModelSpec, source: str, digest: str, scale: str) -> dict[str, Any]:
     arch = derive(spec)
     d = spec.dims
@@ -84,7 +92,8 @@ def _header(spec: ModelSpec, source: str, digest: str, scale: str) -> dict[str, 
         "title_line": f"Model {spec.model.name} ({scale} scale)",  # the name is a validated slug
         "doc_title": f"{spec.model.name}: {spec.model.structure} transformer ({scale} scale).",
         "version": __version__, "source_repr": repr(source), "digest": digest, "summary": summary,
-        "config": config, "init_std": repr(spec.training.init_std), "deepnorm_beta": repr(arch.deepnorm_beta) if spec.norm.kind == "deepnorm" else 1.0,
+        "config": config, "init_std": repr(_hidden_std(spec)),
+        "zero_readout": spec.training.mup.enabled and not spec.block.tied_embeddings, "deepnorm_beta": repr(arch.deepnorm_beta) if spec.norm.kind == "deepnorm" else 1.0,
     }
 
 

@@ -145,3 +145,23 @@ def test_spec_strings_cannot_inject_code(tmp_path: Path) -> None:
     assert code in module.CONFIG.notes and code in module.CONFIG.title
     assert module.build(dtype=torch.float64)(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 512)
     assert not marker.exists()
+
+
+def test_mup_scales_attention_logits_and_init(tmp_path: Path) -> None:
+    spec = tmp_path / "mup.toml"
+    spec.write_text(f'extends = {toml_string(str((SPECS / "llama-7b").resolve()))}\n[model]\nname = "mup"\n'
+                    "[training.mup]\nenabled = true\nbase_d_model = 1024\n")
+    compiled = compile_spec(spec, scale="tiny")
+    source = compiled.files["model.py"]
+    assert "scale=0.0625" in source  # 1/d_head with d_head 16
+    assert "* 0.25" in source  # width multiplier 4096/1024 kept at tiny scale: logits / 4
+    module = load_module(source, "mup")
+    model = module.build()
+    assert torch.count_nonzero(model.head.lm_head.weight) == 0  # zero readout
+    raw = build_graph(compiled.spec)
+    state = random_state(raw, 0)
+    model = module.build(dtype=torch.float64)
+    model.load_state_dict(fuse_state(compiled.graph, state))
+    ids = torch.randint(0, 512, (1, 8))
+    with torch.no_grad():
+        assert (model(ids) - run_graph(raw, state, {"input_ids": ids})["head.logits"]).abs().max() < 1e-10

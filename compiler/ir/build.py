@@ -68,6 +68,17 @@ class _Lowering:
             mask["bidirectional_prefix"] = True  # the prefix still sees itself whole
         return mask
 
+    def attention_scale(self, d_head: int | None = None) -> float | None:
+        """muP scores with 1/d_head (Yang et al. 2022) instead of 1/sqrt(d_head); None is the default."""
+        return 1.0 / (d_head or self.dh) if self.spec.training.mup.enabled else None
+
+    def logit_scale(self) -> float:
+        """muP divides the output logits by the width multiplier d_model / base_d_model."""
+        mup = self.spec.training.mup
+        if not mup.enabled or not mup.base_d_model:
+            return 1.0
+        return mup.base_d_model / self.d
+
     # pieces ------------------------------------------------------------------------
     def self_attention(self, scope: str, h: str, plan: LayerPlan | None, encoder: bool, shared_pos: str | None) -> str:
         spec, qkv_bias = self.spec, self.spec.bias.qkv
@@ -84,6 +95,7 @@ class _Lowering:
             "n_heads": self.h, "n_kv_heads": self.kv, "d_head": self.dh,
             "mask": self.mask(plan, bidirectional=encoder), "alibi": pos.kind == "alibi",
             "relative": None, "rotary": None, "self": True, "cached": not encoder, "window": None,
+            "scale": self.attention_scale(),
         }
         if attrs["mask"]["kind"] == "locally-banded":
             attrs["window"] = attrs["mask"]["window"]
@@ -114,7 +126,8 @@ class _Lowering:
         k = self.linear(scope, f"{prefix}_k", memory, f"{prefix}_k", d_mem, n_kv * d_head, b)
         v = self.linear(scope, f"{prefix}_v", memory, f"{prefix}_v", d_mem, n_kv * d_head, b)
         attrs = {"n_heads": n_heads, "n_kv_heads": n_kv, "d_head": d_head, "mask": {"kind": "full"}, "alibi": False,
-                 "relative": None, "rotary": None, "self": False, "cached": False, "window": None}
+                 "relative": None, "rotary": None, "self": False, "cached": False, "window": None,
+                 "scale": self.attention_scale(d_head)}
         shape = self.g.values[h][:-1] + (n_heads * d_head,)
         self.g.add(Op.ATTENTION, scope, prefix, [q, k, v], {f"{prefix}_a": shape}, attrs)
         return self.linear(scope, f"{prefix}_out", f"{scope}.{prefix}_a", f"{prefix}_o", n_heads * d_head, self.d,
@@ -341,7 +354,8 @@ class _Lowering:
             if spec.bias.lm_head:
                 params["bias"] = (spec.dims.vocab_size,)
         g.add(Op.LM_HEAD, "head", "lm_head", [x], {"logits": ("B", "T", spec.dims.vocab_size)},
-              {"tied_to": "embed.tok.weight" if tied else None, "bias": (not tied) and spec.bias.lm_head}, params)
+              {"tied_to": "embed.tok.weight" if tied else None, "bias": (not tied) and spec.bias.lm_head,
+               "logit_scale": self.logit_scale() if self.logit_scale() != 1.0 else None}, params)
         g.outputs = ["head.logits"]
         return g
 

@@ -45,7 +45,7 @@ def _attention(node: Node, p: dict[str, torch.Tensor], args: list[torch.Tensor],
     return P.attention_core(
         q, k, v, a["n_heads"], a["n_kv_heads"], a["mask"], ctx if a["self"] else None, node.scope if a["cached"] else None,
         rotary=a["rotary"], alibi=a["alibi"], relative=rel if rel and rel["kind"] == "bias" else None,
-        rel_table_NH=rel_table, xl=xl, window=a.get("window"),
+        rel_table_NH=rel_table, xl=xl, window=a.get("window"), scale=a.get("scale"),
     )
 
 
@@ -134,6 +134,8 @@ def run_graph(graph: Graph, params: dict[str, torch.Tensor], inputs: dict[str, t
         elif op == Op.LM_HEAD:
             weight = params[a["tied_to"]] if a["tied_to"] else p["weight"]
             out = F.linear(args[0], weight, p.get("bias"))
+            if a.get("logit_scale"):
+                out = out * a["logit_scale"]
         else:  # pragma: no cover - the verifier rejects unknown ops
             raise ValueError(op)
         outs = out if isinstance(out, list) else [out]

@@ -109,6 +109,9 @@ def scale_spec(spec: ModelSpec, scale: str) -> ModelSpec:
             chunk = 8
             x.update(chunk_size=chunk, neighbour_len=2 * chunk, encoder_layers=1, encoder_d_model=32, encoder_n_heads=2)
     training = data["training"]
+    mup = training.get("mup") or {}
+    if mup.get("base_d_model"):  # keep muP's width multiplier, not the absolute base width
+        mup["base_d_model"] = max(1, round(mup["base_d_model"] * d_model / dims.d_model))
     if training.get("fim") is None:
         training.pop("fim", None)
     return ModelSpec.model_validate(data, strict=False)

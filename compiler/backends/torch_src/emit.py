@@ -182,6 +182,8 @@ class _ScopeEmitter:
                 args.append("alibi=True")
             if a.get("window"):
                 args.append(f"window={a['window']}")
+        if a.get("scale") is not None:
+            args.append(f"scale={a['scale']!r}")  # muP: 1/d_head
         rel = a["relative"]
         shared = self.ref(node.inputs[3]) if len(node.inputs) > 3 else None
         if node.params:
@@ -258,12 +260,14 @@ class _ScopeEmitter:
 
     def op_lm_head(self, node: Node) -> None:
         src = self.ref(node.inputs[0])
+        scale = node.attrs.get("logit_scale")
+        suffix = f" * {scale!r}" if scale else ""
         if node.attrs["tied_to"]:
-            self.line(node, f"{self.out(node)} = F.linear({src}, ctx.token_embedding)  # tied to the token embedding")
+            self.line(node, f"{self.out(node)} = F.linear({src}, ctx.token_embedding){suffix}  # tied to the token embedding")
         else:
             vocab, dim = node.params["weight"]
             self.code.init.append(f"self.{node.name} = nn.Linear({dim}, {vocab}, bias={node.attrs['bias']}, **kw)")
-            self.line(node, f"{self.out(node)} = self.{node.name}({src})")
+            self.line(node, f"{self.out(node)} = self.{node.name}({src}){suffix}")
 
 
 def _activation_call(kind: str, arg: str) -> str:

@@ -86,6 +86,8 @@ class _KernelScopeEmitter(_ScopeEmitter):
                 args.append("alibi=True")
             if a.get("window"):
                 args.append(f"window={a['window']}")
+        if a.get("scale") is not None:
+            args.append(f"scale={a['scale']!r}")
         self.line(node, f"{self.out(node)} = kernel_attention({', '.join(args)})")
 
     def op_moe(self, node: Node) -> None:

@@ -13,7 +13,7 @@ from ..torch_src.prelude import alibi_slopes, rotary_tables
 
 
 def kernel_attention(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, layer=None, rotary=None, alibi=False,
-                     window=None):
+                     window=None, scale=None):
     """attention_core on kernels: rotary and flash attention in Triton, the same cache handling."""
     T = q_BTF.shape[1]
     q = q_BTF.unflatten(-1, (n_heads, -1))  # B T H K, the rotary kernel's layout
@@ -38,5 +38,5 @@ def kernel_attention(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, l
         if mask["kind"] == "prefix":
             mask = dict(mask, prefix=ctx.prefix_len)
     slopes = alibi_slopes(n_heads).to(device=q.device, dtype=torch.float32) if alibi else None
-    out = flash_attention(q, k, v, mask, offset, kv_offset, slopes)
+    out = flash_attention(q, k, v, mask, offset, kv_offset, slopes, scale)
     return out.transpose(1, 2).flatten(2)

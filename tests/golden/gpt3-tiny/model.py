@@ -187,7 +187,7 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
     return F.scaled_dot_product_attention(q_BHTK, k_BGSK, v_BGSK, attn_mask=bias_HTS, scale=scale, enable_gqa=G != H)
 
 
-def attend_relative_xl(q_BHTK, k_BHSK, v_BHSK, r_DHK, u_HK, w_HK, mask, q_offset=0, kv_offset=0):
+def attend_relative_xl(q_BHTK, k_BHSK, v_BHSK, r_DHK, u_HK, w_HK, mask, q_offset=0, kv_offset=0, scale=None):
     """Transformer-XL attention: content term (q + u)k plus position term (q + w)r[i - j].
 
     r_DHK holds the projected sinusoid for each distance. The score matrix is explicit, since
@@ -200,7 +200,7 @@ def attend_relative_xl(q_BHTK, k_BHSK, v_BHSK, r_DHK, u_HK, w_HK, mask, q_offset
     q_idx = torch.arange(T, device=q_BHTK.device)[:, None] + q_offset
     kv_idx = torch.arange(S, device=q_BHTK.device)[None, :] + kv_offset
     distance = (q_idx - kv_idx).clamp(min=0, max=r_DHK.shape[0] - 1).expand(B, H, T, S)
-    scores = (content + torch.gather(by_distance, 3, distance)) * K**-0.5
+    scores = (content + torch.gather(by_distance, 3, distance)) * (K**-0.5 if scale is None else scale)
     scores = scores.masked_fill(~allowed_keys(q_idx, kv_idx, mask), float("-inf"))
     # softmax in at least fp32; float64 stays float64
     probs = torch.softmax(scores if scores.dtype == torch.float64 else scores.float(), dim=-1)
@@ -283,7 +283,7 @@ class Context:
 
 
 def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, layer=None, rotary=None, alibi=False,
-                   relative=None, rel_table_NH=None, xl=None, window=None):
+                   relative=None, rel_table_NH=None, xl=None, window=None, scale=None):
     """Split heads, apply positions, read and extend the cache, attend, merge heads."""
     q = q_BTF.unflatten(-1, (n_heads, -1)).transpose(1, 2)
     k = k_BSF.unflatten(-1, (n_kv_heads, -1)).transpose(1, 2)
@@ -314,10 +314,10 @@ def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, lay
         max_distance = q_offset + q.shape[2] - kv_offset
         sinusoid = sinusoidal_table(torch.arange(max_distance, device=q.device), r_proj.shape[1], q.dtype)
         r_DHK = F.linear(sinusoid, r_proj).unflatten(-1, (n_heads, -1))
-        out = attend_relative_xl(q, k, v, r_DHK, u_HK, w_HK, mask, q_offset, kv_offset)
+        out = attend_relative_xl(q, k, v, r_DHK, u_HK, w_HK, mask, q_offset, kv_offset, scale)
     else:
         alibi_H = alibi_slopes(n_heads).to(q.device) if alibi else None
-        out = attend(q, k, v, mask, q_offset, kv_offset, alibi_H, rel_table_NH, relative,
+        out = attend(q, k, v, mask, q_offset, kv_offset, alibi_H, rel_table_NH, relative, scale,
                      memo=ctx.memo if ctx is not None else None)
     return out.transpose(1, 2).flatten(2)
 
