@@ -170,10 +170,10 @@ class _ScopeEmitter:
         positions = "ctx.positions" if a["cached"] else f"torch.arange({q}.shape[1], device={q}.device)"
         self.line(node, f"{self.out(node, 0)}, {self.out(node, 1)} = rotary_flat({q}, {k}, {positions}, {a['n_heads']}, {a['n_kv_heads']}, {a['rot_dims']}, {a['base']!r})")
 
-    def op_attention(self, node: Node) -> None:
+    def attention_args(self, node: Node) -> list[str]:
+        """Arguments shared by attention_core and the kernel backend's attention."""
         a = node.attrs
-        q, k, v = (self.ref(x) for x in node.inputs[:3])
-        args = [q, k, v, str(a["n_heads"]), str(a["n_kv_heads"]), repr(a["mask"])]
+        args = [*(self.ref(x) for x in node.inputs[:3]), str(a["n_heads"]), str(a["n_kv_heads"]), repr(a["mask"])]
         if a["self"]:
             args += ["ctx", "self.layer" if a["cached"] else "None"]
             if a["rotary"]:
@@ -184,6 +184,11 @@ class _ScopeEmitter:
                 args.append(f"window={a['window']}")
         if a.get("scale") is not None:
             args.append(f"scale={a['scale']!r}")  # muP: 1/d_head
+        return args
+
+    def op_attention(self, node: Node) -> None:
+        a = node.attrs
+        args = self.attention_args(node)
         rel = a["relative"]
         shared = self.ref(node.inputs[3]) if len(node.inputs) > 3 else None
         if node.params:

@@ -75,20 +75,7 @@ class _KernelScopeEmitter(_ScopeEmitter):
     def op_attention(self, node: Node) -> None:
         if node.attrs.get("kernel") is None:
             return super().op_attention(node)
-        a = node.attrs
-        q, k, v = (self.ref(x) for x in node.inputs[:3])
-        args = [q, k, v, str(a["n_heads"]), str(a["n_kv_heads"]), repr(a["mask"])]
-        if a["self"]:
-            args += ["ctx", "self.layer" if a["cached"] else "None"]
-            if a["rotary"]:
-                args.append(f"rotary={a['rotary']!r}")
-            if a["alibi"]:
-                args.append("alibi=True")
-            if a.get("window"):
-                args.append(f"window={a['window']}")
-        if a.get("scale") is not None:
-            args.append(f"scale={a['scale']!r}")
-        self.line(node, f"{self.out(node)} = kernel_attention({', '.join(args)})")
+        self.line(node, f"{self.out(node)} = kernel_attention({', '.join(self.attention_args(node))})")
 
     def op_moe(self, node: Node) -> None:
         if node.attrs.get("kernel") != "moe":

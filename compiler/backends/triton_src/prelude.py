@@ -9,7 +9,7 @@ import torch
 from taxonc.kernels.attention import flash_attention
 from taxonc.kernels.rotary import rotary as rotary_kernel
 
-from ..torch_src.prelude import alibi_slopes, rotary_tables
+from ..torch_src.prelude import alibi_slopes, shared_rotary_tables
 
 
 def kernel_attention(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, layer=None, rotary=None, alibi=False,
@@ -22,13 +22,7 @@ def kernel_attention(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, l
     cached = ctx is not None and layer is not None
     offset = ctx.offset if cached else 0
     if rotary is not None:
-        positions = ctx.positions if cached else torch.arange(T, device=q.device)
-        key = ("rotary", rotary["dims"], rotary["base"], q.dtype, cached)
-        tables = ctx.memo.get(key) if ctx is not None else None
-        if tables is None or tables[0].shape[0] != positions.shape[0]:
-            tables = rotary_tables(positions, rotary["dims"], rotary["base"], q.dtype)
-            if ctx is not None:
-                ctx.memo[key] = tables
+        tables = shared_rotary_tables(ctx, rotary, T, cached, q.dtype, q.device)
         q, k = rotary_kernel(q, *tables), rotary_kernel(k, *tables)
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     kv_offset = offset

@@ -282,6 +282,18 @@ class Context:
         return full
 
 
+def shared_rotary_tables(ctx, rotary, n_positions, cached, dtype, device):
+    """cos/sin for this call's positions, built once per call and shared by every layer."""
+    positions = ctx.positions if cached else torch.arange(n_positions, device=device)
+    key = ("rotary", rotary["dims"], rotary["base"], dtype, cached)
+    tables = ctx.memo.get(key) if ctx is not None else None
+    if tables is None or tables[0].shape[0] != positions.shape[0]:
+        tables = rotary_tables(positions, rotary["dims"], rotary["base"], dtype)
+        if ctx is not None:
+            ctx.memo[key] = tables
+    return tables
+
+
 def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, layer=None, rotary=None, alibi=False,
                    relative=None, rel_table_NH=None, xl=None, window=None, scale=None):
     """Split heads, apply positions, read and extend the cache, attend, merge heads."""
@@ -293,13 +305,7 @@ def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, lay
     self_attention = ctx is not None and layer is not None
     q_offset = kv_offset = ctx.offset if self_attention else 0
     if rotary is not None:
-        positions = ctx.positions if self_attention else torch.arange(q.shape[2], device=q.device)
-        key = ("rotary", rotary["dims"], rotary["base"], q.dtype, self_attention)
-        tables = ctx.memo.get(key) if ctx is not None else None
-        if tables is None or tables[0].shape[0] != positions.shape[0]:
-            tables = rotary_tables(positions, rotary["dims"], rotary["base"], q.dtype)
-            if ctx is not None:
-                ctx.memo[key] = tables
+        tables = shared_rotary_tables(ctx, rotary, q.shape[2], self_attention, q.dtype, q.device)
         q, k = apply_rotary(q, *tables), apply_rotary(k, *tables)
     if self_attention:
         if ctx.cache is not None:
