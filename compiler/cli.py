@@ -176,7 +176,11 @@ def schema(
 def compile_cmd(
     spec: Annotated[Path, typer.Argument(help="A spec file.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output directory (default: out/<name>).")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="torch or triton")] = "torch",
+    backend: Annotated[str, typer.Option("--backend", help="torch, triton or mlir")] = "torch",
+    dialect: Annotated[str, typer.Option("--dialect", help="mlir only: torch, linalg, stablehlo or tosa")] = "torch",
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="mlir only: static sequence length (default min(16, context)).")] = None,
+    batch: Annotated[int, typer.Option("--batch", help="mlir only: static batch size.")] = 1,
+    no_weights: Annotated[bool, typer.Option("--no-weights", help="mlir only: elide weight constants.")] = False,
     scale: Annotated[str, typer.Option("--scale", help="full or tiny")] = "full",
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: --set dims.n_layers=4")] = None,
     dump_ir: Annotated[Optional[Path], typer.Option("--dump-ir", help="Write the IR after each pass here.")] = None,
@@ -190,11 +194,23 @@ def compile_cmd(
     from .describe import human
 
     try:
-        compiled = compile_spec(spec, backend, scale, sets or [], None, stop_after, dump_ir)
+        compiled = compile_spec(spec, "torch" if backend == "mlir" else backend, scale, sets or [], None, stop_after, dump_ir)
+        mlir_text = None
+        if backend == "mlir":
+            from .backends.mlir_export import export_model_source
+
+            mlir_text = export_model_source(compiled.files["model.py"], dialect, batch, seq_len, no_weights, seed)
     except TaxoncError as exc:
         fail(exc)
     out_dir = output or Path("out") / (compiled.spec.model.name + ("" if scale == "full" else f"-{scale}"))
     write_artifact(compiled, out_dir)
+    if mlir_text is not None:
+        from .backends.mlir_verify import verify_mlir
+        from .fsutil import atomic_write_text
+
+        atomic_write_text(out_dir / "model.mlir", mlir_text)
+        counts = verify_mlir(mlir_text)
+        out.print(f"  {out_dir}/model.mlir ({dialect}): {counts.get('matmul', 0)} matmuls, {counts.get('ops', 0)} ops")
     if init_weights:
         from .running import init_weights_file
 

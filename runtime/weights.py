@@ -23,6 +23,9 @@ def save_weights(model: torch.nn.Module, path: str | Path, spec_sha256: str, spe
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; weights get the usual permissions
     try:
         save_file(tensors, tmp, metadata={SPEC_KEY: spec_sha256, NAME_KEY: spec_name})
         with open(tmp, "rb") as handle:

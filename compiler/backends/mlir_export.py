@@ -13,6 +13,11 @@ and still parses, but cannot be compiled to run.
 The export runs torch.export (non-strict) on the model in eval mode under torch.no_grad, on
 whatever device its weights are on; on CPU the emitted `attend()` uses explicit masks, which
 every dialect lowers, while on a GPU it traces FlexAttention, which torch-mlir cannot lower.
+Two repairs happen on the way, so that linalg output runs under IREE like the torch model:
+tanh-GELU is decomposed with torch's exact constants (torch-mlir's linalg lowering has
+sqrt(2/pi) wrong in the fourth digit), and float64 constants are inlined as dense<...> rather
+than dense_resource blobs (IREE's float64 demotion rejects those). For stablehlo, ops whose
+lowering is known to exhaust memory are refused up front (_preflight).
 
 Every failure becomes one MlirExportError whose message is one line naming the dialect, the op
 that failed and the spec feature behind it (found from the emitted function the op came from).
@@ -21,9 +26,14 @@ that failed and the spec feature behind it (found from the emitted function the 
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
+import io
+import logging
+import os
 import re
 import traceback
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -50,6 +60,15 @@ class MlirExportError(TaxoncError):
         where = f"{op}: {detail}" if op else detail
         super().__init__(_one_line(f"MLIR export to {dialect} failed: {where}"
                                    + (f" [spec feature: {feature}]" if feature else "")))
+
+    def for_dialect(self, dialect: str) -> "MlirExportError":
+        """The same failure, reported for another dialect (a torch.export failure stops them all)."""
+        return self if dialect == self.dialect else MlirExportError(dialect, self.op, self.feature, self.detail)
+
+    @property
+    def reason(self) -> str:
+        """The message without its dialect: the same for every dialect a failure stops."""
+        return str(self).split(" failed: ", 1)[-1]
 
 
 class MlirUnavailableError(TaxoncError):
@@ -86,15 +105,21 @@ FUNCTION_FEATURES: dict[str, str] = {
 _SINUSOID_XL = 'sinusoidal position table of position.kind = "relative-xl"'
 _SINUSOID_ABS = 'position.kind = "sinusoidal"'
 
+# FlexAttention: attend() takes it on a GPU for every mask other than plain causal/full and for
+# ALiBi and relative-bias scores; its block mask (a sort) and score_mod have no torch-mlir lowering
+_FLEX_OPS = ("flex_attention", "sort")
+_FLEX_FEATURE = ("FlexAttention in attend() (traced on a GPU: attention.sparse, prefix-lm masks, "
+                 'position.kind = "alibi" or "relative-bias")')
+
 # Op names (as torch.export or MLIR diagnostics spell them) -> feature, when no emitted frame
 # points at one.
 OP_FEATURES: dict[str, str] = {
     "flex_attention": "FlexAttention (masked or biased attention traced on a GPU: sparse/prefix masks, ALiBi, relative-bias)",
-    "sort": "FlexAttention block mask (masked or biased attention traced on a GPU)",
     "bincount": "[moe] mixture of experts (token dispatch to experts)",
     "index_add": "[moe] mixture of experts (token dispatch to experts)",
     "argsort": "[moe] mixture of experts (token dispatch to experts)",
     "topk": "[moe] mixture of experts (router top-k)",
+    "sort": "FlexAttention block mask (masked or biased attention traced on a GPU)",
     "slice_scatter": "strided slice assignment (sinusoidal position table)",
     "gather": 'position.kind = "relative-xl" (gather by distance)',
     "index.Tensor": 'position.kind = "relative-bias" (bucket table lookup)',
@@ -110,6 +135,8 @@ class _Frames:
     names: list[str]
 
     def feature(self, op: str = "") -> str:
+        if any(key in op for key in _FLEX_OPS) and any(n.split(".")[-1] == "attend" for n in self.names):
+            return _FLEX_FEATURE
         for i, name in enumerate(self.names):
             base = name.split(".")[0]
             if base == "sinusoidal_table":
@@ -132,9 +159,17 @@ def _op_feature(op: str) -> str:
     return ""
 
 
-@lru_cache(maxsize=32)
 def _functions_of(path: str) -> tuple[tuple[int, int, str], ...]:
     """(first line, last line, qualified name) of every function and method in a source file."""
+    try:
+        stamp = os.stat(path)
+    except OSError:
+        return ()
+    return _functions_of_version(path, stamp.st_mtime_ns, stamp.st_size)
+
+
+@lru_cache(maxsize=32)
+def _functions_of_version(path: str, mtime_ns: int, size: int) -> tuple[tuple[int, int, str], ...]:
     try:
         tree = ast.parse(open(path, encoding="utf-8").read())
     except (OSError, SyntaxError, UnicodeDecodeError):
@@ -192,16 +227,15 @@ def _frames_from_traceback(error: BaseException, source: str | None) -> _Frames:
     return _Frames([n for n in names if n])
 
 
-def _one_line(text: str, limit: int = 400) -> str:
+def _one_line(text: str, limit: int = 500) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _model_source(model: torch.nn.Module) -> str | None:
-    try:
-        return inspect.getsourcefile(type(model))
-    except (TypeError, OSError):
-        return None
+    """The file the emitted model was loaded from (imported as a module or not)."""
+    code = getattr(getattr(type(model), "forward", None), "__code__", None)
+    return code.co_filename if code is not None and not code.co_filename.startswith("<") else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,6 +363,48 @@ def _preflight(module, dialect: str, source: str | None) -> None:
 # the export
 # --------------------------------------------------------------------------------------------
 
+def _decompositions(table: dict) -> dict:
+    """torch-mlir's decompositions, plus torch's own for aten.gelu.
+
+    torch-mlir lowers aten.gelu(approximate="tanh") to linalg with sqrt(2/pi) written as
+    0.797724 (it is 0.7978846): every tanh-GELU is off by up to ~2e-4 relative, and whole tiny
+    models by ~5e-5 under IREE. torch's reference decomposition spells the formula out with
+    exact constants, in ops every dialect lowers.
+    """
+    from torch._decomp import decomposition_table as torch_decompositions
+
+    gelu = torch.ops.aten.gelu.default
+    if gelu in torch_decompositions:
+        table = dict(table)
+        table[gelu] = torch_decompositions[gelu]
+    return table
+
+
+def _importer(FxImporter, context):
+    """torch-mlir's FX importer, with float64 constants inlined as dense<...> elements.
+
+    The importer stores every multi-element constant as a dense_resource blob. IREE demotes
+    float64 to float32 and rewrites dense<...> constants, but rejects a float64 dense_resource
+    ("'arith.constant' op failed to verify that all of {value, result} have same type"): the
+    ALiBi slopes, which alibi_slopes() builds in float64. Inline them instead.
+    """
+    import numpy as np
+    from torch_mlir import ir
+    from torch_mlir.extras.fx_importer import FxImporterHooks
+
+    class InlineFloat64(FxImporterHooks):
+        def resolve_literal(self, gni, literal, info):
+            if not (isinstance(literal, torch.Tensor) and literal.dtype == torch.float64
+                    and 1 < literal.numel() <= 65536):
+                return None
+            array = np.array(literal.detach().cpu().tolist(), dtype=np.float64).reshape(tuple(literal.shape))
+            vtensor = ir.Type.parse(f"!torch.vtensor<{list(literal.shape)},f64>")
+            return ir.Operation.create("torch.vtensor.literal", results=[vtensor],
+                                       attributes={"value": ir.DenseElementsAttr.get(array)}).result
+
+    return FxImporter(context=context, hooks=InlineFloat64())
+
+
 def _torch_mlir():
     try:
         from torch_mlir import fx, ir
@@ -341,11 +417,72 @@ def _torch_mlir():
     return fx, ir, OutputType, lower_mlir_module, torch_d, get_decomposition_table, FxImporter
 
 
+@contextlib.contextmanager
+def _trace_helpers(model: torch.nn.Module, source: str | None):
+    """Let torch.export record frames of the emitted helper functions (attend, sinusoidal_table,
+    ...) in each node's stack trace, not only the frames of module forwards, so that a failing op
+    can be traced to the prelude function, and so to the spec feature, that made it."""
+    try:
+        from torch.fx import proxy
+        anchors = proxy._STACK_TRACE_ANCHORS  # private (torch >= 2.10); without it: forward frames only
+    except (ImportError, AttributeError):
+        yield
+        return
+    added: set[tuple[str, str]] = set()
+    forward = getattr(type(model), "forward", None)
+    namespace = getattr(forward, "__globals__", {})  # the emitted module's globals, imported or not
+    if source is not None:
+        for value in list(namespace.values()):
+            functions = [value] if inspect.isfunction(value) else \
+                [v for v in vars(value).values() if inspect.isfunction(v)] if inspect.isclass(value) else []
+            for fn in functions:
+                key = (fn.__code__.co_filename, fn.__code__.co_name)
+                if key[0] == source and key not in anchors:
+                    added.add(key)
+    anchors.update(added)
+    try:
+        yield
+    finally:
+        anchors.difference_update(added)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep torch.export's warnings and its graph dumps on data-dependent failures off stderr:
+    a failure is reported once, as the MlirExportError."""
+    loggers = [logging.getLogger(name) for name in ("torch.fx.experimental.symbolic_shapes", "torch._dynamo",
+                                                     "torch.export", "torch._export")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        # torch.export prints the partial graph of a failed export to sys.stderr itself
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def export_mlir(model: torch.nn.Module, example_args: tuple | list, example_kwargs: dict[str, Any] | None = None,
                 dialect: str = "torch", elide_weights: bool = False) -> str:
-    """MLIR text of `model` called on the example inputs, in one of DIALECTS."""
-    if dialect not in OUTPUT_TYPES:
-        raise UsageError(f"unknown MLIR dialect {dialect!r}; dialects are: {', '.join(DIALECTS)}")
+    """MLIR text of `model` called on the example inputs, in one of DIALECTS; MlirExportError if
+    it cannot be exported."""
+    result = export_mlir_many(model, example_args, example_kwargs, (dialect,), elide_weights)[dialect]
+    if isinstance(result, MlirExportError):
+        raise result
+    return result
+
+
+def export_mlir_many(model: torch.nn.Module, example_args: tuple | list, example_kwargs: dict[str, Any] | None = None,
+                     dialects: tuple[str, ...] | list[str] = DIALECTS,
+                     elide_weights: bool = False) -> dict[str, str | MlirExportError]:
+    """Export once (torch.export and import to the torch dialect), then lower a copy to each
+    dialect: {dialect: MLIR text, or the MlirExportError of that dialect}."""
+    unknown = [d for d in dialects if d not in OUTPUT_TYPES]
+    if unknown:
+        raise UsageError(f"unknown MLIR dialect {unknown[0]!r}; dialects are: {', '.join(DIALECTS)}")
     fx, ir, OutputType, lower_mlir_module, torch_d, get_decomposition_table, FxImporter = _torch_mlir()
     source = _model_source(model)
     args, kwargs = tuple(example_args), dict(example_kwargs or {})
@@ -353,12 +490,13 @@ def export_mlir(model: torch.nn.Module, example_args: tuple | list, example_kwar
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet(), _trace_helpers(model, source):
             try:
                 program = torch.export.export(model, args, kwargs, strict=False)
-                program = program.run_decompositions(get_decomposition_table())
+                program = program.run_decompositions(_decompositions(get_decomposition_table()))
             except Exception as exc:  # noqa: BLE001 - torch.export raises many unrelated types
-                raise _explain_export_failure(exc, dialect, source) from None
+                failure = _explain_export_failure(exc, dialects[0], source)
+                return {d: failure.for_dialect(d) for d in dialects}
     finally:
         model.train(was_training)
 
@@ -366,20 +504,65 @@ def export_mlir(model: torch.nn.Module, example_args: tuple | list, example_kwar
     torch_d.register_dialect(context)
     diags = _Diagnostics(context)
     try:
-        stage = "torch"
         try:
             module = fx.export_and_import(program, output_type="torch", decomposition_table={},
-                                          fx_importer=FxImporter(context=context))
-            _preflight(module, dialect, source)
-            if dialect != "torch":
-                stage = dialect
-                lower_mlir_module(False, OutputType.get(OUTPUT_TYPES[dialect]), module)
-        except MlirExportError:
-            raise
+                                          fx_importer=_importer(FxImporter, context))
         except Exception as exc:  # noqa: BLE001 - TorchMlirCompilerError, MLIRError, RuntimeError
-            raise _explain_mlir_failure(exc, diags, dialect, stage, source) from None
-        if elide_weights:
-            return module.operation.get_asm(large_elements_limit=ELIDE_LIMIT, large_resource_limit=ELIDE_LIMIT)
-        return module.operation.get_asm()
+            failure = _explain_mlir_failure(exc, diags, dialects[0], "torch", source)
+            return {d: failure.for_dialect(d) for d in dialects}
+        out: dict[str, str | MlirExportError] = {}
+        for dialect in dialects:
+            diags.errors.clear()
+            try:
+                _preflight(module, dialect, source)
+                lowered = module
+                if dialect != "torch":
+                    lowered = module.operation.clone()  # lowering works in place; keep the torch module
+                    lower_mlir_module(False, OutputType.get(OUTPUT_TYPES[dialect]), lowered)
+            except MlirExportError as exc:
+                out[dialect] = exc
+                continue
+            except Exception as exc:  # noqa: BLE001 - TorchMlirCompilerError, MLIRError, RuntimeError
+                out[dialect] = _explain_mlir_failure(exc, diags, dialect, dialect, source)
+                continue
+            op = lowered.operation
+            out[dialect] = op.get_asm(large_elements_limit=ELIDE_LIMIT, large_resource_limit=ELIDE_LIMIT) \
+                if elide_weights else op.get_asm()
+        return out
     finally:
         diags.detach()
+
+
+def export_model_source(source: str, dialect: str = "torch", batch: int = 1, seq_len: int | None = None,
+                        elide_weights: bool = False, seed: int = 0) -> str:
+    """Export an emitted model.py (its source text, e.g. Compiled.files["model.py"]) to MLIR.
+
+    The model is built on the CPU in float32 with torch.manual_seed(seed) and traced on
+    example_inputs(batch, seq_len) (seq_len defaults to min(16, context)); what `taxonc compile
+    --backend mlir` writes to DIR/model.mlir.
+    """
+    import importlib.util
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    if batch < 1 or (seq_len is not None and seq_len < 1):
+        raise UsageError("--batch and --seq-len must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="taxonc-mlir-") as tmp:
+        path = Path(tmp) / "taxonc_mlir_model.py"  # a real file: locations and tracebacks point into it
+        path.write_text(source, encoding="utf-8")
+        spec = importlib.util.spec_from_file_location(f"taxonc_mlir_model_{abs(hash(source))}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        try:
+            spec.loader.exec_module(module)
+            context = module.CONFIG.context
+            seq = min(16, context) if seq_len is None else seq_len
+            if seq > context:
+                raise UsageError(f"--seq-len {seq} is longer than the model's context ({context})")
+            torch.manual_seed(seed)
+            model = module.build(device="cpu", dtype=torch.float32)
+            ids, extra = module.example_inputs(batch=batch, seq=seq, dtype=torch.float32)
+            return export_mlir(model, (ids,), extra, dialect, elide_weights)
+        finally:
+            sys.modules.pop(spec.name, None)

@@ -162,9 +162,44 @@ def check_backends(s: Subject, backends: tuple[str, ...] = ("torch",), seed: int
     with torch.no_grad():
         out = s.model(ids, **kw)
     pos, diff = _first_diff(out, reference, 1e-9)
-    unsupported = [b for b in backends if b != "torch"]
-    detail = "torch agrees with the graph interpreter" + (f"; not available here: {', '.join(unsupported)}" if unsupported else "")
-    return PropertyResult("backends", pos < 0, detail, {} if pos < 0 else {"token_ids": ids[0].tolist(), "first_differing_position": pos, "max_abs_diff": diff})
+    if pos >= 0:
+        return PropertyResult("backends", False, "torch backend differs from the graph interpreter",
+                              {"token_ids": ids[0].tolist(), "first_differing_position": pos, "max_abs_diff": diff})
+    checked = ["torch"]
+    for backend in backends:
+        if backend == "mlir":
+            from taxonc.compiler.backends.mlir_export import export_mlir
+            from taxonc.compiler.backends.mlir_iree import run_linalg
+
+            model32 = s.module.build(dtype=torch.float32).eval()
+            model32.load_state_dict({k: v.float() for k, v in s.model.state_dict().items()})
+            kw32 = {k: v.float() if v.is_floating_point() else v for k, v in kw.items()}
+            with torch.no_grad():
+                expected = model32(ids, **kw32)
+            got = run_linalg(export_mlir(model32, (ids,), kw32, "linalg", False), ids, **kw32)
+            pos, diff = _first_diff(got.to(expected.dtype), expected, 1e-4)
+            if pos >= 0:
+                return PropertyResult("backends", False, "IREE (linalg) differs from torch",
+                                      {"token_ids": ids[0].tolist(), "first_differing_position": pos, "max_abs_diff": diff})
+            checked.append("mlir (linalg via IREE)")
+        elif backend == "triton":
+            import os
+
+            if not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
+                return PropertyResult("backends", None, "triton needs a GPU or TRITON_INTERPRET=1")
+            kernel = compile_spec(s.path, scale="tiny", backend="triton")
+            module = _import(kernel.files["model.py"])
+            model32 = module.build(dtype=torch.float32).eval()
+            model32.load_state_dict({k: v.float() for k, v in s.model.state_dict().items()})
+            kw32 = {k: v.float() if v.is_floating_point() else v for k, v in kw.items()}
+            with torch.no_grad():
+                got = model32(ids, **kw32).double()
+            pos, diff = _first_diff(got, reference, 1e-4)
+            if pos >= 0:
+                return PropertyResult("backends", False, "the Triton backend differs from the graph",
+                                      {"token_ids": ids[0].tolist(), "first_differing_position": pos, "max_abs_diff": diff})
+            checked.append("triton")
+    return PropertyResult("backends", True, " and ".join(checked) + " agree with the graph interpreter")
 
 
 def _variant(spec: ModelSpec, **changes: Any) -> ModelSpec:

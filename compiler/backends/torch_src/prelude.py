@@ -52,10 +52,9 @@ def glu(gate_BTF, up_BTF, kind):
 def sinusoidal_table(positions_T, dim, dtype):
     inv = torch.exp(torch.arange(0, dim, 2, device=positions_T.device, dtype=torch.float64) * (-math.log(10000.0) / dim))
     angles = positions_T.to(torch.float64)[:, None] * inv[None, :]
-    table = torch.zeros(positions_T.shape[0], dim, device=positions_T.device, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(angles)
-    table[:, 1::2] = torch.cos(angles)
-    return table.to(dtype)
+    # sin in the even columns, cos in the odd ones, interleaved by stack + flatten: slice
+    # assignment (table[:, 0::2] = ...) has no StableHLO lowering in torch-mlir
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1).to(dtype)
 
 
 def rotary_tables(positions_T, rot_dims, base, dtype):
@@ -169,7 +168,7 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
         return F.scaled_dot_product_attention(
             q_BHTK, k_BGSK, v_BGSK, is_causal=mask["kind"] == "causal", scale=scale, enable_gqa=G != H
         )
-    if q_BHTK.is_cuda:
+    if q_BHTK.is_cuda and not torch.compiler.is_exporting():  # FlexAttention has no MLIR lowering
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
         def mask_mod(b, h, q_idx, kv_idx):
@@ -373,6 +372,24 @@ class MoE(nn.Module):
         y = h @ self.w_out[e].t()
         return y + self.b_out[e] if self.b_out is not None else y
 
+    def gathered(self, x_ND, weight_NK, expert_NK):
+        """Every token through its top-k experts, weights gathered per token: static shapes for
+        graph export (torch.export, MLIR). Equal to the dispatch below when nothing is dropped."""
+        h = torch.einsum("nd,nkfd->nkf", x_ND, self.w_in[expert_NK])
+        if self.b_in is not None:
+            h = h + self.b_in[expert_NK]
+        if self.activation in ("swiglu", "geglu"):
+            gate, up = h.chunk(2, dim=-1)
+            h = glu(gate, up, self.activation)
+        else:
+            h = activate(h, self.activation)
+            if self.solu_norm is not None:
+                h = self.solu_norm(h)
+        y = torch.einsum("nkf,nkdf->nkd", h, self.w_out[expert_NK])
+        if self.b_out is not None:
+            y = y + self.b_out[expert_NK]
+        return (y * weight_NK[..., None].to(y.dtype)).sum(1)
+
     def forward(self, x_BTD):
         B, T, D = x_BTD.shape
         x_ND = x_BTD.reshape(-1, D)
@@ -382,6 +399,10 @@ class MoE(nn.Module):
         weight_NK, expert_NK = probs_NE.topk(self.top_k, dim=-1)
         if self.router_kind == "softmax-top-k" and self.top_k > 1:
             weight_NK = weight_NK / weight_NK.sum(-1, keepdim=True)
+        if torch.compiler.is_exporting() and not self.training:
+            # the dispatch below sizes expert batches from the data (bincount().tolist()), which
+            # torch.export cannot trace; at inference nothing is dropped, so gathering is equal
+            return self.gathered(x_ND, weight_NK, expert_NK).reshape(B, T, D)
         # capacity limits (and token dropping) apply in training; at inference every token reaches
         # its experts, so a cached decode step computes what the full forward computes
         capacity = max(1, math.ceil(self.capacity_factor * n_tokens * self.top_k / n_experts)) if self.training else n_tokens * self.top_k

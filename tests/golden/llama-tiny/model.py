@@ -67,10 +67,9 @@ class RMSNorm(nn.Module):
 def sinusoidal_table(positions_T, dim, dtype):
     inv = torch.exp(torch.arange(0, dim, 2, device=positions_T.device, dtype=torch.float64) * (-math.log(10000.0) / dim))
     angles = positions_T.to(torch.float64)[:, None] * inv[None, :]
-    table = torch.zeros(positions_T.shape[0], dim, device=positions_T.device, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(angles)
-    table[:, 1::2] = torch.cos(angles)
-    return table.to(dtype)
+    # sin in the even columns, cos in the odd ones, interleaved by stack + flatten: slice
+    # assignment (table[:, 0::2] = ...) has no StableHLO lowering in torch-mlir
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1).to(dtype)
 
 
 def rotary_tables(positions_T, rot_dims, base, dtype):
@@ -176,7 +175,7 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
         return F.scaled_dot_product_attention(
             q_BHTK, k_BGSK, v_BGSK, is_causal=mask["kind"] == "causal", scale=scale, enable_gqa=G != H
         )
-    if q_BHTK.is_cuda:
+    if q_BHTK.is_cuda and not torch.compiler.is_exporting():  # FlexAttention has no MLIR lowering
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
         def mask_mod(b, h, q_idx, kv_idx):
