@@ -41,7 +41,7 @@ def test_every_spec_generates_and_the_same_seed_gives_the_same_text(path: Path) 
 ])
 def test_each_sampler_runs(sampler: list[str]) -> None:
     out = _run(str(SPECS / "llama.toml"), "--scale", "tiny", "--prompt", "a spec", "--max-new-tokens", "6", *sampler)
-    assert 1 <= len(out["ids"]) <= 6
+    assert 0 < len(out["ids"]) <= 6
 
 
 def test_streaming_prints_the_text() -> None:
