@@ -80,6 +80,7 @@ def bench(emit, device="cuda", warmup=None, reps=None):
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernel is first built
     from taxonc.compiler.backends.torch_src.prelude import alibi_slopes
     from taxonc.kernels.attention import flash_attention, flash_attention_ref
+    from taxonc.kernels.reference.masks import Mask, MaskKind
 
     if cuda:
         B, H, T, K, dtype, dname = 4, 32, 2048, 128, torch.bfloat16, "bf16"
@@ -95,8 +96,8 @@ def bench(emit, device="cuda", warmup=None, reps=None):
     window = WINDOW if cuda else 8
     shape = f"B={B} H={H} T={T} S={S} K={K}"
 
-    causal = {"kind": "causal"}
-    banded = {"kind": "locally-banded", "window": window}
+    causal = Mask(MaskKind.CAUSAL)
+    banded = Mask(MaskKind.LOCALLY_BANDED, window=window)
     ours = {
         "causal": lambda: flash_attention(q, k, v, causal),
         "alibi": lambda: flash_attention(q, k, v, causal, alibi_slopes_H=slopes),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import sys
 from pathlib import Path
@@ -232,11 +234,7 @@ def compile_cmd(
     for (name, why), count in sorted(compiled.log.refusal_reasons().items()):
         verb = "no kernel" if name == "select_kernels" else "not fused"
         out.print(f"  [dim]{verb} ({name} x{count}): {why}[/]")
-    kernels: dict[str, int] = {}
-    for name, where in compiled.log.applied:
-        if name == "select_kernels":
-            kernel = where.rsplit(":", 1)[1]
-            kernels[kernel] = kernels.get(kernel, 0) + 1
+    kernels = Counter(n.kernel.value for n in compiled.graph.nodes() if n.kernel is not None)
     if kernels:
         out.print("  kernels: " + ", ".join(f"{k} x{v}" for k, v in kernels.items()))
 

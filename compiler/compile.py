@@ -77,7 +77,7 @@ def _header(spec: ModelSpec, source: str, digest: str, scale: str) -> dict[str, 
     title = spec.model.title or spec.model.name
     config = [
         ("name", ("str", repr(spec.model.name))), ("title", ("str", repr(title))), ("scale", ("str", repr(scale))),
-        ("structure", ("str", repr(spec.model.structure))), ("n_layers", ("int", d.n_layers)),
+        ("structure", ("str", repr(spec.model.structure.value))), ("n_layers", ("int", d.n_layers)),
         ("d_model", ("int", d.d_model)), ("n_heads", ("int", d.n_heads)), ("n_kv_heads", ("int", arch.n_kv_heads)),
         ("d_head", ("int", arch.d_head)), ("d_ff", ("int", arch.d_ff)), ("vocab_size", ("int", d.vocab_size)),
         ("context", ("int", d.context)), ("init_std", ("float", repr(spec.training.init_std))),

@@ -25,7 +25,7 @@ def attention_words(spec: ModelSpec) -> str:
     }[kind]
     sparse = spec.attention.sparse
     if sparse is not None:
-        n_sparse = sum(layer.attention != "dense" for layer in arch.layers)
+        n_sparse = sum(layer.sparse is not None for layer in arch.layers)
         detail = {"strided": f"stride {getattr(sparse, 'stride', 0)}", "fixed": f"block {getattr(sparse, 'block', 0)}", "locally-banded": f"window {getattr(sparse, 'window', 0)}"}[sparse.kind]
         text += f"; {sparse.kind} sparse attention ({detail}) on {n_sparse} of {len(arch.layers)} layers"
     return text

@@ -104,7 +104,7 @@ def _phrases(a: ModelSpec, b: ModelSpec) -> list[tuple[str, str]]:
         def sparse(s: ModelSpec) -> str:
             if s.attention.sparse is None:
                 return "dense"
-            n = sum(layer.attention != "dense" for layer in derive(s).layers)
+            n = sum(layer.sparse is not None for layer in derive(s).layers)
             return f"{s.attention.sparse.kind} on {n}/{s.dims.n_layers} layers"
         out.append(("attention", f"{sparse(a)} → {sparse(b)}"))
     if a.position.model_dump() != b.position.model_dump():
@@ -164,13 +164,14 @@ def _figures(a: ModelSpec, b: ModelSpec) -> dict[str, dict[str, float | None]]:
 
 def _graph_features(s: ModelSpec) -> set[str]:
     from .ir import build_graph
+    from .ir.ops import Op
     from .passes import run_pipeline
     from .spec.scale import scale_spec
 
     graph, log = run_pipeline(build_graph(scale_spec(s, "tiny")))
     ops = {f"op {n.op.value}" for n in graph.nodes()}
-    masks = {f"mask {n.attrs['mask']['kind']}" for n in graph.nodes() if n.op.value == "attention"}
-    fusions = {f"fusion {name}" for name, _ in log.applied}
+    masks = {f"mask {n.attrs.mask.kind.value}" for n in graph.nodes() if n.op is Op.ATTENTION}
+    fusions = {f"fusion {a.pass_name}" for a in log.applied}
     return ops | masks | fusions
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import types
 import typing
+from enum import Enum
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -62,6 +63,8 @@ def _type_name(annotation: Any) -> str:
         return f"list of {_type_name(get_args(annotation)[0])}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "table"
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return " \\| ".join(f"`{member.value}`" for member in annotation)
     return getattr(annotation, "__name__", str(annotation))
 
 
@@ -73,6 +76,8 @@ def _default(field: Any) -> str:
         if isinstance(value, BaseModel):
             return "(table defaults)"
         return f"`{value!r}`"
+    if isinstance(field.default, Enum):
+        return f"`{field.default.value!r}`"
     return "-" if field.default is None else f"`{field.default!r}`"
 
 
@@ -93,7 +98,7 @@ def _table_rows(model: type[BaseModel], prefix: str, rows: list[str], seen: set[
                 continue
             seen.add(label)
             if members:
-                rows.append(f"| *{key}, kind = {', '.join(repr(k) for k, v in members.items() if v is sub)}* | | | {sub.__doc__ or ''} |".replace("\n", " "))
+                rows.append(f"| *{key}, kind = {', '.join(repr(str(k)) for k, v in members.items() if v is sub)}* | | | {sub.__doc__ or ''} |".replace("\n", " "))
             _table_rows(sub, key + ".", rows, seen)
 
 

@@ -18,7 +18,7 @@ def row(r: ResolvedSpec) -> dict[str, str]:
     s, arch = r.spec, derive(r.spec)
     att = {"multi-head": "MHA", "multi-query": "MQA", "grouped-query": f"GQA ({arch.n_kv_heads} kv)"}[s.attention.kind]
     if s.attention.sparse:
-        n = sum(layer.attention != "dense" for layer in arch.layers)
+        n = sum(layer.sparse is not None for layer in arch.layers)
         att += f" + {s.attention.sparse.kind} on {n}/{s.dims.n_layers}"
     pos = s.position.kind + (f" {getattr(s.position, 'fraction', 1):g}" if s.position.kind == "rotary" and getattr(s.position, "fraction", 1) != 1 else "")
     norm = f"{s.norm.kind} {s.norm.placement}" + (" +emb" if s.norm.embedding else "")

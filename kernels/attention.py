@@ -34,7 +34,11 @@ from functools import cache
 
 import torch
 
-MASK_KINDS = {"full": 0, "causal": 1, "prefix": 2, "locally-banded": 3, "strided": 4, "fixed": 5}
+from .reference.masks import Mask, MaskKind, allowed_keys
+
+# the kernel's MASK_KIND constexpr for each mask kind
+MASK_CODES = {MaskKind.FULL: 0, MaskKind.CAUSAL: 1, MaskKind.PREFIX: 2, MaskKind.LOCALLY_BANDED: 3,
+              MaskKind.STRIDED: 4, MaskKind.FIXED: 5}
 LOG2E = 1.4426950408889634
 
 
@@ -43,34 +47,12 @@ def _interpreting() -> bool:
 
 
 def _mask_params(mask):
-    """(kind code, first parameter, second parameter) of a mask dict."""
-    kind = mask["kind"]
-    if kind not in MASK_KINDS:
-        raise ValueError(f"unknown mask kind {kind!r}")
-    p1 = {"prefix": "prefix", "locally-banded": "window", "strided": "stride", "fixed": "block"}.get(kind)
-    p2 = mask["summary"] if kind == "fixed" else 0
-    return MASK_KINDS[kind], int(mask[p1]) if p1 else 0, int(p2)
-
-
-def _allowed(q_idx, kv_idx, mask):
-    """Which keys each query may see: the same rule as prelude.allowed_keys."""
-    kind = mask["kind"]
-    if kind == "full":
-        return kv_idx >= 0
-    if kind == "prefix":
-        return (kv_idx <= q_idx) | (kv_idx < mask["prefix"])
-    causal = kv_idx <= q_idx
-    if kind == "causal":
-        return causal
-    if kind == "locally-banded":
-        return causal & (q_idx - kv_idx < mask["window"])
-    if kind == "strided":
-        stride = mask["stride"]
-        return causal & ((q_idx - kv_idx < stride) | ((q_idx - kv_idx) % stride == 0))
-    if kind == "fixed":
-        block, summary = mask["block"], mask["summary"]
-        return causal & (((q_idx // block) == (kv_idx // block)) | ((kv_idx % block) >= block - summary))
-    raise ValueError(kind)
+    """(kind code, first parameter, second parameter) of a Mask."""
+    if mask.bidirectional_prefix:
+        raise ValueError("the flash kernel has no bidirectional prefix on sparse masks")
+    first = {MaskKind.PREFIX: mask.prefix, MaskKind.LOCALLY_BANDED: mask.window, MaskKind.STRIDED: mask.stride,
+             MaskKind.FIXED: mask.block}.get(mask.kind, 0)
+    return MASK_CODES[mask.kind], int(first), int(mask.summary if mask.kind is MaskKind.FIXED else 0)
 
 
 def flash_attention_ref(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_slopes_H=None, scale=None):
@@ -86,7 +68,7 @@ def flash_attention_ref(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, a
     if alibi_slopes_H is not None:
         slopes_H = alibi_slopes_H.to(device=q_BHTK.device, dtype=torch.float64)
         scores_BHTS = scores_BHTS - (slopes_H[:, None, None] * (q_idx - kv_idx)).float()
-    scores_BHTS = scores_BHTS.masked_fill(~_allowed(q_idx, kv_idx, mask), float("-inf"))
+    scores_BHTS = scores_BHTS.masked_fill(~allowed_keys(q_idx, kv_idx, mask), float("-inf"))
     probs_BHTS = torch.softmax(scores_BHTS, dim=-1).nan_to_num(0.0)  # a row with no key gives 0
     return (probs_BHTS @ v).to(q_BHTK.dtype)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from taxonc.compiler.ir.attrs import Kernel
+
 from taxonc.compiler.compile import compile_spec
 
 from .helpers import extra_inputs, load_module
@@ -42,8 +44,8 @@ def test_kernel_selection_is_reported_and_cached_decoding_works() -> None:
     from .conftest import SPECS
 
     compiled = compile_spec(SPECS / "llama.toml", scale="tiny", backend="triton")
-    kernels = {where.rsplit(":", 1)[1] for name, where in compiled.log.applied if name == "select_kernels"}
-    assert {"flash_attention+rotary", "glu", "rms_norm+residual", "rms_norm"} <= kernels
+    kernels = {n.kernel for n in compiled.graph.nodes() if n.kernel is not None}
+    assert {Kernel.FLASH_ATTENTION_ROTARY, Kernel.GLU, Kernel.RMS_NORM_RESIDUAL, Kernel.RMS_NORM} <= kernels
     module = load_module(compiled.files["model.py"], "llama_triton_cache")
     model = module.build().eval()
     ids = torch.randint(0, 512, (1, 10))

@@ -14,21 +14,22 @@ import pytest
 import torch
 
 from taxonc.compiler.backends.torch_src.prelude import alibi_slopes, attend
-from taxonc.kernels.attention import _allowed, flash_attention, flash_attention_ref
+from taxonc.kernels.attention import flash_attention, flash_attention_ref
+from taxonc.kernels.reference.masks import Mask, MaskKind, allowed_keys
 
 CUDA = torch.cuda.is_available()
 DEV = "cuda" if CUDA else "cpu"
 SMALL = {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1}  # pinned: interpreter-sized
 
 MASKS = [
-    {"kind": "full"},
-    {"kind": "causal"},
-    {"kind": "prefix", "prefix": 7},
-    {"kind": "locally-banded", "window": 8},
-    {"kind": "strided", "stride": 5},
-    {"kind": "fixed", "block": 8, "summary": 2},
+    Mask(MaskKind.FULL),
+    Mask(MaskKind.CAUSAL),
+    Mask(MaskKind.PREFIX, prefix=7),
+    Mask(MaskKind.LOCALLY_BANDED, window=8),
+    Mask(MaskKind.STRIDED, stride=5),
+    Mask(MaskKind.FIXED, block=8, summary=2),
 ]
-MASK_IDS = [m["kind"] for m in MASKS]
+MASK_IDS = [m.kind.value for m in MASKS]
 
 
 def _qkv(B, H, G, T, S, K, dtype=torch.float32, device=DEV, seed=0):
@@ -78,13 +79,13 @@ def test_masks_power_of_two(mask):
 
 @pytest.mark.parametrize("G", [1, 2, 4], ids=["mqa", "gqa", "mha"])
 def test_head_sharing(G):
-    _check(1, 4, G, 37, 37, 16, {"kind": "causal"}, alibi=True)
+    _check(1, 4, G, 37, 37, 16, Mask(MaskKind.CAUSAL), alibi=True)
 
 
 def test_odd_head_width_and_explicit_scale():
     q, k, v = _qkv(1, 2, 1, 20, 20, 24)  # K padded to 32 inside the kernel
-    out = flash_attention(q, k, v, {"kind": "causal"}, scale=0.3, config=SMALL)
-    torch.testing.assert_close(out, flash_attention_ref(q, k, v, {"kind": "causal"}, scale=0.3), atol=2e-5, rtol=1e-4)
+    out = flash_attention(q, k, v, Mask(MaskKind.CAUSAL), scale=0.3, config=SMALL)
+    torch.testing.assert_close(out, flash_attention_ref(q, k, v, Mask(MaskKind.CAUSAL), scale=0.3), atol=2e-5, rtol=1e-4)
 
 
 def test_strided_views():
@@ -93,8 +94,8 @@ def test_strided_views():
     k_view, v_view = k.transpose(1, 2).contiguous().transpose(1, 2), v.transpose(1, 2).contiguous().transpose(1, 2)
     q_view = q.transpose(1, 2).contiguous().transpose(1, 2)
     assert not k_view.is_contiguous()
-    out = flash_attention(q_view, k_view, v_view, {"kind": "prefix", "prefix": 4}, config=SMALL)
-    torch.testing.assert_close(out, flash_attention_ref(q, k, v, {"kind": "prefix", "prefix": 4}), atol=2e-5, rtol=1e-4)
+    out = flash_attention(q_view, k_view, v_view, Mask(MaskKind.PREFIX, prefix=4), config=SMALL)
+    torch.testing.assert_close(out, flash_attention_ref(q, k, v, Mask(MaskKind.PREFIX, prefix=4)), atol=2e-5, rtol=1e-4)
 
 
 # --- decoding with a KV cache -----------------------------------------------------------------
@@ -110,14 +111,14 @@ def test_decode_trimmed_banded_cache(T):
     # window 8: the cache kept only the last keys, so key 0 of the cache sits at position 23
     window, q_offset = 8, 30
     kv_offset = q_offset + T - window - 2  # two keys more than the window needs
-    _check(1, 4, 2, T, q_offset + T - kv_offset, 16, {"kind": "locally-banded", "window": window},
+    _check(1, 4, 2, T, q_offset + T - kv_offset, 16, Mask(MaskKind.LOCALLY_BANDED, window=window),
            q_offset=q_offset, kv_offset=kv_offset, alibi=True)
 
 
 def test_decode_first_token_and_chunked_prefill():
-    _check(1, 4, 1, 1, 1, 16, {"kind": "causal"})  # S == 1
-    _check(1, 2, 1, 21, 40, 16, {"kind": "causal"}, q_offset=19)  # a chunk after 19 cached keys
-    _check(1, 2, 2, 21, 40, 16, {"kind": "locally-banded", "window": 6}, q_offset=19, alibi=True)
+    _check(1, 4, 1, 1, 1, 16, Mask(MaskKind.CAUSAL))  # S == 1
+    _check(1, 2, 1, 21, 40, 16, Mask(MaskKind.CAUSAL), q_offset=19)  # a chunk after 19 cached keys
+    _check(1, 2, 2, 21, 40, 16, Mask(MaskKind.LOCALLY_BANDED, window=6), q_offset=19, alibi=True)
 
 
 @pytest.mark.parametrize("mask", MASKS, ids=MASK_IDS)
@@ -129,7 +130,7 @@ def test_split_kv(mask):
 
 def test_packing_matches_per_head_programs():
     q, k, v = _qkv(1, 4, 1, 5, 25, 16)
-    mask = {"kind": "fixed", "block": 4, "summary": 1}
+    mask = Mask(MaskKind.FIXED, block=4, summary=1)
     packed = flash_attention(q, k, v, mask, 20, 0, config={**SMALL, "pack_gqa": True})
     per_head = flash_attention(q, k, v, mask, 20, 0, config={**SMALL, "pack_gqa": False})
     torch.testing.assert_close(packed, per_head, atol=2e-6, rtol=1e-5)
@@ -148,34 +149,34 @@ def _poisoned(mask, T, poison, keep_rows, config=SMALL):
 
 
 def test_causal_skips_blocks_above_the_diagonal():
-    _poisoned({"kind": "causal"}, 64, slice(32, 64), slice(0, 32))
+    _poisoned(Mask(MaskKind.CAUSAL), 64, slice(32, 64), slice(0, 32))
 
 
 def test_banded_skips_blocks_outside_the_window():
     # window 8, 16 x 16 blocks: query block 3 (rows 48-63) starts at key 32, block 0 stops at 16
-    mask = {"kind": "locally-banded", "window": 8}
+    mask = Mask(MaskKind.LOCALLY_BANDED, window=8)
     _poisoned(mask, 64, slice(16, 32), slice(48, 64))
     _poisoned(mask, 64, slice(16, 32), slice(0, 16))
 
 
 def test_prefix_skips_blocks_past_prefix_and_diagonal():
-    _poisoned({"kind": "prefix", "prefix": 20}, 64, slice(32, 64), slice(0, 32))
+    _poisoned(Mask(MaskKind.PREFIX, prefix=20), 64, slice(32, 64), slice(0, 32))
 
 
 def test_no_allowed_key_gives_zeros_not_nan():
     # keys that all lie after the query: a cache misuse, but the kernel must stay finite
     q, k, v = _qkv(1, 2, 2, 2, 8, 16)
-    out = flash_attention(q, k, v, {"kind": "causal"}, q_offset=0, kv_offset=5, config=SMALL)
+    out = flash_attention(q, k, v, Mask(MaskKind.CAUSAL), q_offset=0, kv_offset=5, config=SMALL)
     assert torch.equal(out, torch.zeros_like(out))
 
 
 def test_bad_inputs():
     q, k, v = _qkv(1, 3, 2, 4, 4, 16)
     with pytest.raises(ValueError):
-        flash_attention(q, k, v, {"kind": "causal"})
+        flash_attention(q, k, v, Mask(MaskKind.CAUSAL))
     q, k, v = _qkv(1, 2, 1, 4, 4, 16)
     with pytest.raises(ValueError):
-        flash_attention(q, k, v, {"kind": "dilated"})
+        flash_attention(q, k, v, Mask(MaskKind.LOCALLY_BANDED))  # a band needs a width
 
 
 # --- benchmark smoke ------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def _eager_low_precision(q, k, v, mask, q_offset, kv_offset, slopes):
     kv_idx = torch.arange(S, device=q.device)[None, :] + kv_offset
     if slopes is not None:
         s = s - (slopes.to(q.device)[:, None, None] * (q_idx - kv_idx)).to(q.dtype)
-    s = s.masked_fill(~_allowed(q_idx, kv_idx, mask), float("-inf"))
+    s = s.masked_fill(~allowed_keys(q_idx, kv_idx, mask), float("-inf"))
     return torch.softmax(s, dim=-1) @ v
 
 

@@ -63,15 +63,15 @@ def test_refusals_are_logged_with_reasons() -> None:
     _, log = _log("alphacode")  # cross-attention: queries from the decoder, keys/values from the encoder
     reasons = {why for name, why in log.refusal_reasons() if name == "fuse_qkv"}
     assert any("different inputs" in why for why in reasons)
-    assert any(where.endswith("cross_kv") for name, where in log.applied if name == "fuse_qkv")
+    assert any(a.node.endswith("cross_kv") for a in log.applied if a.pass_name == "fuse_qkv")
 
 
 def test_multi_query_fused_projection_has_the_right_width() -> None:
     graph, _ = _log("palm")
     node = graph.node("layers.0.attn_mlp_in")
     d_head = 16
-    heads = graph.node("layers.0.attn").attrs["n_heads"]
-    assert node.attrs["packs"][:3] == ["layers.0.q", "layers.0.k", "layers.0.v"]
+    heads = graph.node("layers.0.attn").attrs.n_heads
+    assert [p.source for p in node.attrs.packs[:3]] == ["layers.0.q", "layers.0.k", "layers.0.v"]
     d_ff = graph.node("layers.0.mlp_out").params["weight"][1]
     assert node.params["weight"][0] == heads * d_head + 2 * d_head + 2 * d_ff  # one shared key and value head
 

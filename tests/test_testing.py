@@ -64,7 +64,7 @@ def _mutated_check(spec: str, mutation, only: str) -> tt.PropertyResult:
 
 
 def test_check_catches_a_dropped_causal_mask() -> None:
-    result = _mutated_check("llama", lambda src: src.replace("{'kind': 'causal'}", "{'kind': 'full'}"), "causality")
+    result = _mutated_check("llama", lambda src: src.replace("Mask(MaskKind.CAUSAL)", "Mask(MaskKind.FULL)"), "causality")
     assert result.ok is False and result.counterexample["first_differing_output"] < result.counterexample["changed_position"]
 
 
@@ -78,7 +78,7 @@ def test_check_cli_reports_the_failing_property(monkeypatch: pytest.MonkeyPatch)
     real = tt.load_subject
 
     def broken(path, *args, **kwargs):
-        return real(path, mutate=lambda src: src.replace("{'kind': 'causal'}", "{'kind': 'full'}"))
+        return real(path, mutate=lambda src: src.replace("Mask(MaskKind.CAUSAL)", "Mask(MaskKind.FULL)"))
 
     monkeypatch.setattr("taxonc.testing.load_subject", broken)
     result = runner.invoke(app, ["check", str(SPECS / "gpt3.toml"), "--only", "causality,kv_cache"])

@@ -78,7 +78,7 @@ def forward_flops_per_token(spec: ModelSpec) -> Flops:
     if spec.block.tied_embeddings:
         decoder_matmul += spec.dims.vocab_size * (spec.dims.d_embed or spec.dims.d_model)  # tied output projection
     per_key = 2 * 2 * spec.dims.n_heads * arch.d_head
-    attention = sum(per_key * _layer_keys(spec, layer.attention) for layer in arch.layers)
+    attention = sum(per_key * _layer_keys(spec, layer.attention_name) for layer in arch.layers)
     if spec.model.structure == "encoder-decoder":
         attention += per_key * spec.encoder.context * spec.dims.n_layers
     x = spec.cross_attention

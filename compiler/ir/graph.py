@@ -9,11 +9,12 @@ mirrors the scopes, so parameter names in the graph are state-dict names of the 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 import networkx as nx
 
+from .attrs import Attrs, Kernel, Role
 from .ops import Op
 
 Shape = tuple[int | str, ...]
@@ -27,8 +28,10 @@ class Node:
     name: str
     inputs: list[str]
     outputs: list[str]
-    attrs: dict[str, Any] = field(default_factory=dict)
+    attrs: Attrs
     params: dict[str, Shape] = field(default_factory=dict)  # local param name -> shape
+    roles: dict[str, Role] = field(default_factory=dict)    # local param name -> what it is for
+    kernel: Kernel | None = None  # a fused kernel chosen for this node (Triton backend)
 
     def param_name(self, local: str) -> str:
         return f"{self.scope}.{self.name}.{local}" if self.scope else f"{self.name}.{local}"
@@ -52,8 +55,8 @@ class Graph:
         self.values[name] = shape
         return name
 
-    def add(self, op: Op, scope: str, name: str, inputs: list[str], outputs: dict[str, Shape],
-            attrs: dict[str, Any] | None = None, params: dict[str, Shape] | None = None) -> Node:
+    def add(self, op: Op, scope: str, name: str, inputs: list[str], outputs: dict[str, Shape], attrs: Attrs,
+            params: dict[str, Shape] | None = None, roles: dict[str, Role] | None = None) -> Node:
         node_id = f"{scope}.{name}" if scope else name
         if node_id in self.g:
             raise ValueError(f"duplicate node {node_id}")
@@ -65,7 +68,7 @@ class Graph:
             self.values[value] = shape
             self.producer[value] = node_id
             out_names.append(value)
-        node = Node(node_id, op, scope, name, list(inputs), out_names, dict(attrs or {}), dict(params or {}))
+        node = Node(node_id, op, scope, name, list(inputs), out_names, attrs, dict(params or {}), dict(roles or {}))
         self.g.add_node(node_id, node=node)
         for value in inputs:
             if value in self.producer:
@@ -89,10 +92,24 @@ class Graph:
         self.g.remove_node(node_id)
         self._order.remove(node_id)
 
-    def insert_after(self, anchor: str, node: Node) -> None:
-        """Place an already-added node right after `anchor` in emission order."""
-        self._order.remove(node.id)
-        self._order.insert(self._order.index(anchor) + 1, node.id)
+    def position(self, node_id: str) -> int:
+        """Index of a node in emission order."""
+        return self._order.index(node_id)
+
+    def place(self, node_ids: list[str], index: int) -> None:
+        """Move already-added nodes to `index` in emission order, keeping their given order."""
+        for offset, node_id in enumerate(node_ids):
+            self._order.remove(node_id)
+            self._order.insert(index + offset, node_id)
+
+    def set_attrs(self, node_id: str, **changes: Any) -> Node:
+        """Replace some attributes of a node (attributes are frozen; nodes are edited only here)."""
+        node = self.node(node_id)
+        node.attrs = replace(node.attrs, **changes)
+        return node
+
+    def set_kernel(self, node_id: str, kernel: Kernel) -> None:
+        self.node(node_id).kernel = kernel
 
     def rewire(self, old_value: str, new_value: str) -> None:
         """Make every consumer of old_value read new_value instead."""
@@ -128,6 +145,13 @@ class Graph:
 
     def param_shapes(self) -> dict[str, Shape]:
         return {n.param_name(p): shape for n in self.nodes() for p, shape in n.params.items()}
+
+    def param_roles(self) -> dict[str, Role]:
+        return {n.param_name(p): role for n in self.nodes() for p, role in n.roles.items()}
+
+    def producer_of(self, value: str) -> Node | None:
+        node_id = self.producer.get(value)
+        return self.node(node_id) if node_id else None
 
     def copy(self) -> "Graph":
         return copy.deepcopy(self)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from enum import Enum
 from typing import Any
 
 from .graph import Graph, Node
@@ -11,8 +13,20 @@ from .graph import Graph, Node
 _LAYER = re.compile(r"^(layers|encoder_layers)\.(\d+)$")
 
 
+def _plain(value: Any) -> Any:
+    """Attribute values as JSON-able data: enums by value, dataclasses as dicts without defaults."""
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) != f.default}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _fmt_attr(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"))
 
 
 def _local(value: str, scope: str, residual_in: str | None = None) -> str:
@@ -29,10 +43,13 @@ def node_line(graph: Graph, node: Node, scope: str) -> str:
     outs = ", ".join(f"%{_local(v, scope)}{_shape(graph.values[v])}" for v in node.outputs)
     residual_in = graph.meta.get("residual_in", {}).get(scope)
     ins = ", ".join(f"%{_local(v, scope, residual_in)}" for v in node.inputs)
-    attrs = ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(node.attrs.items()) if v not in (None, False) and k != "packs")
-    packs = node.attrs.get("packs")
-    if packs and len(packs) > 1:
-        attrs += (", " if attrs else "") + "packs=" + "+".join(_local(p, scope) for p in packs)
+    fields = {f.name: getattr(node.attrs, f.name) for f in dataclasses.fields(node.attrs)}
+    attrs = ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(fields.items()) if v not in (None, False) and k != "packs")
+    packs = fields.get("packs", ())
+    if len(packs) > 1:
+        attrs += (", " if attrs else "") + "packs=" + "+".join(_local(p.source, scope) for p in packs)
+    if node.kernel is not None:
+        attrs += (", " if attrs else "") + f"kernel={node.kernel.value}"
     params = " ".join(f"{k}{_shape(s)}" for k, s in sorted(node.params.items()))
     text = f"  {outs} = {node.op.value} {node.name}({ins})"
     if attrs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import networkx as nx
 
 from ..errors import TaxoncError
+from .attrs import ATTRS, Kernel, Role
 from .graph import Graph
 from .ops import ARITY
 
@@ -34,9 +35,18 @@ def verify(graph: Graph, where: str = "lowering") -> None:
             if shape is None or not shape:
                 problems.append(f"{node.id}: output {value} has no shape")
         seen.update(node.outputs)
+        expected = ATTRS[node.op]
+        if type(node.attrs) is not expected:
+            problems.append(f"{node.id}: {node.op.value} carries {type(node.attrs).__name__}, not {expected.__name__}")
+        if node.kernel is not None and not isinstance(node.kernel, Kernel):
+            problems.append(f"{node.id}: kernel {node.kernel!r} is not a Kernel")
         for name, shape in node.params.items():
             if not all(isinstance(s, int) and s > 0 for s in shape):
                 problems.append(f"{node.id}: parameter {name} has a bad shape {shape}")
+            if not isinstance(node.roles.get(name), Role):
+                problems.append(f"{node.id}: parameter {name} has no role")
+        if set(node.roles) - set(node.params):
+            problems.append(f"{node.id}: roles for missing parameters {sorted(set(node.roles) - set(node.params))}")
     for value in graph.outputs:
         if value not in seen:
             problems.append(f"graph output {value} is never produced")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -12,30 +13,38 @@ from ..ir.printer import print_graph
 from ..ir.verify import verify
 
 
+@dataclass(frozen=True)
+class Applied:
+    pass_name: str
+    node: str  # id of the node the rewrite produced or changed
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Refused:
+    pass_name: str
+    where: str  # id of the node the pass looked at
+    why: str
+
+
 @dataclass
 class PassLog:
     """What each pass did and what it refused, with the reason."""
 
-    applied: list[tuple[str, str]] = field(default_factory=list)  # (pass, node)
-    refused: list[tuple[str, str, str]] = field(default_factory=list)  # (pass, where, why)
+    applied: list[Applied] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
 
-    def apply(self, pass_name: str, where: str) -> None:
-        self.applied.append((pass_name, where))
+    def apply(self, pass_name: str, where: str, detail: str = "") -> None:
+        self.applied.append(Applied(pass_name, where, detail))
 
     def refuse(self, pass_name: str, where: str, why: str) -> None:
-        self.refused.append((pass_name, where, why))
+        self.refused.append(Refused(pass_name, where, why))
 
     def summary(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for name, _ in self.applied:
-            counts[name] = counts.get(name, 0) + 1
-        return counts
+        return dict(Counter(a.pass_name for a in self.applied))
 
     def refusal_reasons(self) -> dict[tuple[str, str], int]:
-        counts: dict[tuple[str, str], int] = {}
-        for name, _, why in self.refused:
-            counts[(name, why)] = counts.get((name, why), 0) + 1
-        return counts
+        return dict(Counter((r.pass_name, r.why) for r in self.refused))
 
 
 PassFn = Callable[[Graph, PassLog], Graph]

@@ -14,11 +14,11 @@ def fuse_state(fused: Graph, state: dict[str, torch.Tensor]) -> dict[str, torch.
     """
     out: dict[str, torch.Tensor] = {}
     for node in fused.nodes():
-        packs = node.attrs.get("packs") or []
+        packs = getattr(node.attrs, "packs", ())
         for local in node.params:
             name = node.param_name(local)
             if len(packs) > 1:
-                out[name] = torch.cat([state[f"{p}.{local}"] for p in packs], dim=0)
+                out[name] = torch.cat([state[f"{p.source}.{local}"] for p in packs], dim=0)
             else:
                 out[name] = state[name]
     return out

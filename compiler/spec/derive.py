@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .kinds import AttentionKind, CrossAttentionKind, DeepnormScaling, NormKind, PositionKind, SparseKind
 from .model import ModelSpec
 
 
@@ -13,9 +14,13 @@ class LayerPlan:
     """What one decoder layer contains, after every per-layer selector is resolved."""
 
     index: int
-    attention: str  # "dense" or the sparse kind
+    sparse: SparseKind | None  # None: dense attention
     moe: bool
-    cross_attention: str | None  # "gated", "chunked" or None
+    cross_attention: CrossAttentionKind | None
+
+    @property
+    def attention_name(self) -> str:
+        return self.sparse.value if self.sparse else "dense"
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,10 @@ def ratio_width(ratio: float, d_model: int, multiple_of: int) -> int:
 
 
 def deepnorm_constants(spec: ModelSpec) -> tuple[float, float]:
-    if spec.norm.kind != "deepnorm":
+    if spec.norm.kind is not NormKind.DEEPNORM:
         return 1.0, 1.0
     n = spec.dims.n_layers
-    if spec.norm.deepnorm_scaling == "sqrt-2n":
+    if spec.norm.deepnorm_scaling is DeepnormScaling.SQRT_2N:
         return (2 * n) ** 0.5, (2 * n) ** -0.5
     return (2 * n) ** 0.25, (8 * n) ** -0.25
 
@@ -64,7 +69,7 @@ def _resolve_layers(spec: ModelSpec) -> tuple[LayerPlan, ...]:
     return tuple(
         LayerPlan(
             index=i,
-            attention=attention.sparse.kind if sparse[i] else "dense",
+            sparse=attention.sparse.kind if sparse[i] else None,
             moe=moe[i],
             cross_attention=spec.cross_attention.kind if xattn[i] else None,
         )
@@ -83,10 +88,10 @@ def _encoder_moe(spec: ModelSpec) -> tuple[bool, ...]:
 def derive(spec: ModelSpec) -> Arch:
     dims = spec.dims
     d_head = dims.d_head or dims.d_model // dims.n_heads
-    kv = {"multi-head": dims.n_heads, "multi-query": 1}.get(spec.attention.kind, spec.attention.n_kv_heads)
+    kv = {AttentionKind.MULTI_HEAD: dims.n_heads, AttentionKind.MULTI_QUERY: 1}.get(spec.attention.kind, spec.attention.n_kv_heads)
     d_ff = dims.d_ff or ratio_width(dims.ff_ratio, dims.d_model, dims.ff_multiple_of)
     rotary = 0
-    if spec.position.kind == "rotary":
+    if spec.position.kind is PositionKind.ROTARY:
         rotary = int(round(spec.position.fraction * d_head))
     alpha, beta = deepnorm_constants(spec)
     return Arch(

@@ -226,7 +226,7 @@ def _problem_from_error(err: dict[str, Any], raw: _Raw, ctx: _Context, top_file:
         message = "unknown key"
         hint = f"did you mean {close[0]!r}?" if close else ""
         allowed = tuple(options)
-    elif kind == "literal_error":
+    elif kind in ("literal_error", "enum"):
         allowed = tuple(re.findall(r"'([^']*)'", err["ctx"]["expected"]))
         close = difflib.get_close_matches(str(err["input"]), allowed, n=1)
         message = f"{err['input']!r} is not a valid choice"

@@ -8,9 +8,12 @@ from them).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .kinds import (Activation, AttentionKind, CrossAttentionKind, DeepnormScaling, NormKind, NormPlacement,
+                    ParallelNorms, PositionKind, Router, SparseKind, Structure, Wiring)
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -18,6 +21,10 @@ PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 # Token counts and parameter counts are often written as floats (300e9) in TOML.
 Count = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+E = TypeVar("E")
+# Enum fields take their TOML spelling (a string) although the model is strict otherwise
+Choice = Annotated[E, Field(strict=False)]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -62,8 +69,8 @@ class ModelInfo(Section):
     organization: str = Field("", description="Who built it.")
     released: str = Field("", description="Release date, YYYY-MM.")
     paper: str = Field("", description="Primary source (paper or report URL).")
-    structure: Literal["decoder", "encoder-decoder", "prefix-lm"] = Field(
-        "decoder",
+    structure: Choice[Structure] = Field(
+        Structure.DECODER,
         description="decoder: causal LM. encoder-decoder: bidirectional encoder plus causal decoder "
         "with cross-attention. prefix-lm: one stack, bidirectional over a prefix, causal after it.",
     )
@@ -129,18 +136,18 @@ class Encoder(Section):
 
 
 class StridedSparsity(Section):
-    kind: Literal["strided"]
+    kind: Literal[SparseKind.STRIDED]
     stride: PosInt = Field(description="Attend to the previous `stride` tokens and every stride-th token before.")
 
 
 class FixedSparsity(Section):
-    kind: Literal["fixed"]
+    kind: Literal[SparseKind.FIXED]
     block: PosInt = Field(description="Block length; each token attends within its block.")
     summary: PosInt = Field(1, description="Last `summary` positions of each block are visible to all later tokens.")
 
 
 class BandedSparsity(Section):
-    kind: Literal["locally-banded"]
+    kind: Literal[SparseKind.LOCALLY_BANDED]
     window: PosInt = Field(description="Each token attends to itself and the window-1 tokens before it.")
 
 
@@ -148,8 +155,8 @@ Sparsity = Annotated[Union[StridedSparsity, FixedSparsity, BandedSparsity], Fiel
 
 
 class Attention(Section):
-    kind: Literal["multi-head", "multi-query", "grouped-query"] = Field(
-        "multi-head", description="How keys and values are shared across query heads."
+    kind: Choice[AttentionKind] = Field(
+        AttentionKind.MULTI_HEAD, description="How keys and values are shared across query heads."
     )
     n_kv_heads: PosInt | None = Field(None, description="Key/value heads (grouped-query only).")
     sparse: Sparsity | None = Field(None, description="Sparse pattern used on `sparse_layers`; dense elsewhere.")
@@ -160,9 +167,9 @@ class Attention(Section):
 
     @model_validator(mode="after")
     def _kv(self) -> "Attention":
-        if self.kind == "grouped-query" and self.n_kv_heads is None:
+        if self.kind is AttentionKind.GROUPED_QUERY and self.n_kv_heads is None:
             raise ValueError("grouped-query attention needs n_kv_heads")
-        if self.kind != "grouped-query" and self.n_kv_heads is not None:
+        if self.kind is not AttentionKind.GROUPED_QUERY and self.n_kv_heads is not None:
             raise ValueError(f"n_kv_heads only applies to grouped-query attention, not {self.kind}")
         if self.sparse_layers is not None and self.sparse is None:
             raise ValueError("sparse_layers given without a sparse pattern")
@@ -170,40 +177,40 @@ class Attention(Section):
 
 
 class LearnedPosition(Section):
-    kind: Literal["learned"]
+    kind: Literal[PositionKind.LEARNED]
     offset: NonNegInt = Field(0, description="Extra rows before position 0 (OPT uses 2).")
 
 
 class SinusoidalPosition(Section):
-    kind: Literal["sinusoidal"]
+    kind: Literal[PositionKind.SINUSOIDAL]
 
 
 class RotaryPosition(Section):
-    kind: Literal["rotary"]
+    kind: Literal[PositionKind.ROTARY]
     fraction: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(1.0, description="Share of each head's dims rotated.")
     base: PosFloat = Field(10000.0, description="Frequency base.")
 
 
 class AlibiPosition(Section):
-    kind: Literal["alibi"]
+    kind: Literal[PositionKind.ALIBI]
 
 
 class RelativeXLPosition(Section):
-    kind: Literal["relative-xl"]
+    kind: Literal[PositionKind.RELATIVE_XL]
     shared_biases: bool = Field(
         False, description="Share the content and position biases (u, v) across layers."
     )
 
 
 class RelativeBiasPosition(Section):
-    kind: Literal["relative-bias"]
+    kind: Literal[PositionKind.RELATIVE_BIAS]
     n_buckets: PosInt = Field(32, description="Log-spaced distance buckets (T5).")
     max_distance: PosInt = Field(128, description="Distance at which buckets saturate.")
     per_layer: bool = Field(False, description="One bias table per layer; T5 shares the first layer's.")
 
 
 class NoPosition(Section):
-    kind: Literal["none"]
+    kind: Literal[PositionKind.NONE]
 
 
 Position = Annotated[
@@ -221,15 +228,15 @@ Position = Annotated[
 
 
 class Norm(Section):
-    kind: Literal["layernorm", "rmsnorm", "deepnorm"] = Field(
-        "layernorm",
+    kind: Choice[NormKind] = Field(
+        NormKind.LAYERNORM,
         description="deepnorm is post-LN LayerNorm with the residual scaled by alpha and the sublayer "
         "init scaled by beta, both derived from depth.",
     )
-    placement: Literal["pre", "post"] = Field("pre", description="Norm before each sublayer (pre) or after the residual add (post).")
+    placement: Choice[NormPlacement] = Field(NormPlacement.PRE, description="Norm before each sublayer (pre) or after the residual add (post).")
     eps: PosFloat = Field(1e-5, description="Epsilon inside the norm.")
-    deepnorm_scaling: Literal["deepnet", "sqrt-2n"] = Field(
-        "deepnet",
+    deepnorm_scaling: Choice[DeepnormScaling] = Field(
+        DeepnormScaling.DEEPNET,
         description="deepnorm only. deepnet: alpha=(2N)^(1/4), beta=(8N)^(-1/4) (Wang et al. 2022, decoder-only); "
         "sqrt-2n: alpha=(2N)^(1/2), beta=(2N)^(-1/2) (the rule GLM-130B reports). N is the layer count.",
     )
@@ -239,18 +246,18 @@ class Norm(Section):
 
 
 class Mlp(Section):
-    activation: Literal["relu", "gelu", "geglu", "swiglu", "solu"] = Field(
-        "gelu", description="GLU variants use two input matrices; solu is x*softmax(x) followed by a LayerNorm."
+    activation: Choice[Activation] = Field(
+        Activation.GELU, description="GLU variants use two input matrices; solu is x*softmax(x) followed by a LayerNorm."
     )
     source: str = Field("", description="Where the MLP facts come from.")
 
 
 class Block(Section):
-    wiring: Literal["sequential", "parallel"] = Field(
-        "sequential", description="parallel: attention and MLP read the same input and add to the residual together."
+    wiring: Choice[Wiring] = Field(
+        Wiring.SEQUENTIAL, description="parallel: attention and MLP read the same input and add to the residual together."
     )
-    parallel_norms: Literal["shared", "separate"] = Field(
-        "shared", description="Parallel blocks only: one norm feeding both branches (GPT-J, PaLM) or one each (GPT-NeoX)."
+    parallel_norms: Choice[ParallelNorms] = Field(
+        ParallelNorms.SHARED, description="Parallel blocks only: one norm feeding both branches (GPT-J, PaLM) or one each (GPT-NeoX)."
     )
     tied_embeddings: bool = Field(True, description="The output projection reuses the token embedding.")
     source: str = Field("", description="Where the block facts come from.")
@@ -273,19 +280,19 @@ class Moe(Section):
         None, description="Encoder layers whose MLP is a mixture of experts (encoder-decoder only)."
     )
     capacity_factor: PosFloat = Field(1.25, description="Expert capacity = factor * tokens * top_k / n_experts; overflow is dropped.")
-    router: Literal["softmax-top-k", "switch"] = Field(
-        "softmax-top-k", description="softmax-top-k: GShard/GLaM gating renormalised over the chosen experts; switch: top-1 with the raw softmax weight."
+    router: Choice[Router] = Field(
+        Router.SOFTMAX_TOP_K, description="softmax-top-k: GShard/GLaM gating renormalised over the chosen experts; switch: top-1 with the raw softmax weight."
     )
     load_balance_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(0.01, description="Weight of the auxiliary load-balancing loss.")
     d_ff: PosInt | None = Field(None, description="Expert hidden width; defaults to the dense d_ff.")
-    activation: Literal["relu", "gelu", "geglu", "swiglu", "solu"] | None = Field(
+    activation: Choice[Activation] | None = Field(
         None, description="Expert activation when it differs from the dense MLP's (GLaM: GeGLU dense layers, GeLU experts)."
     )
     source: str = Field("", description="Where the MoE facts come from.")
 
     @model_validator(mode="after")
     def _topk(self) -> "Moe":
-        if self.router == "switch" and self.top_k != 1:
+        if self.router is Router.SWITCH and self.top_k != 1:
             raise ValueError(f"the switch router routes to one expert; top_k is {self.top_k}")
         return self
 
@@ -293,7 +300,7 @@ class Moe(Section):
 class GatedCrossAttention(Section):
     """Flamingo: tanh-gated cross-attention to Perceiver-resampled media tokens."""
 
-    kind: Literal["gated"]
+    kind: Literal[CrossAttentionKind.GATED]
     layers: LayerSelector = Field(description="Decoder layers preceded by a gated cross-attention block.")
     media_dim: PosInt = Field(description="Width of the vision encoder's features (an input tensor).")
     n_latents: PosInt = Field(64, description="Latent queries of the Perceiver resampler (visual tokens per image).")
@@ -307,7 +314,7 @@ class GatedCrossAttention(Section):
 class ChunkedCrossAttention(Section):
     """RETRO: chunked cross-attention to encoded retrieved neighbours."""
 
-    kind: Literal["chunked"]
+    kind: Literal[CrossAttentionKind.CHUNKED]
     layers: LayerSelector = Field(description="Decoder layers with chunked cross-attention.")
     chunk_size: PosInt = Field(64, description="Tokens per chunk; each chunk retrieves its own neighbours.")
     n_neighbours: PosInt = Field(2, description="Neighbours retrieved per chunk.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from .kinds import AttentionKind, CrossAttentionKind, NormKind, NormPlacement, PositionKind, SparseKind, Structure, Wiring
 from .model import LayerSelector, ModelSpec
 
 Violation = tuple[str, str, tuple[str, ...]]
@@ -45,7 +46,7 @@ def _dims(spec: ModelSpec) -> Iterator[Violation]:
 
 def _attention(spec: ModelSpec) -> Iterator[Violation]:
     a, d = spec.attention, spec.dims
-    if a.kind == "grouped-query" and a.n_kv_heads and d.n_heads % a.n_kv_heads:
+    if a.kind is AttentionKind.GROUPED_QUERY and a.n_kv_heads and d.n_heads % a.n_kv_heads:
         yield "attention.n_kv_heads", f"must divide n_heads ({d.n_heads})", _divisors(d.n_heads)
     sparse = a.sparse
     if sparse is not None:
@@ -53,7 +54,7 @@ def _attention(spec: ModelSpec) -> Iterator[Violation]:
         value = getattr(sparse, size)
         if value >= d.context:
             yield f"attention.sparse.{size}", f"{value} must be shorter than the context ({d.context})", ()
-        if sparse.kind == "fixed" and sparse.summary > sparse.block:
+        if sparse.kind is SparseKind.FIXED and sparse.summary > sparse.block:
             yield "attention.sparse.summary", f"{sparse.summary} summary positions exceed the block ({sparse.block})", ()
     yield from _selector("attention.sparse_layers", a.sparse_layers, d.n_layers)
 
@@ -61,30 +62,30 @@ def _attention(spec: ModelSpec) -> Iterator[Violation]:
 def _position(spec: ModelSpec) -> Iterator[Violation]:
     p, d = spec.position, spec.dims
     d_head = d.d_head or d.d_model // d.n_heads
-    if p.kind == "rotary":
+    if p.kind is PositionKind.ROTARY:
         dims = p.fraction * d_head
         if abs(dims - round(dims)) > 1e-9 or round(dims) % 2:
             yield "position.fraction", f"{p.fraction} of d_head ({d_head}) gives {dims:g} rotary dims; it must be an even whole number", ()
-    if p.kind == "sinusoidal" and d.d_model % 2:
+    if p.kind is PositionKind.SINUSOIDAL and d.d_model % 2:
         yield "dims.d_model", f"sinusoidal positions pair sin and cos, so d_model ({d.d_model}) must be even", ()
 
 
 def _norm_and_block(spec: ModelSpec) -> Iterator[Violation]:
-    if spec.norm.kind == "deepnorm" and spec.norm.placement != "post":
+    if spec.norm.kind is NormKind.DEEPNORM and spec.norm.placement is not NormPlacement.POST:
         yield "norm.placement", "DeepNorm is a post-norm scheme", ("post",)
-    if spec.block.wiring == "parallel" and spec.norm.placement == "post":
+    if spec.block.wiring is Wiring.PARALLEL and spec.norm.placement is NormPlacement.POST:
         yield "block.wiring", "a parallel block needs pre-norm: both branches read the same normed input", ("sequential",)
 
 
 def _structure(spec: ModelSpec) -> Iterator[Violation]:
     s = spec.model.structure
-    if s == "encoder-decoder" and spec.encoder is None:
+    if s is Structure.ENCODER_DECODER and spec.encoder is None:
         yield "encoder", "an encoder-decoder model needs an [encoder] table", ()
-    if s != "encoder-decoder" and spec.encoder is not None:
+    if s is not Structure.ENCODER_DECODER and spec.encoder is not None:
         yield "encoder", f"only encoder-decoder models have an encoder; this one is {s!r}", ("encoder-decoder",)
-    if s == "encoder-decoder" and spec.block.wiring == "parallel":
+    if s is Structure.ENCODER_DECODER and spec.block.wiring is Wiring.PARALLEL:
         yield "block.wiring", "parallel blocks have no place for the decoder's cross-attention; no surveyed encoder-decoder uses them", ("sequential",)
-    if s == "encoder-decoder" and spec.cross_attention is not None:
+    if s is Structure.ENCODER_DECODER and spec.cross_attention is not None:
         yield "cross_attention", "encoder-decoder decoders already cross-attend to the encoder", ()
 
 
@@ -107,7 +108,7 @@ def _cross_attention(spec: ModelSpec) -> Iterator[Violation]:
     if x is None:
         return
     yield from _selector("cross_attention.layers", x.layers, spec.dims.n_layers)
-    if x.kind == "chunked":
+    if x.kind is CrossAttentionKind.CHUNKED:
         if spec.dims.context % x.chunk_size:
             yield "cross_attention.chunk_size", f"must divide the context ({spec.dims.context})", _divisors(spec.dims.context)
         if x.neighbour_len < x.chunk_size:
@@ -131,7 +132,7 @@ def _tokenizer_and_training(spec: ModelSpec) -> Iterator[Violation]:
     tr = spec.training
     if tr.batch_ramp and tr.batch_tokens and tr.batch_ramp.start_tokens > tr.batch_tokens:
         yield "training.batch_ramp.start_tokens", f"ramp starts above the final batch ({tr.batch_tokens:g} tokens)", ()
-    if tr.fim and spec.model.structure == "encoder-decoder":
+    if tr.fim and spec.model.structure is Structure.ENCODER_DECODER:
         yield "training.fim", "fill-in-the-middle is a decoder-only data transform", ()
     if spec.lineage and spec.lineage.stages and not spec.lineage.base:
         yield "lineage.base", "post-training stages need the base model they start from", ()

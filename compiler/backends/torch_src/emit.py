@@ -8,12 +8,17 @@ reaches the output except through `repr` (strings) or as validated numbers.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import re
 from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any
 
+from taxonc.kernels.reference import masks as mask_defs
+from taxonc.kernels.reference.masks import Mask
+
+from ...ir.attrs import Activation, NormFn, PosTable, RelativeBias, RelativeXL
 from ...ir.graph import Graph, Node
 from ...ir.ops import Op
 from ...ir.printer import layer_groups
@@ -109,13 +114,13 @@ class _ScopeEmitter:
     # ops -----------------------------------------------------------------------------
     def norm_ctor(self, node: Node) -> str:
         a, width = node.attrs, node.params["weight"][0]
-        if a["kind"] == "rmsnorm":
-            return f"RMSNorm({width}, eps={a['eps']!r}, **kw)"
-        return f"nn.LayerNorm({width}, eps={a['eps']!r}, bias={a['bias']}, **kw)"
+        if a.kind is NormFn.RMSNORM:
+            return f"RMSNorm({width}, eps={a.eps!r}, **kw)"
+        return f"nn.LayerNorm({width}, eps={a.eps!r}, bias={a.bias}, **kw)"
 
     def op_token_embed(self, node: Node) -> None:
         src = self.ref(node.inputs[0])
-        if node.attrs["tied_to"]:
+        if node.attrs.tied_to:
             self.line(node, f"{self.out(node)} = F.embedding({src}, ctx.token_embedding)")
         else:
             vocab, dim = node.params["weight"]
@@ -125,14 +130,14 @@ class _ScopeEmitter:
     def op_pos_embed(self, node: Node) -> None:
         a, src = node.attrs, self.ref(node.inputs[0])
         positions = "ctx.positions" if not self.scope.startswith("encoder") else f"torch.arange({src}.shape[1], device={src}.device)"
-        if a["kind"] == "learned":
+        if a.kind is PosTable.LEARNED:
             rows, dim = node.params["weight"]
             self.code.init.append(f"self.{node.name} = nn.Embedding({rows}, {dim}, **kw)")
-            offset = f" + {a['offset']}" if a["offset"] else ""
+            offset = f" + {a.offset}" if a.offset else ""
             self.line(node, f"{self.out(node)} = {src} + self.{node.name}({positions}{offset})")
-        elif a["kind"] == "sinusoidal":
-            self.line(node, f"{self.out(node)} = {src} + sinusoidal_table({positions}, {a['d_model']}, {src}.dtype)")
-        elif a["kind"] == "relative-bias-table":
+        elif a.kind is PosTable.SINUSOIDAL:
+            self.line(node, f"{self.out(node)} = {src} + sinusoidal_table({positions}, {a.d_model}, {src}.dtype)")
+        elif a.kind is PosTable.RELATIVE_BIAS:
             rows, heads = node.params["weight"]
             self.code.init.append(f"self.{node.name} = nn.Embedding({rows}, {heads}, **kw)  # bucket x head biases, shared by all layers")
             self.line(node, f"{self.out(node)} = self.{node.name}.weight")
@@ -147,57 +152,57 @@ class _ScopeEmitter:
 
     def op_linear(self, node: Node) -> None:
         d_out, d_in = node.params["weight"]
-        packs = node.attrs.get("packs") or []
-        note = f"  # fused: {' + '.join(p.rsplit('.', 1)[-1] for p in packs)}" if len(packs) > 1 else ""
-        self.code.init.append(f"self.{node.name} = nn.Linear({d_in}, {d_out}, bias={node.attrs['bias']}, **kw){note}")
+        packs = node.attrs.packs
+        note = f"  # fused: {' + '.join(p.source.rsplit('.', 1)[-1] for p in packs)}" if len(packs) > 1 else ""
+        self.code.init.append(f"self.{node.name} = nn.Linear({d_in}, {d_out}, bias={node.attrs.bias}, **kw){note}")
         source = self.ref(node.inputs[0])
         call = f"self.{node.name}({source})"
         if source in ("ctx.memory", "ctx.media_latents"):
             # the encoder output and the media are fixed for a sequence: project them once per cache
             call = f"ctx.once(self.layer + {'.' + node.name!r}, lambda: {call})"
-        epilogue = node.attrs.get("epilogue")
+        epilogue = node.attrs.epilogue
         if epilogue:
             call = _activation_call(epilogue, call)
         self.line(node, f"{self.out(node)} = {call}")
 
     def op_split(self, node: Node) -> None:
         outs = ", ".join(self.out(node, i) for i in range(len(node.outputs)))
-        self.line(node, f"{outs} = {self.ref(node.inputs[0])}.split({node.attrs['sizes']}, dim=-1)")
+        self.line(node, f"{outs} = {self.ref(node.inputs[0])}.split({list(node.attrs.sizes)}, dim=-1)")
 
     def op_rotary(self, node: Node) -> None:
         a = node.attrs
         q, k = (self.ref(v) for v in node.inputs)
-        positions = "ctx.positions" if a["cached"] else f"torch.arange({q}.shape[1], device={q}.device)"
-        self.line(node, f"{self.out(node, 0)}, {self.out(node, 1)} = rotary_flat({q}, {k}, {positions}, {a['n_heads']}, {a['n_kv_heads']}, {a['rot_dims']}, {a['base']!r})")
+        positions = "ctx.positions" if a.cached else f"torch.arange({q}.shape[1], device={q}.device)"
+        self.line(node, f"{self.out(node, 0)}, {self.out(node, 1)} = rotary_flat({q}, {k}, {positions}, {a.n_heads}, {a.n_kv_heads}, {a.rot_dims}, {a.base!r})")
 
     def attention_args(self, node: Node) -> list[str]:
         """Arguments shared by attention_core and the kernel backend's attention."""
         a = node.attrs
-        args = [*(self.ref(x) for x in node.inputs[:3]), str(a["n_heads"]), str(a["n_kv_heads"]), repr(a["mask"])]
-        if a["self"]:
-            args += ["ctx", "self.layer" if a["cached"] else "None"]
-            if a["rotary"]:
-                args.append(f"rotary={a['rotary']!r}")
-            if a["alibi"]:
+        args = [*(self.ref(x) for x in node.inputs[:3]), str(a.n_heads), str(a.n_kv_heads), mask_expr(a.mask)]
+        if a.self:
+            args += ["ctx", "self.layer" if a.cached else "None"]
+            if a.rotary:
+                args.append(f"rotary={(a.rotary.dims, a.rotary.base)!r}")
+            if a.alibi:
                 args.append("alibi=True")
-            if a.get("window"):
-                args.append(f"window={a['window']}")
-        if a.get("scale") is not None:
-            args.append(f"scale={a['scale']!r}")  # muP: 1/d_head
+            if a.window:
+                args.append(f"window={a.window}")
+        if a.scale is not None:
+            args.append(f"scale={a.scale!r}")  # muP: 1/d_head
         return args
 
     def op_attention(self, node: Node) -> None:
         a = node.attrs
         args = self.attention_args(node)
-        rel = a["relative"]
+        rel = a.relative
         shared = self.ref(node.inputs[3]) if len(node.inputs) > 3 else None
         if node.params:
             tensors = ", ".join(f"'{name}': nn.Parameter(torch.empty({', '.join(map(str, shape))}, **kw))" for name, shape in node.params.items())
             self.code.init.append(f"self.{node.name} = nn.ParameterDict({{{tensors}}})")
-        if rel and rel["kind"] == "bias":
-            args.append(f"relative={rel!r}")
+        if isinstance(rel, RelativeBias):
+            args.append(f"relative={(rel.n_buckets, rel.max_distance, rel.bidirectional)!r}")
             args.append(f"rel_table_NH={shared or f'self.{node.name}[' + repr('rel_bias') + ']'}")
-        if rel and rel["kind"] == "xl":
+        if isinstance(rel, RelativeXL):
             if shared:
                 args.append(f"xl=(self.{node.name}['r_proj'], {shared}[0], {shared}[1])")
             else:
@@ -205,17 +210,17 @@ class _ScopeEmitter:
         self.line(node, f"{self.out(node)} = attention_core({', '.join(args)})")
 
     def op_activation(self, node: Node) -> None:
-        self.line(node, f"{self.out(node)} = {_activation_call(node.attrs['kind'], self.ref(node.inputs[0]))}")
+        self.line(node, f"{self.out(node)} = {_activation_call(node.attrs.kind, self.ref(node.inputs[0]))}")
 
     def op_glu(self, node: Node) -> None:
         gate, up = (self.ref(v) for v in node.inputs)
-        act = "F.silu" if node.attrs["kind"] == "swiglu" else "F.gelu"
-        extra = "" if node.attrs["kind"] == "swiglu" else ', approximate="tanh"'
+        act = "F.silu" if node.attrs.kind is Activation.SWIGLU else "F.gelu"
+        extra = "" if node.attrs.kind is Activation.SWIGLU else ', approximate="tanh"'
         self.line(node, f"{self.out(node)} = {act}({gate}{extra}) * {up}")
 
     def _sum(self, node: Node) -> str:
         terms = [self.ref(v) for v in node.inputs]
-        scale = node.attrs["residual_scale"]
+        scale = node.attrs.residual_scale
         if scale != 1.0:
             terms[0] = f"{scale!r} * {terms[0]}"  # DeepNorm: the residual is scaled by alpha
         return " + ".join(terms)
@@ -232,11 +237,11 @@ class _ScopeEmitter:
     def op_moe(self, node: Node) -> None:
         a, d_model = node.attrs, node.params["router.weight"][1]
         self.code.init.append(
-            f"self.{node.name} = MoE({d_model}, {a['d_ff']}, {a['n_experts']}, {a['top_k']}, {a['capacity_factor']!r}, "
-            f"{a['router']!r}, {a['activation']!r}, {'b_in' in node.params}, {'b_out' in node.params}, **kw)"
+            f"self.{node.name} = MoE({d_model}, {a.d_ff}, {a.n_experts}, {a.top_k}, {a.capacity_factor!r}, "
+            f"{a.router.value!r}, {a.activation.value!r}, {'b_in' in node.params}, {'b_out' in node.params}, **kw)"
         )
-        if a["activation"] == "solu":
-            self.code.init.append(f"self.{node.name}.solu_norm = make_norm({a['norm_kind']!r}, {a['d_ff']}, {a['eps']!r}, {'solu_norm.bias' in node.params}, **kw)")
+        if a.activation is Activation.SOLU:
+            self.code.init.append(f"self.{node.name}.solu_norm = make_norm({a.norm_kind.value!r}, {a.d_ff}, {a.eps!r}, {'solu_norm.bias' in node.params}, **kw)")
         self.line(node, f"{self.out(node)} = self.{node.name}({self.ref(node.inputs[0])})")
 
     def op_gate(self, node: Node) -> None:
@@ -245,14 +250,14 @@ class _ScopeEmitter:
 
     def op_resampler(self, node: Node) -> None:
         a = node.attrs
-        self.code.init.append(f"self.{node.name} = PerceiverResampler({a['dim']}, {a['n_latents']}, {a['n_layers']}, {a['n_heads']}, {a['norm_kind']!r}, {a['eps']!r}, {a['bias']}, **kw)")
+        self.code.init.append(f"self.{node.name} = PerceiverResampler({a.dim}, {a.n_latents}, {a.n_layers}, {a.n_heads}, {a.norm_kind.value!r}, {a.eps!r}, {a.bias}, **kw)")
         self.line(node, f"{self.out(node)} = self.{node.name}({self.ref(node.inputs[0])})")
 
     def op_neighbour_encoder(self, node: Node) -> None:
         a = node.attrs
         d_model = node.params["proj_in.weight"][1]
-        self.code.init.append(f"self.{node.name} = NeighbourEncoder({d_model}, {a['dim']}, {a['n_layers']}, {a['n_heads']}, {a['norm_kind']!r}, {a['eps']!r}, {a['bias']}, **kw)")
-        self.line(node, f"{self.out(node)} = encode_neighbours(self.{node.name}, ctx.token_embedding, ctx.neighbours, ctx.history(self.layer + '.retro', {self.ref(node.inputs[1])}), {a['chunk']})")
+        self.code.init.append(f"self.{node.name} = NeighbourEncoder({d_model}, {a.dim}, {a.n_layers}, {a.n_heads}, {a.norm_kind.value!r}, {a.eps!r}, {a.bias}, **kw)")
+        self.line(node, f"{self.out(node)} = encode_neighbours(self.{node.name}, ctx.token_embedding, ctx.neighbours, ctx.history(self.layer + '.retro', {self.ref(node.inputs[1])}), {a.chunk})")
 
     def op_chunked_xattn(self, node: Node) -> None:
         a = node.attrs
@@ -261,24 +266,31 @@ class _ScopeEmitter:
         bias = "q_proj.bias" in node.params
         self.code.init.append(f"self.{node.name} = nn.ModuleDict({{'q_proj': nn.Linear({d}, {q_out}, bias={bias}, **kw), 'kv_proj': nn.Linear({e}, {kv_out}, bias={bias}, **kw)}})")
         h, enc = (self.ref(v) for v in node.inputs)
-        self.line(node, f"{self.out(node)} = chunked_cross_attention(self.{node.name}['q_proj'], self.{node.name}['kv_proj'], ctx.history(self.layer + '.cca', {h}), {enc}, {a['chunk']}, {a['n_heads']}, {a['n_kv_heads']}, {a['d_head']})[:, -{h}.shape[1]:]")
+        self.line(node, f"{self.out(node)} = chunked_cross_attention(self.{node.name}['q_proj'], self.{node.name}['kv_proj'], ctx.history(self.layer + '.cca', {h}), {enc}, {a.chunk}, {a.n_heads}, {a.n_kv_heads}, {a.d_head})[:, -{h}.shape[1]:]")
 
     def op_lm_head(self, node: Node) -> None:
         src = self.ref(node.inputs[0])
-        scale = node.attrs.get("logit_scale")
+        scale = node.attrs.logit_scale
         suffix = f" * {scale!r}" if scale else ""
-        if node.attrs["tied_to"]:
+        if node.attrs.tied_to:
             self.line(node, f"{self.out(node)} = F.linear({src}, ctx.token_embedding){suffix}  # tied to the token embedding")
         else:
             vocab, dim = node.params["weight"]
-            self.code.init.append(f"self.{node.name} = nn.Linear({dim}, {vocab}, bias={node.attrs['bias']}, **kw)")
+            self.code.init.append(f"self.{node.name} = nn.Linear({dim}, {vocab}, bias={node.attrs.bias}, **kw)")
             self.line(node, f"{self.out(node)} = self.{node.name}({src}){suffix}")
 
 
-def _activation_call(kind: str, arg: str) -> str:
-    if kind == "relu":
+def mask_expr(mask: Mask) -> str:
+    """The Mask as source text of the emitted module (which carries Mask and MaskKind)."""
+    sizes = "".join(f", {f.name}={getattr(mask, f.name)!r}" for f in dataclasses.fields(mask)[1:]
+                    if getattr(mask, f.name) != f.default)
+    return f"Mask(MaskKind.{mask.kind.name}{sizes})"
+
+
+def _activation_call(kind: Activation, arg: str) -> str:
+    if kind is Activation.RELU:
         return f"F.relu({arg})"
-    if kind == "gelu":
+    if kind is Activation.GELU:
         return f'F.gelu({arg}, approximate="tanh")'
     return f"{arg} * torch.softmax({arg}, dim=-1)"  # SoLU; its LayerNorm follows
 
@@ -288,13 +300,15 @@ def _activation_call(kind: str, arg: str) -> str:
 def module_defs(module: Any) -> dict[str, str]:
     """Top-level function and class definitions of a prelude module, by name, as source text."""
     source = inspect.getsource(module)
+    lines = source.splitlines()
     tree = ast.parse(source)
-    return {n.name: ast.get_source_segment(source, n) for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    return {n.name: "\n".join(lines[min([n.lineno] + [d.lineno for d in n.decorator_list]) - 1: n.end_lineno])
+            for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
 
 
 @lru_cache(maxsize=1)
 def _prelude_defs() -> dict[str, str]:
-    return module_defs(prelude)
+    return {**module_defs(mask_defs), **module_defs(prelude)}
 
 
 def _needed(text: str, defs: dict[str, str]) -> list[str]:
@@ -335,18 +349,20 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
         what = ""
         if stack == "layers":
             layer = plan[indices[0]]
-            bits = [f"{layer.attention} attention"] + (["mixture of experts"] if layer.moe else []) + (
+            bits = [f"{layer.attention_name} attention"] + (["mixture of experts"] if layer.moe else []) + (
                 [f"{layer.cross_attention} cross-attention"] if layer.cross_attention else [])
             what = "; " + ", ".join(bits)
+        scaled = deepnorm_rows(graph, f"{stack}.{indices[0]}") if header.get("deepnorm_beta", 1.0) != 1.0 else []
         classes.append({"name": name, "doc": f"Layers {_listing(indices)}{what}.", "init": code.init,
-                        "forward": code.forward, "args": "x, ctx", "layer_arg": True})
+                        "forward": code.forward, "args": "x, ctx", "layer_arg": True, "deepnorm_rows": scaled})
         for i in indices:
             scope_class[f"{stack}.{i}"] = name
     singles = [s for s in graph.scopes() if not _LAYER.match(s)]
     for scope in singles:
         code = emitter(graph, spec, scope).emit()
         classes.append({"name": _class_name(scope), "doc": f"The {scope.replace('_', ' ')} of the model.",
-                        "init": code.init, "forward": code.forward, "args": f"{code.main_input}, ctx", "layer_arg": False})
+                        "init": code.init, "forward": code.forward, "args": f"{code.main_input}, ctx", "layer_arg": False,
+                        "deepnorm_rows": []})
     body_text = "\n".join(line for c in classes for line in c["init"] + c["forward"])
     defs = {**_prelude_defs(), **(extra_defs or {})}
     needed = _needed(body_text + " Context KVCache", defs)
@@ -359,8 +375,34 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
               "input_docs": [_INPUT_DOCS[n] for n in extra_inputs],
               "example_lines": [_EXAMPLE[n](spec) for n in extra_inputs],
               "uses_math": bool(re.search(r"\bmath\.", "\n".join(defs[n] for n in needed))),
+              "uses_replace": bool(re.search(r"\breplace\(", "\n".join(defs[n] for n in needed))),
+              "uses_enum": "MaskKind" in needed,
               "imports": imports or []}
     return render("model.py.j2", **params)
+
+
+def deepnorm_rows(graph: Graph, scope: str) -> list[tuple[str, int, int]]:
+    """(parameter, first row, end row) that DeepNorm's beta scales in one layer, found by role.
+
+    A fused projection's packs say which rows came from which projection, so a merged qkv
+    scales only its v rows.
+    """
+    rows: list[tuple[str, int, int]] = []
+    for node in graph.in_scope(scope):
+        packs = getattr(node.attrs, "packs", ())
+        if len(packs) > 1:
+            start = 0
+            for pack in packs:
+                if pack.role.deepnorm_scaled and rows and rows[-1][0] == f"{node.name}.weight" and rows[-1][2] == start:
+                    rows[-1] = (rows[-1][0], rows[-1][1], start + pack.rows)  # adjacent blocks: one range
+                elif pack.role.deepnorm_scaled:
+                    rows.append((f"{node.name}.weight", start, start + pack.rows))
+                start += pack.rows
+            continue
+        for local, role in node.roles.items():
+            if role.deepnorm_scaled and len(node.params[local]) >= 2:
+                rows.append((f"{node.name}.{local}", 0, node.params[local][0]))
+    return rows
 
 
 def _listing(indices: list[int]) -> str:

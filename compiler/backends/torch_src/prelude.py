@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from taxonc.kernels.reference.masks import MaskKind, allowed_keys
+
 
 def rms_norm(x, weight, eps):
     # normalise in float32 at least, as low precision loses the mean square
@@ -114,40 +116,13 @@ def relative_buckets(rel_TS, n_buckets, max_distance, bidirectional):
     return buckets + torch.where(is_small, distance, large)
 
 
-def allowed_keys(q_idx, kv_idx, mask):
-    """Which keys each query may see. Works on broadcast index tensors (also inside FlexAttention)."""
-    kind = mask["kind"]
-    if kind == "full":
-        return kv_idx >= 0
-    if kind == "prefix":
-        return (kv_idx <= q_idx) | (kv_idx < mask["prefix"])
-    causal = kv_idx <= q_idx
-    if kind == "causal":
-        allowed = causal
-    elif kind == "locally-banded":
-        allowed = causal & (q_idx - kv_idx < mask["window"])
-    elif kind == "strided":
-        stride = mask["stride"]
-        allowed = causal & ((q_idx - kv_idx < stride) | ((q_idx - kv_idx) % stride == 0))
-    elif kind == "fixed":
-        block, summary = mask["block"], mask["summary"]
-        same_block = (q_idx // block) == (kv_idx // block)
-        is_summary = (kv_idx % block) >= block - summary
-        allowed = causal & (same_block | is_summary)
-    else:
-        raise ValueError(kind)
-    if mask.get("bidirectional_prefix"):  # a sparse layer of a prefix LM
-        allowed = allowed | ((q_idx < mask["prefix"]) & (kv_idx < mask["prefix"]))
-    return allowed
-
-
 def score_bias(q_idx, kv_idx, h, alibi_H=None, rel_table_NH=None, rel_cfg=None):
     """Additive score bias from ALiBi or T5 relative buckets (0 when neither is used)."""
     bias = torch.zeros((), dtype=torch.float32, device=q_idx.device)
     if alibi_H is not None:
         bias = bias - alibi_H[h] * (q_idx - kv_idx)
     if rel_table_NH is not None:
-        buckets = relative_buckets(kv_idx - q_idx, rel_cfg["n_buckets"], rel_cfg["max_distance"], rel_cfg["bidirectional"])
+        buckets = relative_buckets(kv_idx - q_idx, *rel_cfg)  # (n_buckets, max_distance, bidirectional)
         bias = bias + rel_table_NH[buckets, h]
     return bias
 
@@ -163,10 +138,10 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
     B, H, T, K = q_BHTK.shape
     S = k_BGSK.shape[2]
     G = k_BGSK.shape[1]
-    simple = alibi_H is None and rel_table_NH is None and mask["kind"] in ("causal", "full")
-    if simple and (mask["kind"] == "full" or (q_offset == kv_offset and T == S)):
+    simple = alibi_H is None and rel_table_NH is None and mask.kind in (MaskKind.CAUSAL, MaskKind.FULL)
+    if simple and (mask.kind is MaskKind.FULL or (q_offset == kv_offset and T == S)):
         return F.scaled_dot_product_attention(
-            q_BHTK, k_BGSK, v_BGSK, is_causal=mask["kind"] == "causal", scale=scale, enable_gqa=G != H
+            q_BHTK, k_BGSK, v_BGSK, is_causal=mask.kind is MaskKind.CAUSAL, scale=scale, enable_gqa=G != H
         )
     if q_BHTK.is_cuda and not torch.compiler.is_exporting():  # FlexAttention has no MLIR lowering
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -183,7 +158,7 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
     kv_idx = torch.arange(S, device=q_BHTK.device)[None, :] + kv_offset
     h = torch.arange(H, device=q_BHTK.device)[:, None, None]
     # the mask and ALiBi part are the same in every layer of one call: build them once
-    key = ("bias", repr(mask), T, S, q_offset, kv_offset, q_BHTK.dtype, alibi_H is not None)
+    key = ("bias", mask, T, S, q_offset, kv_offset, q_BHTK.dtype, alibi_H is not None)
     bias_HTS = memo.get(key) if memo is not None else None
     if bias_HTS is None:
         bias_HTS = torch.where(allowed_keys(q_idx, kv_idx, mask), 0.0, float("-inf")).to(q_BHTK.dtype)
@@ -294,10 +269,10 @@ class Context:
 def shared_rotary_tables(ctx, rotary, n_positions, cached, dtype, device):
     """cos/sin for this call's positions, built once per call and shared by every layer."""
     positions = ctx.positions if cached else torch.arange(n_positions, device=device)
-    key = ("rotary", rotary["dims"], rotary["base"], dtype, cached)
+    key = ("rotary", rotary, dtype, cached)
     tables = ctx.memo.get(key) if ctx is not None else None
     if tables is None or tables[0].shape[0] != positions.shape[0]:
-        tables = rotary_tables(positions, rotary["dims"], rotary["base"], dtype)
+        tables = rotary_tables(positions, *rotary, dtype)  # rotary: (rotated dims, base)
         if ctx is not None:
             ctx.memo[key] = tables
     return tables
@@ -319,8 +294,8 @@ def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, lay
     if self_attention:
         if ctx.cache is not None:
             k, v, kv_offset = ctx.cache.update(layer, k, v, window)
-        if mask["kind"] == "prefix" or mask.get("bidirectional_prefix"):
-            mask = dict(mask, prefix=ctx.prefix_len)
+        if mask.reads_prefix:
+            mask = mask.with_prefix(ctx.prefix_len)
     if xl is not None:
         r_proj, u_HK, w_HK = xl
         if n_kv_heads != n_heads:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from ...ir.attrs import Kernel
 from ...ir.graph import Graph, Node
 from ...ir.ops import Op
 from ...spec.model import ModelSpec
@@ -31,71 +32,71 @@ def _defs() -> dict[str, str]:
 
 class _KernelScopeEmitter(_ScopeEmitter):
     def op_norm(self, node: Node) -> None:
-        kernel = node.attrs.get("kernel")
+        kernel = node.kernel
         if kernel is None:
             return super().op_norm(node)
         self.code.init.append(f"self.{node.name} = {self.norm_ctor(node)}")
-        if kernel == "solu_layer_norm(fused)":
+        if kernel is Kernel.SOLU_LAYER_NORM_CONSUMED:
             return  # computed by the SoLU kernel that feeds it
         src = self.ref(node.inputs[0])
-        if kernel == "rms_norm":
-            call = f"norm_kernels.rms_norm({src}, self.{node.name}.weight, {node.attrs['eps']!r})[0]"
+        if kernel is Kernel.RMS_NORM:
+            call = f"norm_kernels.rms_norm({src}, self.{node.name}.weight, {node.attrs.eps!r})[0]"
         else:
-            call = f"norm_kernels.layer_norm({src}, self.{node.name}.weight, self.{node.name}.bias, {node.attrs['eps']!r})[0]"
+            call = f"norm_kernels.layer_norm({src}, self.{node.name}.weight, self.{node.name}.bias, {node.attrs.eps!r})[0]"
         self.line(node, f"{self.out(node)} = {call}")
 
     def op_add_norm(self, node: Node) -> None:
-        kernel = node.attrs.get("kernel")
+        kernel = node.kernel
         if kernel is None:
             return super().op_add_norm(node)
         self.code.init.append(f"self.{node.name} = {self.norm_ctor(node)}")
         residual, branch = (self.ref(v) for v in node.inputs)
         total, normed = self.out(node, 0), self.out(node, 1)
-        if kernel.startswith("rms_norm"):
-            call = f"norm_kernels.rms_norm({branch}, self.{node.name}.weight, {node.attrs['eps']!r}, residual={residual})"
+        if kernel is Kernel.RMS_NORM_RESIDUAL:
+            call = f"norm_kernels.rms_norm({branch}, self.{node.name}.weight, {node.attrs.eps!r}, residual={residual})"
         else:
-            call = f"norm_kernels.layer_norm({branch}, self.{node.name}.weight, self.{node.name}.bias, {node.attrs['eps']!r}, residual={residual})"
+            call = f"norm_kernels.layer_norm({branch}, self.{node.name}.weight, self.{node.name}.bias, {node.attrs.eps!r}, residual={residual})"
         self.line(node, f"{normed}, {total} = {call}  # fused residual add + norm", [node.outputs[1], node.outputs[0]])
 
     def op_linear(self, node: Node) -> None:
-        if node.attrs.get("kernel") != "bias_act":
+        if node.kernel is not Kernel.BIAS_ACT:
             return super().op_linear(node)
         d_out, d_in = node.params["weight"]
-        self.code.init.append(f"self.{node.name} = nn.Linear({d_in}, {d_out}, bias={node.attrs['bias']}, **kw)")
+        self.code.init.append(f"self.{node.name} = nn.Linear({d_in}, {d_out}, bias={node.attrs.bias}, **kw)")
         src = self.ref(node.inputs[0])
         self.line(node, f"{self.out(node)} = glu_kernels.bias_act(F.linear({src}, self.{node.name}.weight), "
-                        f"self.{node.name}.bias, {node.attrs['epilogue']!r})")
+                        f"self.{node.name}.bias, {node.attrs.epilogue.value!r})")
 
     def op_glu(self, node: Node) -> None:
-        if node.attrs.get("kernel") != "glu":
+        if node.kernel is not Kernel.GLU:
             return super().op_glu(node)
         packed = self.ref(self.g.node(self.g.producer[node.inputs[0]]).inputs[0])
-        self.line(node, f"{self.out(node)} = glu_kernels.glu({packed}, {node.attrs['kind']!r})")
+        self.line(node, f"{self.out(node)} = glu_kernels.glu({packed}, {node.attrs.kind.value!r})")
 
     def op_attention(self, node: Node) -> None:
-        if node.attrs.get("kernel") is None:
+        if node.kernel is None:
             return super().op_attention(node)
         self.line(node, f"{self.out(node)} = kernel_attention({', '.join(self.attention_args(node))})")
 
     def op_moe(self, node: Node) -> None:
-        if node.attrs.get("kernel") != "moe":
+        if node.kernel is not Kernel.MOE:
             return super().op_moe(node)
         a, d_model = node.attrs, node.params["router.weight"][1]
         self.code.init.append(
-            f"self.{node.name} = MoE({d_model}, {a['d_ff']}, {a['n_experts']}, {a['top_k']}, {a['capacity_factor']!r}, "
-            f"{a['router']!r}, {a['activation']!r}, {'b_in' in node.params}, {'b_out' in node.params}, **kw)"
+            f"self.{node.name} = MoE({d_model}, {a.d_ff}, {a.n_experts}, {a.top_k}, {a.capacity_factor!r}, "
+            f"{a.router.value!r}, {a.activation.value!r}, {'b_in' in node.params}, {'b_out' in node.params}, **kw)"
         )
         m = f"self.{node.name}"
         self.line(node, f"{self.out(node)}, {m}.aux_loss = moe_kernels.moe_forward({self.ref(node.inputs[0])}, {m}.router.weight, "
-                        f"{m}.w_in, {m}.b_in, {m}.w_out, {m}.b_out, {a['top_k']}, {a['capacity_factor']!r}, {a['router']!r}, "
-                        f"{a['activation']!r}, self.training)")
+                        f"{m}.w_in, {m}.b_in, {m}.w_out, {m}.b_out, {a.top_k}, {a.capacity_factor!r}, {a.router.value!r}, "
+                        f"{a.activation.value!r}, self.training)")
 
     def op_activation(self, node: Node) -> None:
-        if node.attrs.get("kernel") != "solu_layer_norm":
+        if node.kernel is not Kernel.SOLU_LAYER_NORM:
             return super().op_activation(node)
         norm = self.g.consumers(node.outputs[0])[0]
         self.line(norm, f"{self.out(norm)} = norm_kernels.solu_layer_norm({self.ref(node.inputs[0])}, self.{norm.name}.weight, "
-                        f"self.{norm.name}.bias, {norm.attrs['eps']!r})  # SoLU and its LayerNorm in one kernel")
+                        f"self.{norm.name}.bias, {norm.attrs.eps!r})  # SoLU and its LayerNorm in one kernel")
 
 
 def emit_triton_model(graph: Graph, spec: ModelSpec, header: dict[str, Any]) -> str:

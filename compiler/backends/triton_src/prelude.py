@@ -29,8 +29,8 @@ def kernel_attention(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, l
     if cached:
         if ctx.cache is not None:
             k, v, kv_offset = ctx.cache.update(layer, k, v, window)
-        if mask["kind"] == "prefix":
-            mask = dict(mask, prefix=ctx.prefix_len)
+        if mask.reads_prefix:
+            mask = mask.with_prefix(ctx.prefix_len)
     slopes = alibi_slopes(n_heads).to(device=q.device, dtype=torch.float32) if alibi else None
     out = flash_attention(q, k, v, mask, offset, kv_offset, slopes, scale)
     return out.transpose(1, 2).flatten(2)

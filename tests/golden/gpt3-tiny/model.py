@@ -18,7 +18,8 @@ N neighbours, R neighbour tokens (RETRO).
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
 import torch
 import torch.nn as nn
@@ -45,6 +46,54 @@ class Config:
 
 
 CONFIG = Config()
+
+
+class MaskKind(StrEnum):
+    FULL = "full"                      # every key (encoders, cross-attention)
+    CAUSAL = "causal"                  # keys at or before the query
+    PREFIX = "prefix"                  # causal, plus the whole prefix for everyone (prefix LMs)
+    LOCALLY_BANDED = "locally-banded"  # causal, within the last `window` positions
+    STRIDED = "strided"                # causal, the last `stride` keys and every stride-th one
+    FIXED = "fixed"                    # causal, own block plus the last `summary` keys of each block
+
+
+@dataclass(frozen=True)
+class Mask:
+    kind: MaskKind
+    window: int = 0    # locally-banded
+    stride: int = 0    # strided
+    block: int = 0     # fixed
+    summary: int = 0   # fixed
+    bidirectional_prefix: bool = False  # a sparse layer of a prefix LM: the prefix also sees itself whole
+    prefix: int = 0    # prefix length; known only at call time
+
+    @property
+    def reads_prefix(self):
+        return self.kind is MaskKind.PREFIX or self.bidirectional_prefix
+
+    def with_prefix(self, prefix):
+        return replace(self, prefix=prefix)
+
+
+def allowed_keys(q_idx, kv_idx, mask):
+    """Which keys each query may see, on broadcast index tensors (also inside FlexAttention)."""
+    kind = mask.kind
+    if kind is MaskKind.FULL:
+        return kv_idx >= 0
+    if kind is MaskKind.PREFIX:
+        return (kv_idx <= q_idx) | (kv_idx < mask.prefix)
+    allowed = kv_idx <= q_idx
+    if kind is MaskKind.LOCALLY_BANDED:
+        allowed = allowed & (q_idx - kv_idx < mask.window)
+    elif kind is MaskKind.STRIDED:
+        allowed = allowed & ((q_idx - kv_idx < mask.stride) | ((q_idx - kv_idx) % mask.stride == 0))
+    elif kind is MaskKind.FIXED:
+        same_block = (q_idx // mask.block) == (kv_idx // mask.block)
+        is_summary = (kv_idx % mask.block) >= mask.block - mask.summary
+        allowed = allowed & (same_block | is_summary)
+    if mask.bidirectional_prefix:
+        allowed = allowed | ((q_idx < mask.prefix) & (kv_idx < mask.prefix))
+    return allowed
 
 
 def sinusoidal_table(positions_T, dim, dtype):
@@ -104,40 +153,13 @@ def relative_buckets(rel_TS, n_buckets, max_distance, bidirectional):
     return buckets + torch.where(is_small, distance, large)
 
 
-def allowed_keys(q_idx, kv_idx, mask):
-    """Which keys each query may see. Works on broadcast index tensors (also inside FlexAttention)."""
-    kind = mask["kind"]
-    if kind == "full":
-        return kv_idx >= 0
-    if kind == "prefix":
-        return (kv_idx <= q_idx) | (kv_idx < mask["prefix"])
-    causal = kv_idx <= q_idx
-    if kind == "causal":
-        allowed = causal
-    elif kind == "locally-banded":
-        allowed = causal & (q_idx - kv_idx < mask["window"])
-    elif kind == "strided":
-        stride = mask["stride"]
-        allowed = causal & ((q_idx - kv_idx < stride) | ((q_idx - kv_idx) % stride == 0))
-    elif kind == "fixed":
-        block, summary = mask["block"], mask["summary"]
-        same_block = (q_idx // block) == (kv_idx // block)
-        is_summary = (kv_idx % block) >= block - summary
-        allowed = causal & (same_block | is_summary)
-    else:
-        raise ValueError(kind)
-    if mask.get("bidirectional_prefix"):  # a sparse layer of a prefix LM
-        allowed = allowed | ((q_idx < mask["prefix"]) & (kv_idx < mask["prefix"]))
-    return allowed
-
-
 def score_bias(q_idx, kv_idx, h, alibi_H=None, rel_table_NH=None, rel_cfg=None):
     """Additive score bias from ALiBi or T5 relative buckets (0 when neither is used)."""
     bias = torch.zeros((), dtype=torch.float32, device=q_idx.device)
     if alibi_H is not None:
         bias = bias - alibi_H[h] * (q_idx - kv_idx)
     if rel_table_NH is not None:
-        buckets = relative_buckets(kv_idx - q_idx, rel_cfg["n_buckets"], rel_cfg["max_distance"], rel_cfg["bidirectional"])
+        buckets = relative_buckets(kv_idx - q_idx, *rel_cfg)  # (n_buckets, max_distance, bidirectional)
         bias = bias + rel_table_NH[buckets, h]
     return bias
 
@@ -153,10 +175,10 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
     B, H, T, K = q_BHTK.shape
     S = k_BGSK.shape[2]
     G = k_BGSK.shape[1]
-    simple = alibi_H is None and rel_table_NH is None and mask["kind"] in ("causal", "full")
-    if simple and (mask["kind"] == "full" or (q_offset == kv_offset and T == S)):
+    simple = alibi_H is None and rel_table_NH is None and mask.kind in (MaskKind.CAUSAL, MaskKind.FULL)
+    if simple and (mask.kind is MaskKind.FULL or (q_offset == kv_offset and T == S)):
         return F.scaled_dot_product_attention(
-            q_BHTK, k_BGSK, v_BGSK, is_causal=mask["kind"] == "causal", scale=scale, enable_gqa=G != H
+            q_BHTK, k_BGSK, v_BGSK, is_causal=mask.kind is MaskKind.CAUSAL, scale=scale, enable_gqa=G != H
         )
     if q_BHTK.is_cuda and not torch.compiler.is_exporting():  # FlexAttention has no MLIR lowering
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -173,7 +195,7 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
     kv_idx = torch.arange(S, device=q_BHTK.device)[None, :] + kv_offset
     h = torch.arange(H, device=q_BHTK.device)[:, None, None]
     # the mask and ALiBi part are the same in every layer of one call: build them once
-    key = ("bias", repr(mask), T, S, q_offset, kv_offset, q_BHTK.dtype, alibi_H is not None)
+    key = ("bias", mask, T, S, q_offset, kv_offset, q_BHTK.dtype, alibi_H is not None)
     bias_HTS = memo.get(key) if memo is not None else None
     if bias_HTS is None:
         bias_HTS = torch.where(allowed_keys(q_idx, kv_idx, mask), 0.0, float("-inf")).to(q_BHTK.dtype)
@@ -284,10 +306,10 @@ class Context:
 def shared_rotary_tables(ctx, rotary, n_positions, cached, dtype, device):
     """cos/sin for this call's positions, built once per call and shared by every layer."""
     positions = ctx.positions if cached else torch.arange(n_positions, device=device)
-    key = ("rotary", rotary["dims"], rotary["base"], dtype, cached)
+    key = ("rotary", rotary, dtype, cached)
     tables = ctx.memo.get(key) if ctx is not None else None
     if tables is None or tables[0].shape[0] != positions.shape[0]:
-        tables = rotary_tables(positions, rotary["dims"], rotary["base"], dtype)
+        tables = rotary_tables(positions, *rotary, dtype)  # rotary: (rotated dims, base)
         if ctx is not None:
             ctx.memo[key] = tables
     return tables
@@ -309,8 +331,8 @@ def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, lay
     if self_attention:
         if ctx.cache is not None:
             k, v, kv_offset = ctx.cache.update(layer, k, v, window)
-        if mask["kind"] == "prefix" or mask.get("bidirectional_prefix"):
-            mask = dict(mask, prefix=ctx.prefix_len)
+        if mask.reads_prefix:
+            mask = mask.with_prefix(ctx.prefix_len)
     if xl is not None:
         r_proj, u_HK, w_HK = xl
         if n_kv_heads != n_heads:
@@ -345,7 +367,7 @@ class Block0(nn.Module):
         h = self.ln_attn(x)  # [B, T, 64]
         qkv = self.qkv(h)  # [B, T, 192]
         q, k, v = qkv.split([64, 64, 64], dim=-1)  # [B, T, 64], [B, T, 64], [B, T, 64]
-        a = attention_core(q, k, v, 4, 4, {'kind': 'causal'}, ctx, self.layer)  # [B, T, 64]
+        a = attention_core(q, k, v, 4, 4, Mask(MaskKind.CAUSAL), ctx, self.layer)  # [B, T, 64]
         o = self.attn_out(a)  # [B, T, 64]
         x_attn = x + o  # [B, T, 64]
         h_mlp = self.ln_mlp(x_attn)  # fused with the add above in kernel backends  # [B, T, 64]
@@ -373,7 +395,7 @@ class Block1(nn.Module):
         h = self.ln_attn(x)  # [B, T, 64]
         qkv = self.qkv(h)  # [B, T, 192]
         q, k, v = qkv.split([64, 64, 64], dim=-1)  # [B, T, 64], [B, T, 64], [B, T, 64]
-        a = attention_core(q, k, v, 4, 4, {'kind': 'locally-banded', 'window': 16}, ctx, self.layer, window=16)  # [B, T, 64]
+        a = attention_core(q, k, v, 4, 4, Mask(MaskKind.LOCALLY_BANDED, window=16), ctx, self.layer, window=16)  # [B, T, 64]
         o = self.attn_out(a)  # [B, T, 64]
         x_attn = x + o  # [B, T, 64]
         h_mlp = self.ln_mlp(x_attn)  # fused with the add above in kernel backends  # [B, T, 64]
