@@ -1,8 +1,10 @@
-"""Exact parameter counts from a resolved spec.
+"""Exact parameter counts, read off the parameter shapes of the spec's lowered graph.
 
-The counts follow the module the torch backend emits, weight for weight; a test compares
-them with `numel` of that module on the meta device. Components are keyed by dotted names
-so that `taxonc params` can show where the parameters sit.
+The layout of every weight is written once, in the lowering (`compiler/ir/build.py`); the
+module the torch backend emits mirrors the graph's parameters, and a test compares these
+counts with `numel` of that module on the meta device. Here each state-dict name is only
+sorted into a component, keyed by dotted names so that `taxonc params` can show where the
+parameters sit.
 
 "Embedding" parameters are the token embedding, every positional parameter (learned tables,
 Transformer-XL projections and biases, relative-bias tables) and an untied output projection:
@@ -12,56 +14,45 @@ reports 260B non-embedding parameters of 280B.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 
-from ..spec.derive import derive
+from ..ir import Graph, Node, Op, build_graph
 from ..spec.model import ModelSpec
 
 EMBEDDING_PREFIXES = ("embedding.", "lm_head", "position")
 
-
-def norm_params(spec: ModelSpec, width: int) -> int:
-    if spec.norm.kind == "rmsnorm":
-        return width
-    return 2 * width if spec.bias.norm else width
-
-
-def attention_params(spec: ModelSpec, d_in: int, d_kv_in: int, n_heads: int, n_kv: int, d_head: int, d_out: int) -> int:
-    q = d_in * n_heads * d_head
-    kv = 2 * d_kv_in * n_kv * d_head
-    out = n_heads * d_head * d_out
-    bias = (n_heads + 2 * n_kv) * d_head if spec.bias.qkv else 0
-    bias += d_out if spec.bias.attn_out else 0
-    return q + kv + out + bias
-
-
-def mlp_params(spec: ModelSpec, d_model: int, d_ff: int, activation: str | None = None) -> int:
-    activation = activation or spec.mlp.activation
-    gated = activation in ("geglu", "swiglu")
-    n_in = 2 if gated else 1
-    weights = n_in * d_model * d_ff + d_ff * d_model
-    bias = (n_in * d_ff if spec.bias.mlp_in else 0) + (d_model if spec.bias.mlp_out else 0)
-    solu_norm = norm_params(spec, d_ff) if activation == "solu" else 0
-    return weights + bias + solu_norm
-
-
-def _expert_params(spec: ModelSpec, d_model: int, d_ff: int) -> tuple[int, int]:
-    """(parameters of one expert, parameters all experts of a layer share).
-
-    A SoLU mixture keeps one LayerNorm after the activation for all its experts.
-    """
-    activation = spec.moe.activation or spec.mlp.activation
-    shared = norm_params(spec, d_ff) if activation == "solu" else 0
-    return mlp_params(spec, d_model, d_ff, activation) - shared, shared
-
-
-def norms_per_layer(spec: ModelSpec, cross: bool) -> int:
-    if spec.block.wiring == "parallel":
-        base = 1 if spec.block.parallel_norms == "shared" else 2
-    else:
-        base = 2
-    return base + (1 if cross else 0)
+# Parameters an attention node holds for relative positions, by local name.
+_POSITION_PARAMS = {"rel_bias": "position.relative_bias", "r_proj": "position.relative_projection",
+                    "u": "position.content_position_biases", "w": "position.content_position_biases"}
+# Position nodes of an embedding scope, by node name.
+_POSITION_NODES = {"rel_bias": "position.relative_bias", "xl_bias": "position.content_position_biases"}
+# Nodes outside the layers, by (scope, node name).
+_OUTER_NODES = {
+    ("embed", "tok"): "embedding.tokens",
+    ("embed", "pos"): "embedding.positions",
+    ("encoder_embed", "pos"): "embedding.encoder_positions",
+    ("embed", "norm"): "embedding.norm",
+    ("encoder_embed", "norm"): "embedding.norm",
+    ("embed", "proj_in"): "embedding.projection",
+    ("head", "proj_out"): "embedding.projection",
+    ("head", "ln_f"): "final_norm",
+    ("head", "lm_head"): "lm_head",
+    ("encoder_final", "ln_f"): "encoder.final_norm",
+    ("media", "resampler"): "cross_attention.resampler",
+}
+# Nodes of a decoder layer, by node name (an encoder layer is all "encoder.layers").
+_DECODER_LAYER_NODES = {
+    **dict.fromkeys(("q", "k", "v", "attn_out"), "layers.attention"),
+    **dict.fromkeys(("ln", "ln_attn", "ln_mlp", "ln_cross"), "layers.norms"),
+    **dict.fromkeys(("cross_q", "cross_k", "cross_v", "cross_out"), "layers.cross_attention"),
+    **dict.fromkeys(("mlp_in", "mlp_gate", "mlp_up", "mlp_out", "ln_solu"), "layers.mlp"),
+    **dict.fromkeys(("xattn_norm", "xattn_q", "xattn_k", "xattn_v", "xattn_out", "xattn_gate",
+                     "xff_norm", "xff_in", "xff_out", "xff_gate"), "cross_attention.gated"),
+    **dict.fromkeys(("ln_cca", "cca", "cca_out"), "cross_attention.chunked"),
+}
 
 
 @dataclass(frozen=True)
@@ -77,84 +68,60 @@ class ParamCount:
         return self.total - self.embedding
 
 
-def count_params(spec: ModelSpec) -> ParamCount:
-    arch = derive(spec)
-    d = spec.dims.d_model
-    h, kv, dh = spec.dims.n_heads, arch.n_kv_heads, arch.d_head
+def _moe_sizes(node: Node) -> tuple[int, int]:
+    """(n_experts, top_k) of a mixture-of-experts node: the one place that reads node attributes."""
+    return node.attrs["n_experts"], node.attrs["top_k"]
+
+
+def _component(node: Node, local: str) -> str:
+    """The component one parameter of `node` (its local name `local`) counts towards."""
+    stack, _, index = node.scope.rpartition(".")
+    return _classify(node.op, stack if index.isdigit() else node.scope, node.name, local)
+
+
+@lru_cache(maxsize=1024)
+def _classify(op: Op, scope: str, name: str, local: str) -> str:
+    """Component of parameter `local` of node `name` in `scope` (a layer's scope without its index)."""
+    if op is Op.ATTENTION and local in _POSITION_PARAMS:
+        return _POSITION_PARAMS[local]
+    if op is Op.POS_EMBED and name in _POSITION_NODES:
+        return _POSITION_NODES[name]
+    if op is Op.NEIGHBOUR_ENCODER:
+        return "cross_attention.neighbour_encoder"
+    if (scope, name) in _OUTER_NODES:
+        return _OUTER_NODES[scope, name]
+    if op is Op.MOE and scope in ("layers", "encoder_layers"):
+        prefix = "layers" if scope == "layers" else "encoder"
+        return f"{prefix}.moe.router" if local.startswith("router.") else f"{prefix}.moe.experts"
+    if scope == "encoder_layers":
+        return "encoder.layers"
+    if scope == "layers" and name in _DECODER_LAYER_NODES:
+        return _DECODER_LAYER_NODES[name]
+    raise ValueError(f"parameter {local} of node {name} in scope {scope} belongs to no known component")
+
+
+def _inactive(node: Node, shape: tuple[int, ...]) -> int:
+    """Weights of this parameter one token does not touch: the experts the router does not pick.
+
+    Expert weights are stacked along a leading n_experts axis; the router and weights all
+    experts share (a SoLU mixture's one norm) are 1-D or the router, and always active.
+    """
+    n_experts, top_k = _moe_sizes(node)
+    if len(shape) < 2 or shape[0] != n_experts:
+        return 0
+    return math.prod(shape) // n_experts * (n_experts - top_k)
+
+
+def count_graph_params(graph: Graph) -> ParamCount:
+    owner = {node.param_name(local): (node, local) for node in graph.nodes() for local in node.params}
     c: dict[str, int] = defaultdict(int)
     inactive: dict[str, int] = defaultdict(int)  # per component: experts a token does not use
-
-    d_embed = spec.dims.d_embed or d
-    c["embedding.tokens"] = spec.dims.vocab_size * d_embed
-    if d_embed != d:
-        c["embedding.projection"] = 2 * d_embed * d
-    pos = spec.position
-    if pos.kind == "learned":
-        c["embedding.positions"] = (spec.dims.context + pos.offset) * d
-    if spec.norm.embedding:
-        c["embedding.norm"] = norm_params(spec, d)
-    if pos.kind == "relative-xl":
-        c["position.relative_projection"] = spec.dims.n_layers * d * h * dh
-        c["position.content_position_biases"] = 2 * h * dh * (1 if pos.shared_biases else spec.dims.n_layers)
-    if pos.kind == "relative-bias":
-        stacks = spec.dims.n_layers if pos.per_layer else 1
-        c["position.relative_bias"] = pos.n_buckets * h * stacks
-        if spec.encoder is not None:
-            c["position.relative_bias"] += pos.n_buckets * h * (spec.encoder.n_layers if pos.per_layer else 1)
-
-    encdec = spec.model.structure == "encoder-decoder"
-    for layer in arch.layers:
-        c["layers.attention"] += attention_params(spec, d, d, h, kv, dh, d)
-        c["layers.norms"] += norms_per_layer(spec, cross=encdec) * norm_params(spec, d)
-        if encdec:
-            c["layers.cross_attention"] += attention_params(spec, d, d, h, kv, dh, d)
-        if layer.moe:
-            one_expert, shared = _expert_params(spec, d, arch.expert_d_ff)
-            c["layers.moe.router"] += d * spec.moe.n_experts
-            c["layers.moe.experts"] += spec.moe.n_experts * one_expert + shared
-            inactive["layers.moe.experts"] += (spec.moe.n_experts - spec.moe.top_k) * one_expert
-        else:
-            c["layers.mlp"] += mlp_params(spec, d, arch.d_ff)
-        if layer.cross_attention == "gated":
-            c["cross_attention.gated"] += _gated_block_params(spec)
-        elif layer.cross_attention == "chunked":
-            x = spec.cross_attention
-            c["cross_attention.chunked"] += norm_params(spec, d) + attention_params(
-                spec, d, x.encoder_d_model, h, kv, dh, d
-            )
-    if spec.norm.final:
-        c["final_norm"] = norm_params(spec, d)
-    if not spec.block.tied_embeddings:
-        c["lm_head"] = spec.dims.vocab_size * d_embed + (spec.dims.vocab_size if spec.bias.lm_head else 0)
-
-    if spec.encoder is not None:
-        enc = spec.encoder
-        if pos.kind == "learned":
-            c["embedding.encoder_positions"] = (enc.context + pos.offset) * d
-        if spec.norm.embedding:
-            c["embedding.norm"] += norm_params(spec, d)  # the encoder's embeddings are normed too
-        if pos.kind == "relative-xl":
-            c["position.relative_projection"] += enc.n_layers * d * h * dh
-            if not pos.shared_biases:
-                c["position.content_position_biases"] += 2 * h * dh * enc.n_layers
-        for is_moe in arch.encoder_moe:
-            c["encoder.layers"] += attention_params(spec, d, d, h, kv, dh, d) + 2 * norm_params(spec, d)
-            if is_moe:
-                one_expert, shared = _expert_params(spec, d, arch.encoder_d_ff)
-                c["encoder.moe.router"] += d * spec.moe.n_experts
-                c["encoder.moe.experts"] += spec.moe.n_experts * one_expert + shared
-                inactive["encoder.moe.experts"] += (spec.moe.n_experts - spec.moe.top_k) * one_expert
-            else:
-                c["encoder.layers"] += mlp_params(spec, d, arch.encoder_d_ff)
-        if spec.norm.final:
-            c["encoder.final_norm"] = norm_params(spec, d)
-
-    x = spec.cross_attention
-    if x is not None and x.kind == "gated":
-        c["cross_attention.resampler"] = _resampler_params(spec)
-    if x is not None and x.kind == "chunked":
-        c["cross_attention.neighbour_encoder"] = _neighbour_encoder_params(spec)
-
+    for name, shape in graph.param_shapes().items():
+        node, local = owner[name]
+        key = _component(node, local)
+        c[key] += math.prod(shape)
+        if node.op is Op.MOE and key.endswith(".moe.experts"):
+            inactive[key] += _inactive(node, shape)
     components = {k: v for k, v in sorted(c.items()) if v}
     active_components = {k: v - inactive.get(k, 0) for k, v in components.items()}
     total = sum(components.values())
@@ -162,32 +129,22 @@ def count_params(spec: ModelSpec) -> ParamCount:
     return ParamCount(components, active_components, total, embedding, sum(active_components.values()))
 
 
-def _gated_block_params(spec: ModelSpec) -> int:
-    """Flamingo GATED XATTN-DENSE: norm, cross-attention to media, norm, FFN, two tanh gates."""
-    x = spec.cross_attention
-    d = spec.dims.d_model
-    heads = x.n_heads or spec.dims.n_heads
-    dh = d // heads
-    attn = attention_params(spec, d, x.media_dim, heads, heads, dh, d)
-    ff = int(x.ff_ratio * d)
-    ffn = 2 * d * ff + ((ff if spec.bias.mlp_in else 0) + (d if spec.bias.mlp_out else 0))
-    return 2 * norm_params(spec, d) + attn + ffn + 2
+_CACHE: dict[str, ParamCount] = {}
+_CACHE_SIZE = 256
 
 
-def _resampler_params(spec: ModelSpec) -> int:
-    """Perceiver resampler over media features of width media_dim."""
-    x = spec.cross_attention
-    m = x.media_dim
-    per_layer = 4 * m * m + 2 * m * (4 * m) + 3 * norm_params(spec, m)
-    return x.n_latents * m + x.resampler_layers * per_layer + norm_params(spec, m)
+def count_params(spec: ModelSpec) -> ParamCount:
+    """Parameter counts of the spec's unfused graph (fusion passes do not change them).
 
-
-def _neighbour_encoder_params(spec: ModelSpec) -> int:
-    """RETRO's bidirectional neighbour encoder: self-attention, cross-attention to the chunk, FFN."""
-    x = spec.cross_attention
-    e, d = x.encoder_d_model, spec.dims.d_model
-    self_attn = 4 * e * e
-    cross = 2 * e * e + 2 * d * e
-    ffn = 2 * e * (4 * e)
-    per_layer = self_attn + cross + ffn + 3 * norm_params(spec, e)
-    return d * e + x.encoder_layers * per_layer + norm_params(spec, e)
+    Cached per spec value (its JSON dump): lowering a full-size spec takes milliseconds, and
+    reports, diffs, the matrix and the FLOPs count all ask for the same spec's counts.
+    """
+    key = spec.model_dump_json()
+    counts = _CACHE.get(key)
+    if counts is None:
+        counts = count_graph_params(build_graph(spec))
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = counts
+    return ParamCount(dict(counts.components), dict(counts.active_components), counts.total, counts.embedding,
+                      counts.active)
