@@ -18,15 +18,15 @@ from taxonc.compiler.backends.mlir_iree import run_linalg  # noqa: E402
 from taxonc.compiler.backends.mlir_verify import MlirVerifyError, verify_mlir  # noqa: E402
 from taxonc.compiler.compile import compile_spec  # noqa: E402
 from taxonc.compiler.errors import UsageError  # noqa: E402
+from taxonc.runtime.artifact import load_source  # noqa: E402
 
 from .conftest import SPECS  # noqa: E402
-from .helpers import load_module  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def llama():
     compiled = compile_spec(SPECS / "llama.toml", scale="tiny")
-    module = load_module(compiled.files["model.py"], "llama_mlir")
+    module = load_source(compiled.files["model.py"], "llama_mlir")
     torch.manual_seed(0)
     model = module.build(dtype=torch.float32).eval()
     ids = torch.randint(0, compiled.spec.dims.vocab_size, (1, 8), generator=torch.Generator().manual_seed(0))
@@ -80,7 +80,7 @@ def test_flexattention_on_gpu_path_fails_in_one_line() -> None:
     # force the branch attend() takes on a GPU
     source, n = re.subn(r"if q_BHTK\.is_cuda\b[^\n]*:", "if True:", source, count=1)
     assert n == 1
-    module = load_module(source, "bloom_flex")
+    module = load_source(source, "bloom_flex")
     torch.manual_seed(0)
     model = module.build(dtype=torch.float32)
     ids = torch.randint(0, 64, (1, 8))
@@ -103,7 +103,7 @@ def test_open_ended_slice_assignment_is_refused_for_stablehlo() -> None:
         "    def forward(self, x):\n"
         "        return sinusoidal_table(x)\n"
     )
-    model = load_module(source, "open_slice").Model()
+    model = load_source(source, "open_slice").Model()
     x = torch.randn(4, 3)
     assert isinstance(export_mlir(model, (x,), {}, "tosa"), str)
     with pytest.raises(MlirExportError) as info:
