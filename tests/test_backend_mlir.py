@@ -143,21 +143,17 @@ def test_verify_reads_tm_tensor_ops() -> None:
 
 def test_readme_support_table_is_current() -> None:
     """Regenerates the spec x dialect table (every spec, IREE runs linalg) and compares with the README."""
-    import sys
+    from taxonc.compiler.backends.mlir_export import DIALECTS
+    from taxonc.compiler.mlir_support import build_table, spec_paths
 
     from .conftest import ROOT
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from mlir_support_table import build_table, spec_paths
-
-    from taxonc.compiler.backends.mlir_export import DIALECTS
-
-    table, summary = build_table(spec_paths(None), list(DIALECTS), 1, 8, True, False)
+    table, summary = build_table(spec_paths(SPECS), list(DIALECTS), 1, 8, True, False)
     readme = (ROOT / "README.md").read_text()
     start, end = "<!-- generated:mlir -->\n", "<!-- /generated:mlir -->"
     current = readme.split(start, 1)[1].split(end, 1)[0]
-    assert current == table, "regenerate: python benchmarks/mlir_support_table.py, paste between the mlir markers"
-    assert summary["totals"]["torch"] == summary["totals"]["linalg"] == len(spec_paths(None))
+    assert current == table, "regenerate: python -m taxonc.compiler.mlir_support, paste between the mlir markers"
+    assert summary["totals"]["torch"] == summary["totals"]["linalg"] == len(spec_paths(SPECS))
 
 
 def test_compile_cli_writes_a_parsable_linalg_module(tmp_path) -> None:
