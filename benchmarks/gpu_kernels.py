@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import platform
 import sys
@@ -52,10 +51,9 @@ def prepare(out_dir: Path) -> None:
 
 
 def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from taxonc.runtime.artifact import import_model
+
+    return import_model(path)
 
 
 def _time(fn: Callable[[], Any], device: str, reps: int = 10) -> float:

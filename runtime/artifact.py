@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import itertools
 import json
 import re
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +21,7 @@ from .errors import ArtifactError
 from .weights import load_weights
 
 _counter = itertools.count()
+_TMP: Path | None = None  # where load_source writes, made on first use
 
 
 @dataclass
@@ -41,16 +45,50 @@ class Artifact:
         return self.module.KVCache()
 
 
-def import_model(path: Path) -> ModuleType:
-    """Import an emitted model.py under a fresh module name."""
-    name = f"taxonc_artifact_{next(_counter)}"
-    spec = importlib.util.spec_from_file_location(name, path)
+def _module_dir() -> Path:
+    global _TMP
+    if _TMP is None:
+        _TMP = Path(tempfile.mkdtemp(prefix="taxonc-modules-"))
+        atexit.register(shutil.rmtree, _TMP, True)
+    return _TMP
+
+
+def import_file(path: str | Path, name: str = "module") -> ModuleType:
+    """Import the Python file at `path` as a fresh module, never cached under a shared name.
+
+    The module is entered in sys.modules (dataclasses and torch.compile look it up by name)
+    under `taxonc_<name>_<n>`. An exception from its top level propagates unchanged, and the
+    half-made module is removed from sys.modules.
+    """
+    module_name = f"taxonc_{re.sub(r'[^0-9A-Za-z_]', '_', name)}_{next(_counter)}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise ArtifactError(f"{path}: cannot be imported")
+        raise ImportError(f"{path}: cannot be imported")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def load_source(source: str, name: str = "emitted") -> ModuleType:
+    """Import emitted source text (e.g. Compiled.files["model.py"]) as a fresh module.
+
+    The text is written to a real file in a per-process temporary folder (removed at exit), so
+    tracebacks, inspect and torch.export's source locations point into it.
+    """
+    path = _module_dir() / f"{re.sub(r'[^0-9A-Za-z_]', '_', name)}_{next(_counter)}.py"
+    path.write_text(source, encoding="utf-8")
+    return import_file(path, name)
+
+
+def import_model(path: str | Path) -> ModuleType:
+    """Import an emitted model.py under a fresh module name; failures become one-line ArtifactErrors."""
+    try:
+        module = import_file(path, "artifact")
     except Exception as exc:
         raise ArtifactError(f"{path}: does not import ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     if not callable(getattr(module, "build", None)):

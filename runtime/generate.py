@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 
 from .errors import RuntimeFailure
+from .inputs import extra_inputs
 from .sampling import SamplerConfig, beam_search, next_token
 
 
@@ -27,26 +28,19 @@ class Generation:
         return steps / self.decode_s if self.decode_s > 0 and steps else 0.0
 
 
-def extra_inputs(spec: dict[str, Any], prompt_ids: torch.Tensor, total_len: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Inputs beyond token ids that a spec's model needs, for text generation.
+def generation_inputs(spec: dict[str, Any], prompt_ids: torch.Tensor, total_len: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The decoder's own prompt and the keyword inputs beyond it, for text generation.
 
-    Encoder-decoder models read the prompt with the encoder and decode from a start token.
+    Encoder-decoder models read the prompt with the encoder and decode from its first token.
     Flamingo-style models get no image (zero media features). RETRO-style models get no
     retrieval (neighbours are padding ids), which exercises the path without a database.
-    Returns the decoder's own prompt and the keyword inputs.
     """
-    kw: dict[str, Any] = {}
-    decoder_prompt = prompt_ids
-    if spec["model"]["structure"] == "encoder-decoder":
-        kw["encoder_ids"] = prompt_ids
-        decoder_prompt = prompt_ids[:, :1]
-    x = spec.get("cross_attention")
-    if x and x["kind"] == "gated":
-        kw["media"] = torch.zeros(prompt_ids.shape[0], 1, x["media_dim"])
-    if x and x["kind"] == "chunked":
-        chunks = -(-total_len // x["chunk_size"])
-        kw["neighbours"] = torch.zeros(prompt_ids.shape[0], chunks, x["n_neighbours"], x["neighbour_len"], dtype=torch.long)
-    return decoder_prompt, kw
+    kw = extra_inputs(spec, prompt_ids.shape[0], total_len, dtype=torch.get_default_dtype(),
+                      encoder_len=prompt_ids.shape[1], media_len=1)
+    if "encoder_ids" not in kw:
+        return prompt_ids, kw
+    kw["encoder_ids"] = prompt_ids
+    return prompt_ids[:, :1], kw
 
 
 def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[str, Any], prompt: list[int],
@@ -58,7 +52,7 @@ def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[st
     context = spec["dims"]["context"]
     gen = torch.Generator().manual_seed(seed)
     ids = torch.tensor([prompt], dtype=torch.long)
-    decoder_prompt, kw = extra_inputs(spec, ids, len(prompt) + max_new_tokens, gen)
+    decoder_prompt, kw = generation_inputs(spec, ids, len(prompt) + max_new_tokens)
     if decoder_prompt.shape[1] >= context:
         raise RuntimeFailure(f"the prompt has {decoder_prompt.shape[1]} tokens; the model's context is {context}")
     budget = min(max_new_tokens, context - decoder_prompt.shape[1])

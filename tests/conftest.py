@@ -11,18 +11,15 @@ if not torch.cuda.is_available():
 # Tests run tiny models: one thread avoids OpenMP hand-off costs that dwarf the math.
 torch.set_num_threads(1)
 
-from hypothesis import HealthCheck, settings
+from taxonc.testing.plugin import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 
-settings.register_profile(
-    "ci", max_examples=30, deadline=None, derandomize=True, database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile("dev", max_examples=60, deadline=None)
-settings.register_profile("thorough", max_examples=1000, deadline=None)
-settings.load_profile(os.environ.get("TAXONC_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+# The hypothesis profiles (ci, dev, thorough) are the taxonc pytest plugin's; its
+# pytest_configure loads one again, honouring --taxonc-profile. Loading here as well keeps
+# them in force when the plugin's entry point is disabled (-p no:taxonc).
+load_profile()
 
 
 def pytest_addoption(parser) -> None:

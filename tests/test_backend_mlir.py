@@ -18,15 +18,15 @@ from taxonc.compiler.backends.mlir_iree import run_linalg  # noqa: E402
 from taxonc.compiler.backends.mlir_verify import MlirVerifyError, verify_mlir  # noqa: E402
 from taxonc.compiler.compile import compile_spec  # noqa: E402
 from taxonc.compiler.errors import UsageError  # noqa: E402
+from taxonc.runtime.artifact import load_source  # noqa: E402
 
 from .conftest import SPECS  # noqa: E402
-from .helpers import load_module  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def llama():
     compiled = compile_spec(SPECS / "llama.toml", scale="tiny")
-    module = load_module(compiled.files["model.py"], "llama_mlir")
+    module = load_source(compiled.files["model.py"], "llama_mlir")
     torch.manual_seed(0)
     model = module.build(dtype=torch.float32).eval()
     ids = torch.randint(0, compiled.spec.dims.vocab_size, (1, 8), generator=torch.Generator().manual_seed(0))
@@ -80,7 +80,7 @@ def test_flexattention_on_gpu_path_fails_in_one_line() -> None:
     # force the branch attend() takes on a GPU
     source, n = re.subn(r"if q_BHTK\.is_cuda\b[^\n]*:", "if True:", source, count=1)
     assert n == 1
-    module = load_module(source, "bloom_flex")
+    module = load_source(source, "bloom_flex")
     torch.manual_seed(0)
     model = module.build(dtype=torch.float32)
     ids = torch.randint(0, 64, (1, 8))
@@ -103,7 +103,7 @@ def test_open_ended_slice_assignment_is_refused_for_stablehlo() -> None:
         "    def forward(self, x):\n"
         "        return sinusoidal_table(x)\n"
     )
-    model = load_module(source, "open_slice").Model()
+    model = load_source(source, "open_slice").Model()
     x = torch.randn(4, 3)
     assert isinstance(export_mlir(model, (x,), {}, "tosa"), str)
     with pytest.raises(MlirExportError) as info:
@@ -143,21 +143,17 @@ def test_verify_reads_tm_tensor_ops() -> None:
 
 def test_readme_support_table_is_current() -> None:
     """Regenerates the spec x dialect table (every spec, IREE runs linalg) and compares with the README."""
-    import sys
+    from taxonc.compiler.backends.mlir_export import DIALECTS
+    from taxonc.compiler.mlir_support import build_table, spec_paths
 
     from .conftest import ROOT
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from mlir_support_table import build_table, spec_paths
-
-    from taxonc.compiler.backends.mlir_export import DIALECTS
-
-    table, summary = build_table(spec_paths(None), list(DIALECTS), 1, 8, True, False)
+    table, summary = build_table(spec_paths(SPECS), list(DIALECTS), 1, 8, True, False)
     readme = (ROOT / "README.md").read_text()
     start, end = "<!-- generated:mlir -->\n", "<!-- /generated:mlir -->"
     current = readme.split(start, 1)[1].split(end, 1)[0]
-    assert current == table, "regenerate: python benchmarks/mlir_support_table.py, paste between the mlir markers"
-    assert summary["totals"]["torch"] == summary["totals"]["linalg"] == len(spec_paths(None))
+    assert current == table, "regenerate: python -m taxonc.compiler.mlir_support, paste between the mlir markers"
+    assert summary["totals"]["torch"] == summary["totals"]["linalg"] == len(spec_paths(SPECS))
 
 
 def test_compile_cli_writes_a_parsable_linalg_module(tmp_path) -> None:

@@ -17,9 +17,10 @@ from taxonc.compiler.ir.interpret import run_graph
 from taxonc.compiler.passes.weights import fuse_state, random_state
 from taxonc.compiler.spec import is_abstract, load_spec
 from taxonc.compiler.spec.dump import toml_string
+from taxonc.runtime.artifact import load_source
+from taxonc.runtime.inputs import extra_inputs
 
 from .conftest import SPECS
-from .helpers import extra_inputs, load_module
 
 MODEL_FILES = [p for p in sorted(SPECS.glob("*.toml")) if not is_abstract(p)]
 IDS = [p.stem for p in MODEL_FILES]
@@ -30,7 +31,7 @@ def tiny(path: Path):
     """(compiled, module) for a spec at tiny scale, compiled once per session."""
     if path.stem not in _TINY:
         compiled = compile_spec(path, scale="tiny")
-        _TINY[path.stem] = (compiled, load_module(compiled.files["model.py"], path.stem))
+        _TINY[path.stem] = (compiled, load_source(compiled.files["model.py"], path.stem))
     return _TINY[path.stem]
 
 
@@ -47,7 +48,7 @@ def tiny_model(path: Path, seed: int = 0):
 @pytest.mark.parametrize("path", MODEL_FILES, ids=IDS)
 def test_full_size_module_has_the_analytic_parameter_count(path: Path) -> None:
     compiled = compile_spec(path)
-    module = load_module(compiled.files["model.py"], path.stem)
+    module = load_source(compiled.files["model.py"], path.stem)
     model = module.build(device="meta")
     assert sum(p.numel() for p in model.parameters()) == count_params(compiled.spec).total
 
@@ -57,7 +58,7 @@ def test_tiny_forward_is_finite_and_matches_the_graph(path: Path) -> None:
     compiled, model, raw, state = tiny_model(path)
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, compiled.spec.dims.vocab_size, (2, 24), generator=gen)
-    kw = extra_inputs(compiled.spec, 2, 24, gen)
+    kw = extra_inputs(compiled.spec, 2, 24, generator=gen, dtype=torch.float64)
     with torch.no_grad():
         logits = model(ids, **kw)
         reference = run_graph(raw, state, {"input_ids": ids, **kw})["head.logits"]
@@ -83,7 +84,7 @@ def test_changing_token_t_never_changes_earlier_outputs(path: Path, t: int, seed
     gen = torch.Generator().manual_seed(seed)
     vocab = compiled.spec.dims.vocab_size
     ids = torch.randint(0, vocab, (1, 16), generator=gen)
-    kw = extra_inputs(compiled.spec, 1, 16, gen)
+    kw = extra_inputs(compiled.spec, 1, 16, generator=gen, dtype=torch.float64)
     changed = ids.clone()
     changed[0, t] = (ids[0, t] + 1 + torch.randint(0, vocab - 1, (1,), generator=gen)) % vocab
     with torch.no_grad():
@@ -140,7 +141,7 @@ def test_spec_strings_cannot_inject_code(tmp_path: Path) -> None:
         f"[lineage]\nbase = {toml_string(chr(34) + '); ' + code + '; (' + chr(34))}\n"
     )
     compiled = compile_spec(spec, scale="tiny")
-    module = load_module(compiled.files["model.py"], "evil")
+    module = load_source(compiled.files["model.py"], "evil")
     assert not marker.exists()
     assert code in module.CONFIG.notes and code in module.CONFIG.title
     assert module.build(dtype=torch.float64)(torch.zeros(1, 4, dtype=torch.long)).shape == (1, 4, 512)
@@ -155,7 +156,7 @@ def test_mup_scales_attention_logits_and_init(tmp_path: Path) -> None:
     source = compiled.files["model.py"]
     assert "scale=0.0625" in source  # 1/d_head with d_head 16
     assert "* 0.25" in source  # width multiplier 4096/1024 kept at tiny scale: logits / 4
-    module = load_module(source, "mup")
+    module = load_source(source, "mup")
     model = module.build()
     assert torch.count_nonzero(model.head.lm_head.weight) == 0  # zero readout
     raw = build_graph(compiled.spec)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from taxonc.compiler.ir.attrs import Kernel
-
 from taxonc.compiler.compile import compile_spec
+from taxonc.compiler.ir.attrs import Kernel
+from taxonc.runtime.artifact import load_source
+from taxonc.runtime.inputs import extra_inputs
 
-from .helpers import extra_inputs, load_module
 from .test_backend_torch import IDS, MODEL_FILES
 
 pytest.importorskip("triton")
@@ -26,15 +26,15 @@ def test_triton_backend_matches_torch_backend(path: Path) -> None:
     torch_side = compile_spec(path, scale="tiny")
     triton_side = compile_spec(path, scale="tiny", backend="triton")
     assert triton_side.digest == torch_side.digest
-    ref_module = load_module(torch_side.files["model.py"], path.stem + "_torch")
-    kernel_module = load_module(triton_side.files["model.py"], path.stem + "_triton")
+    ref_module = load_source(torch_side.files["model.py"], path.stem + "_torch")
+    kernel_module = load_source(triton_side.files["model.py"], path.stem + "_triton")
     torch.manual_seed(0)
     reference = ref_module.build().eval()
     model = kernel_module.build().eval()
     model.load_state_dict(reference.state_dict())
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, torch_side.spec.dims.vocab_size, (1, 12), generator=gen)
-    kw = extra_inputs(torch_side.spec, 1, 12, gen, dtype=torch.float32)
+    kw = extra_inputs(torch_side.spec, 1, 12, generator=gen, dtype=torch.float32)
     with torch.no_grad():
         a, b = reference(ids, **kw), model(ids, **kw)
     assert (a - b).abs().max() <= 1e-4
@@ -46,7 +46,7 @@ def test_kernel_selection_is_reported_and_cached_decoding_works() -> None:
     compiled = compile_spec(SPECS / "llama.toml", scale="tiny", backend="triton")
     kernels = {n.kernel for n in compiled.graph.nodes() if n.kernel is not None}
     assert {Kernel.FLASH_ATTENTION_ROTARY, Kernel.GLU, Kernel.RMS_NORM_RESIDUAL, Kernel.RMS_NORM} <= kernels
-    module = load_module(compiled.files["model.py"], "llama_triton_cache")
+    module = load_source(compiled.files["model.py"], "llama_triton_cache")
     model = module.build().eval()
     ids = torch.randint(0, 512, (1, 10))
     with torch.no_grad():

@@ -3,7 +3,7 @@
 For four architectures (LLaMA, GPT-NeoX, BLOOM, OPT) a tiny config (2 layers, d_model 64,
 4 heads, vocab 128, context 64) is built twice: as a randomly initialised transformers model
 (no downloads) and as a taxonc spec compiled to model.py. The transformers weights are copied
-into the taxonc model (benchmarks/hf_mapping.py does the renaming and the fused layouts) and
+into the taxonc model (taxonc.compiler.interop.hf does the renaming and the fused layouts) and
 the fp32 logits must agree to 1e-4.
 """
 
@@ -14,7 +14,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from benchmarks.hf_mapping import ARCHS, TINY, build_pair, hf_logits, map_weights, per_head_qkv_to_stacked  # noqa: E402
+from taxonc.compiler.interop.hf import ARCHS, TINY, build_pair, hf_logits, map_weights, per_head_qkv_to_stacked  # noqa: E402
 
 TOL = 1e-4
 

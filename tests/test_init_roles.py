@@ -11,7 +11,7 @@ import torch
 
 from taxonc.compiler.compile import compile_spec
 from taxonc.compiler.spec import derive
-from .helpers import load_module
+from taxonc.runtime.artifact import load_source
 
 from .conftest import SPECS
 
@@ -19,7 +19,7 @@ from .conftest import SPECS
 def _glm():
     compiled = compile_spec(SPECS / "glm-130b.toml", scale="tiny")
     torch.manual_seed(0)
-    return compiled, load_module(compiled.files["model.py"], "glm_init").build(dtype=torch.float64)
+    return compiled, load_source(compiled.files["model.py"], "glm_init").build(dtype=torch.float64)
 
 
 def test_glm_130b_scales_only_the_value_rows_of_the_fused_projection() -> None:

@@ -217,10 +217,9 @@ def test_low_precision_gpu(dtype):
 # --- benchmark smoke test --------------------------------------------------------------------
 
 def test_benchmark_runs_on_cpu_at_tiny_shapes():
-    from benchmarks.gpu_glu_rotary import bench
+    from .helpers import run_script
 
-    records = []
-    bench(records.append, device="cpu", reps=2)  # the harness, not a measurement
+    records = run_script("benchmarks/gpu_glu_rotary.py", "--device", "cpu", "--reps", "2")  # the harness, not a measurement
     kernels = {r["kernel"] for r in records}
     assert {"glu_swiglu_fwd", "glu_geglu_fwd", "bias_gelu_fwd", "rotary_fwd"} <= kernels
     for r in records:

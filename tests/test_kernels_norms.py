@@ -178,10 +178,9 @@ def test_import_and_cpu_fallback_without_triton():
 
 
 def test_gpu_bench_cpu_smoke():
-    from benchmarks.gpu_norms import bench
+    from .helpers import run_script
 
-    rows = []
-    bench(rows.append, device="cpu", tokens=4, d=32, reps=2, warmup=1)
+    rows = run_script("benchmarks/gpu_norms.py", "--cpu")  # tiny fp32 shape
     keys = {"kernel", "provider", "shape", "dtype", "ms", "gbps", "speedup_vs_eager", "speedup_vs_compile"}
     assert rows and all(keys <= r.keys() for r in rows)
     kernels = {r["kernel"] for r in rows}

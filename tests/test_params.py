@@ -10,7 +10,7 @@ from taxonc.compiler.spec.derive import derive
 from taxonc.compiler.spec.dump import toml_string
 
 from .conftest import SPECS
-from .helpers import load_module
+from taxonc.runtime.artifact import load_source
 
 
 def test_encoder_decoder_with_shared_xl_biases_counts_each_stacks_biases(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_encoder_decoder_with_shared_xl_biases_counts_each_stacks_biases(tmp_pat
     spec.write_text(f'extends = {toml_string(str((SPECS / "t5").resolve()))}\n[model]\nname = "t5-xl"\n'
                     '[position]\nkind = "relative-xl"\nshared_biases = true\n')
     compiled = compile_spec(spec)
-    model = load_module(compiled.files["model.py"], "t5_xl").build(device="meta")
+    model = load_source(compiled.files["model.py"], "t5_xl").build(device="meta")
     names = {name for name, _ in model.named_parameters()}
     assert {"embed.xl_bias.u", "encoder_embed.xl_bias.u"} <= names
     counts = count_params(compiled.spec)

@@ -17,17 +17,16 @@ from taxonc.compiler.passes.weights import fuse_state, random_state
 from taxonc.compiler.spec import load_spec
 from taxonc.compiler.spec.model import ModelSpec
 from taxonc.compiler.spec.scale import scale_spec
+from taxonc.runtime.inputs import extra_inputs
 
 from .conftest import SPECS
 from .strategies import spec_dicts
 
 
 def _inputs(spec: ModelSpec, seed: int) -> dict[str, torch.Tensor]:
-    from .helpers import extra_inputs
-
     gen = torch.Generator().manual_seed(seed)
     return {"input_ids": torch.randint(0, spec.dims.vocab_size, (2, 16), generator=gen),
-            **extra_inputs(spec, 2, 16, gen)}
+            **extra_inputs(spec, 2, 16, generator=gen, dtype=torch.float64)}
 
 
 @given(spec_dicts(), st.integers(0, 1000))

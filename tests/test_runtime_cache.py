@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from .helpers import extra_inputs
+from taxonc.runtime.inputs import extra_inputs
+
 from .test_backend_torch import IDS, MODEL_FILES, tiny
 
 PROMPT, TOTAL = 5, 24  # longer than tiny windows (16) and several RETRO chunks (8)
@@ -31,7 +32,7 @@ def test_cached_decoding_equals_full_forward(path: Path) -> None:
     compiled, module, model = _model(path)
     gen = torch.Generator().manual_seed(3)
     ids = torch.randint(0, compiled.spec.dims.vocab_size, (2, TOTAL), generator=gen)
-    kw = extra_inputs(compiled.spec, 2, TOTAL, gen, dtype=torch.float32)
+    kw = extra_inputs(compiled.spec, 2, TOTAL, generator=gen, dtype=torch.float32)
     prefix = PROMPT if compiled.spec.model.structure == "prefix-lm" else 0
     with torch.no_grad():
         full = model(ids, prefix_len=prefix, **kw)
@@ -77,7 +78,7 @@ def test_encoder_runs_once_and_stays_out_of_the_cache() -> None:
 
     compiled, module, model = _model(SPECS / "alphacode.toml")
     gen = torch.Generator().manual_seed(0)
-    kw = extra_inputs(compiled.spec, 1, 4, gen, dtype=torch.float32)
+    kw = extra_inputs(compiled.spec, 1, 4, generator=gen, dtype=torch.float32)
     cache = module.KVCache()
     with torch.no_grad():
         model(torch.zeros(1, 3, dtype=torch.long), cache=cache, **kw)

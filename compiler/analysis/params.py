@@ -70,7 +70,7 @@ class ParamCount:
 
 def _moe_sizes(node: Node) -> tuple[int, int]:
     """(n_experts, top_k) of a mixture-of-experts node: the one place that reads node attributes."""
-    return node.attrs["n_experts"], node.attrs["top_k"]
+    return node.attrs.n_experts, node.attrs.top_k
 
 
 def _component(node: Node, local: str) -> str:

@@ -541,28 +541,21 @@ def export_model_source(source: str, dialect: str = "torch", batch: int = 1, seq
     example_inputs(batch, seq_len) (seq_len defaults to min(16, context)); what `taxonc compile
     --backend mlir` writes to DIR/model.mlir.
     """
-    import importlib.util
     import sys
-    import tempfile
-    from pathlib import Path
+
+    from taxonc.runtime.artifact import load_source
 
     if batch < 1 or (seq_len is not None and seq_len < 1):
         raise UsageError("--batch and --seq-len must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="taxonc-mlir-") as tmp:
-        path = Path(tmp) / "taxonc_mlir_model.py"  # a real file: locations and tracebacks point into it
-        path.write_text(source, encoding="utf-8")
-        spec = importlib.util.spec_from_file_location(f"taxonc_mlir_model_{abs(hash(source))}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        try:
-            spec.loader.exec_module(module)
-            context = module.CONFIG.context
-            seq = min(16, context) if seq_len is None else seq_len
-            if seq > context:
-                raise UsageError(f"--seq-len {seq} is longer than the model's context ({context})")
-            torch.manual_seed(seed)
-            model = module.build(device="cpu", dtype=torch.float32)
-            ids, extra = module.example_inputs(batch=batch, seq=seq, dtype=torch.float32)
-            return export_mlir(model, (ids,), extra, dialect, elide_weights)
-        finally:
-            sys.modules.pop(spec.name, None)
+    module = load_source(source, "mlir_model")  # a real file: locations and tracebacks point into it
+    try:
+        context = module.CONFIG.context
+        seq = min(16, context) if seq_len is None else seq_len
+        if seq > context:
+            raise UsageError(f"--seq-len {seq} is longer than the model's context ({context})")
+        torch.manual_seed(seed)
+        model = module.build(device="cpu", dtype=torch.float32)
+        ids, extra = module.example_inputs(batch=batch, seq=seq, dtype=torch.float32)
+        return export_mlir(model, (ids,), extra, dialect, elide_weights)
+    finally:
+        sys.modules.pop(module.__name__, None)

@@ -36,12 +36,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--taxonc-profile", choices=sorted(PROFILES), default=None, help="hypothesis profile for taxonc checks")
 
 
+def load_profile(name: str | None = None) -> str:
+    """Load hypothesis profile `name`, else TAXONC_HYPOTHESIS_PROFILE, else `ci` under CI and
+    `dev` elsewhere; returns the name loaded."""
+    name = name or os.environ.get("TAXONC_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+    settings.load_profile(name)
+    return name
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "taxonc_spec(path, scale='tiny'): the spec the taxonc_subject fixture compiles")
-    name = config.getoption("--taxonc-profile") or os.environ.get("TAXONC_HYPOTHESIS_PROFILE")
-    if name is None:
-        name = "ci" if os.environ.get("CI") else "dev"
-    settings.load_profile(name)
+    load_profile(config.getoption("--taxonc-profile"))
 
 
 @pytest.fixture

@@ -6,9 +6,6 @@ the token ids, the first differing position and the largest absolute difference.
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +21,9 @@ from taxonc.compiler.ir.interpret import run_graph
 from taxonc.compiler.passes import run_pipeline
 from taxonc.compiler.passes.weights import fuse_state, random_state
 from taxonc.compiler.spec.model import ModelSpec
+from taxonc.runtime.artifact import load_source
+from taxonc.runtime.inputs import extra_inputs
 
-_counter = itertools.count()
 Mutation = Callable[[str], str]
 
 
@@ -52,39 +50,16 @@ class Subject:
         return self.compiled.spec
 
 
-def _import(source: str) -> ModuleType:
-    name = f"taxonc_check_{next(_counter)}"
-    path = Path(tempfile.mkdtemp(prefix="taxonc-check-")) / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def load_subject(path: str | Path, scale: str = "tiny", mutate: Mutation | None = None, seed: int = 0,
                  sets: list[str] | None = None) -> Subject:
     """Compile `path`; `mutate` may rewrite the emitted source (used to prove checks catch bugs)."""
     compiled = compile_spec(path, scale=scale, sets=sets)
     source = compiled.files["model.py"]
-    module = _import(mutate(source) if mutate else source)
+    module = load_source(mutate(source) if mutate else source, "check")
     state = random_state(build_graph(compiled.spec), seed)
     model = module.build(dtype=torch.float64).eval()
     model.load_state_dict(fuse_state(compiled.graph, state))
     return Subject(str(path), compiled, module, model, state)
-
-
-def extra_inputs(spec: ModelSpec, batch: int, seq: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    kw: dict[str, torch.Tensor] = {}
-    if spec.encoder is not None:
-        kw["encoder_ids"] = torch.randint(0, spec.dims.vocab_size, (batch, 12), generator=gen)
-    x = spec.cross_attention
-    if x is not None and x.kind == "gated":
-        kw["media"] = torch.randn(batch, 5, x.media_dim, generator=gen, dtype=torch.float64)
-    if x is not None and x.kind == "chunked":
-        kw["neighbours"] = torch.randint(0, spec.dims.vocab_size, (batch, -(-seq // x.chunk_size), x.n_neighbours, x.neighbour_len), generator=gen)
-    return kw
 
 
 def _first_diff(a: torch.Tensor, b: torch.Tensor, atol: float) -> tuple[int, float]:
@@ -102,7 +77,7 @@ def check_causality(s: Subject, examples: int = 5, seq: int = 16, seed: int = 0)
     for _ in range(examples):
         ids = torch.randint(0, vocab, (1, seq), generator=gen)
         t = int(torch.randint(prefix, seq, (1,), generator=gen))
-        kw = extra_inputs(s.spec, 1, seq, gen)
+        kw = extra_inputs(s.spec, 1, seq, generator=gen, dtype=torch.float64)
         other = ids.clone()
         other[0, t] = (ids[0, t] + 1) % vocab
         with torch.no_grad():
@@ -113,7 +88,7 @@ def check_causality(s: Subject, examples: int = 5, seq: int = 16, seed: int = 0)
                                   {"token_ids": ids[0].tolist(), "changed_position": t, "first_differing_output": pos, "max_abs_diff": diff})
     if prefix_lm:  # inside the prefix attention must look both ways
         ids = torch.randint(0, vocab, (1, seq), generator=gen)
-        kw = extra_inputs(s.spec, 1, seq, gen)
+        kw = extra_inputs(s.spec, 1, seq, generator=gen, dtype=torch.float64)
         other = ids.clone()
         other[0, prefix - 1] = (ids[0, prefix - 1] + 1) % vocab
         with torch.no_grad():
@@ -129,7 +104,7 @@ def check_kv_cache(s: Subject, examples: int = 2, prompt: int = 5, total: int = 
     prefix = prompt if s.spec.model.structure == "prefix-lm" else 0
     for _ in range(examples):
         ids = torch.randint(0, s.spec.dims.vocab_size, (1, total), generator=gen)
-        kw = extra_inputs(s.spec, 1, total, gen)
+        kw = extra_inputs(s.spec, 1, total, generator=gen, dtype=torch.float64)
         with torch.no_grad():
             full = s.model(ids, prefix_len=prefix, **kw)
             cache = s.module.KVCache()
@@ -157,7 +132,7 @@ def check_backends(s: Subject, backends: tuple[str, ...] = ("torch",), seed: int
     """Every backend computes what the graph says (the torch backend against the interpreter)."""
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, s.spec.dims.vocab_size, (2, 16), generator=gen)
-    kw = extra_inputs(s.spec, 2, 16, gen)
+    kw = extra_inputs(s.spec, 2, 16, generator=gen, dtype=torch.float64)
     reference = _graph_logits(s.spec, s.state, ids, kw)
     with torch.no_grad():
         out = s.model(ids, **kw)
@@ -188,7 +163,7 @@ def check_backends(s: Subject, backends: tuple[str, ...] = ("torch",), seed: int
             if not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"):
                 return PropertyResult("backends", None, "triton needs a GPU or TRITON_INTERPRET=1")
             kernel = compile_spec(s.path, scale="tiny", backend="triton")
-            module = _import(kernel.files["model.py"])
+            module = load_source(kernel.files["model.py"], "check_triton")
             model32 = module.build(dtype=torch.float32).eval()
             model32.load_state_dict({k: v.float() for k, v in s.model.state_dict().items()})
             kw32 = {k: v.float() if v.is_floating_point() else v for k, v in kw.items()}
@@ -239,7 +214,7 @@ def check_gqa_equals_mha(s: Subject, seed: int = 0) -> PropertyResult:
             mha_state[name] = torch.cat([x.unflatten(0, (-1, d_head)).repeat_interleave(group, 0).flatten(0, 1) for x in (k, v)])
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, spec.dims.vocab_size, (1, 16), generator=gen)
-    kw = extra_inputs(spec, 1, 16, gen)
+    kw = extra_inputs(spec, 1, 16, generator=gen, dtype=torch.float64)
     a, b = _graph_logits(gqa, state, ids, kw), _graph_logits(mha, mha_state, ids, kw)
     pos, diff = _first_diff(a, b, 1e-9)
     return PropertyResult("gqa_equals_mha", pos < 0, f"{derive(gqa).n_kv_heads} kv heads vs {derive(mha).n_kv_heads} copies",
@@ -279,7 +254,7 @@ def check_moe_one_expert(s: Subject, seed: int = 0) -> PropertyResult:
             dense_state[f"{layer}.ln_solu.{local.split('.', 1)[1]}"] = tensor
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, spec.dims.vocab_size, (1, 16), generator=gen)
-    kw = extra_inputs(spec, 1, 16, gen)
+    kw = extra_inputs(spec, 1, 16, generator=gen, dtype=torch.float64)
     a, b = _graph_logits(moe, state, ids, kw), _graph_logits(dense, dense_state, ids, kw)
     pos, diff = _first_diff(a, b, 1e-9)
     return PropertyResult("moe_one_expert", pos < 0, "one expert, top-1, vs the dense MLP",
@@ -293,7 +268,7 @@ def check_passes(s: Subject, seed: int = 0) -> PropertyResult:
     graph = build_graph(s.spec)
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, s.spec.dims.vocab_size, (1, 16), generator=gen)
-    kw = extra_inputs(s.spec, 1, 16, gen)
+    kw = extra_inputs(s.spec, 1, 16, generator=gen, dtype=torch.float64)
     reference = run_graph(graph, s.state, {"input_ids": ids, **kw})["head.logits"]
     fused, log = run_pipeline(graph)
     out = run_graph(fused, fuse_state(fused, s.state), {"input_ids": ids, **kw})["head.logits"]
@@ -316,7 +291,7 @@ def check_save_load(s: Subject) -> PropertyResult:
         fresh = s.module.build(dtype=torch.float64).eval()
         load_weights(fresh, path)
     ids = torch.randint(0, s.spec.dims.vocab_size, (1, 8), generator=torch.Generator().manual_seed(0))
-    kw = extra_inputs(s.spec, 1, 8, torch.Generator().manual_seed(0))
+    kw = extra_inputs(s.spec, 1, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         same = torch.equal(s.model(ids, **kw), fresh(ids, **kw))
     return PropertyResult("save_load", same, "safetensors round trip")

@@ -1,11 +1,12 @@
-"""Build the same small decoder as a Hugging Face transformers model and as a taxonc model.
+"""The same small decoder as a Hugging Face transformers model and as a taxonc model.
 
-Shared by tests/test_hf_agreement.py and benchmarks/cpu_forward.py. For each of four
-architectures this module knows:
+For each of four architectures (LLaMA, GPT-NeoX, BLOOM, OPT) this module knows:
 
 - the taxonc spec (a standalone TOML, no `extends`, so every behaviour is written out),
 - the matching transformers config (random init, nothing downloaded),
 - how to map the transformers state dict onto taxonc's fused parameter names.
+
+transformers is imported only by the functions that build its models, never at import time.
 
 taxonc's fused layouts (compiler/passes/fusions.py): `qkv` is [q; k; v] stacked along the
 output dim, `mlp_gate_up` is [gate; up]. GPT-NeoX and BLOOM store their fused
@@ -14,14 +15,13 @@ output dim, `mlp_gate_up` is [gate; up]. GPT-NeoX and BLOOM store their fused
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from taxonc.runtime.artifact import load_source
 
 ARCHS = ("llama", "neox", "bloom", "opt")
 
@@ -189,33 +189,16 @@ lm_head = false
     )
 
 
-_counter = itertools.count()
-
-
-def load_module(source: str, workdir: str | Path | None = None):
-    """Import emitted model.py source as a fresh module."""
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="taxonc_hf_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    name = f"taxonc_emitted_{next(_counter)}"
-    path = workdir / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and torch.compile look the module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 def compile_taxonc(arch: str, dims: Dims = TINY, workdir: str | Path | None = None):
     """Compile the spec for `arch` and return (compiled, module)."""
-    from taxonc.compiler.compile import compile_spec
+    from ..compile import compile_spec
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="taxonc_hf_"))
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path = workdir / f"hf-{arch}.toml"
     spec_path.write_text(spec_toml(arch, dims))
     compiled = compile_spec(spec_path, scale="full")
-    return compiled, load_module(compiled.files["model.py"], workdir)
+    return compiled, load_source(compiled.files["model.py"], f"hf_{arch}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""taxonc.compiler.interop: how taxonc models line up with other libraries' checkpoints."""
