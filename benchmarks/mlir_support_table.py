@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Which specs export to which MLIR dialect: a markdown support table.
 
-    python benchmarks/mlir_support_table.py [--write FILE] [--specs llama,t5] [--dialects torch,linalg]
-                                            [--batch 1] [--seq 8] [--no-iree] [--every-spec]
+    python benchmarks/mlir_support_table.py [--update-docs] [--write FILE] [--specs llama,t5]
+                                            [--dialects torch,linalg] [--batch 1] [--seq 8] [--no-iree] [--every-spec]
 
 For every spec in specs/*.toml (recipes with `abstract = true` are skipped) at tiny scale, and
 every dialect (torch, linalg, stablehlo, tosa): export the emitted model with
@@ -15,6 +15,9 @@ epsilons) export the same ops, so each such group is exported once and every mem
 result; --every-spec exports each spec on its own. A cell is "ok" (linalg: with the IREE
 difference), or a footnote number pointing at the one-line error. Needs torch-mlir and IREE
 (pip install torch-mlir iree-base-compiler iree-base-runtime).
+
+--update-docs rewrites the generated section of docs/mlir-support.md, which a test compares
+with a fresh table; run it with the defaults (every spec, every dialect, IREE on).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from taxonc.compiler.spec import is_abstract  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4
+DOC = ROOT / "docs" / "mlir-support.md"  # holds the table between <!-- generated:mlir --> markers
 _TMP = Path(tempfile.mkdtemp(prefix="taxonc-mlir-table-"))
 
 
@@ -175,6 +179,7 @@ def _versions() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--update-docs", action="store_true", help=f"rewrite the table in {DOC.relative_to(ROOT)}")
     parser.add_argument("--write", type=Path, help="also write the markdown table to this file")
     parser.add_argument("--specs", help="comma-separated spec names (default: every spec in specs/)")
     parser.add_argument("--dialects", default=",".join(DIALECTS), help="comma-separated, from: " + ", ".join(DIALECTS))
@@ -194,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         args.write.parent.mkdir(parents=True, exist_ok=True)
         args.write.write_text(table)
+    if args.update_docs:
+        from taxonc.compiler.docs import replace_section
+
+        DOC.write_text(replace_section(DOC.read_text(), "mlir", table, str(DOC.relative_to(ROOT))))
+        print(f"rewrote {DOC.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
 
