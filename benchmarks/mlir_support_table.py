@@ -15,7 +15,8 @@ epsilons) export the same ops, so each such group is exported once and every mem
 result; --every-spec exports each spec on its own. A cell is "ok" (linalg: with the IREE
 difference), or a footnote number pointing at the one-line error. Needs torch-mlir and IREE
 (pip install torch-mlir iree-base-compiler iree-base-runtime). The same command line as
-`python -m taxonc.compiler.mlir_support`, where the table is built.
+`python -m taxonc.compiler.mlir_support`, where the table is built. --update-docs rewrites the
+generated section of docs/mlir-support.md, which a test compares with a fresh table.
 """
 
 from __future__ import annotations

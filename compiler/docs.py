@@ -1,7 +1,10 @@
-"""Generated documentation: the README's model table and the spec reference.
+"""Generated documentation: the model table and the spec reference, in docs/.
 
-`python -m taxonc.compiler.docs` rewrites the generated sections of README.md in place;
-`--check` exits 1 when they are stale (a test runs the check).
+`python -m taxonc.compiler.docs` rewrites the generated sections of docs/models.md and
+docs/spec-reference.md in place; `--check` exits 1 when one is stale (a test runs the check).
+A generated section sits between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`;
+the prose around it is written by hand. The MLIR support table (docs/mlir-support.md) is
+generated the same way by benchmarks/mlir_support_table.py, which needs torch-mlir and IREE.
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ from .spec import is_abstract, load_spec
 from .spec.model import ModelSpec
 from .spec.schema_walk import union_members
 
-SECTIONS = ("models", "reference")
+# Each generated file under the repository root, and the sections this module writes into it.
+GENERATED: dict[str, tuple[str, ...]] = {
+    "docs/models.md": ("models",),
+    "docs/spec-reference.md": ("reference",),
+}
 
 
 def models_table(specs_dir: Path) -> str:
@@ -114,22 +121,36 @@ def _generate(section: str, root: Path) -> str:
     return models_table(root / "specs") if section == "models" else spec_reference()
 
 
-def update_readme(root: Path, check: bool = False) -> bool:
-    """Rewrite (or, with check, compare) the generated README sections; True when current."""
-    readme = root / "README.md"
-    text = readme.read_text()
-    new = text
-    for section in SECTIONS:
-        start, end = f"<!-- generated:{section} -->", f"<!-- /generated:{section} -->"
-        if start not in new or end not in new:
-            raise SystemExit(f"README.md lacks the {start} ... {end} markers")
-        head, rest = new.split(start, 1)
-        _, tail = rest.split(end, 1)
-        new = f"{head}{start}\n{_generate(section, root)}\n{end}{tail}"
-    if check:
-        return new == text
-    readme.write_text(new)
-    return True
+def replace_section(text: str, section: str, body: str, where: str = "the file") -> str:
+    """`text` with the body between the section's markers replaced by `body`."""
+    start, end = f"<!-- generated:{section} -->", f"<!-- /generated:{section} -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{where} lacks the {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body.rstrip(chr(10))}\n{end}{tail}"
+
+
+def section_body(text: str, section: str) -> str:
+    """What stands between the section's markers (without the newline after the opening one)."""
+    start, end = f"<!-- generated:{section} -->\n", f"<!-- /generated:{section} -->"
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def update_docs(root: Path, check: bool = False) -> list[Path]:
+    """Rewrite (or, with check, only compare) every generated section; returns the files that were stale."""
+    stale = []
+    for name, sections in GENERATED.items():
+        path = root / name
+        text = path.read_text()
+        new = text
+        for section in sections:
+            new = replace_section(new, section, _generate(section, root), name)
+        if new != text:
+            stale.append(path)
+            if not check:
+                path.write_text(new)
+    return stale
 
 
 def main() -> None:
@@ -137,13 +158,15 @@ def main() -> None:
     if "--root" in sys.argv:
         root = Path(sys.argv[sys.argv.index("--root") + 1])
     if "--check" in sys.argv:
-        if not update_readme(root, check=True):
-            print("README.md generated sections are stale: run python -m taxonc.compiler.docs")
+        stale = update_docs(root, check=True)
+        for path in stale:
+            print(f"{path.relative_to(root)}: generated sections are stale: run python -m taxonc.compiler.docs")
+        if stale:
             raise SystemExit(1)
-        print("README.md generated sections are current")
+        print("generated docs are current: " + ", ".join(GENERATED))
         return
-    update_readme(root)
-    print("README.md generated sections rewritten")
+    stale = update_docs(root)
+    print("rewrote " + (", ".join(str(p.relative_to(root)) for p in stale) if stale else "nothing (all current)"))
 
 
 if __name__ == "__main__":

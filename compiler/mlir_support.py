@@ -166,6 +166,7 @@ def _versions() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--update-docs", action="store_true", help="rewrite the table in docs/mlir-support.md")
     parser.add_argument("--write", type=Path, help="also write the markdown table to this file")
     parser.add_argument("--specs-dir", type=Path, default=SPECS_DIR, help="where the spec files are (default: the repo's specs/)")
     parser.add_argument("--specs", help="comma-separated spec names (default: every spec in the specs folder)")
@@ -186,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         args.write.parent.mkdir(parents=True, exist_ok=True)
         args.write.write_text(table)
+    if args.update_docs:
+        from .docs import replace_section
+
+        doc = SPECS_DIR.parent / "docs" / "mlir-support.md"
+        doc.write_text(replace_section(doc.read_text(), "mlir", table, "docs/mlir-support.md"))
+        print("rewrote docs/mlir-support.md", file=sys.stderr)
     return 0
 
 

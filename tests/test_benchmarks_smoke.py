@@ -1,4 +1,4 @@
-"""The GPU benchmark driver runs end to end on a CPU at tiny shapes (its GPU figures are in the README)."""
+"""The GPU benchmark driver runs end to end on a CPU at tiny shapes (GPU figures: docs/benchmarks.md)."""
 
 from __future__ import annotations
 
