@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .backends.registry import BACKENDS, backend_names, get_backend
 from .errors import SpecError, TaxoncError, UsageError
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 SpecPaths = Annotated[list[Path], typer.Argument(help="Spec files or directories (searched for *.toml).", show_default=False)]
+MLIR_ONLY = " or ".join(b.name for b in BACKENDS.values() if b.exports_mlir) + " only"  # "mlir only"
 
 
 def expand(paths: list[Path]) -> list[Path]:
@@ -178,11 +180,11 @@ def schema(
 def compile_cmd(
     spec: Annotated[Path, typer.Argument(help="A spec file.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output directory (default: out/<name>).")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="torch, triton or mlir")] = "torch",
-    dialect: Annotated[str, typer.Option("--dialect", help="mlir only: torch, linalg, stablehlo or tosa")] = "torch",
-    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="mlir only: static sequence length (default min(16, context)).")] = None,
-    batch: Annotated[int, typer.Option("--batch", help="mlir only: static batch size.")] = 1,
-    no_weights: Annotated[bool, typer.Option("--no-weights", help="mlir only: elide weight constants.")] = False,
+    backend: Annotated[str, typer.Option("--backend", help=f"One of: {backend_names()}.")] = "torch",
+    dialect: Annotated[str, typer.Option("--dialect", help=f"{MLIR_ONLY}: torch, linalg, stablehlo or tosa")] = "torch",
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help=f"{MLIR_ONLY}: static sequence length (default min(16, context)).")] = None,
+    batch: Annotated[int, typer.Option("--batch", help=f"{MLIR_ONLY}: static batch size.")] = 1,
+    no_weights: Annotated[bool, typer.Option("--no-weights", help=f"{MLIR_ONLY}: elide weight constants.")] = False,
     scale: Annotated[str, typer.Option("--scale", help="full or tiny")] = "full",
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: --set dims.n_layers=4")] = None,
     dump_ir: Annotated[Optional[Path], typer.Option("--dump-ir", help="Write the IR after each pass here.")] = None,
@@ -196,9 +198,10 @@ def compile_cmd(
     from .describe import human
 
     try:
-        compiled = compile_spec(spec, "torch" if backend == "mlir" else backend, scale, sets or [], None, stop_after, dump_ir)
+        target = get_backend(backend)
+        compiled = compile_spec(spec, backend=backend, scale=scale, sets=sets or [], stop_after=stop_after, dump_ir=dump_ir)
         mlir_text = None
-        if backend == "mlir":
+        if target.exports_mlir:
             from .backends.mlir_export import export_model_source
 
             mlir_text = export_model_source(compiled.files["model.py"], dialect, batch, seq_len, no_weights, seed)
@@ -229,10 +232,10 @@ def compile_cmd(
     out.print(f"[bold]{summary['name']}[/] ({scale}) -> {out_dir}/model.py")
     out.print(f"  params {human(summary['params'])}, forward FLOPs/token {human(flops)}, "
               f"{summary['n_layers']} layers x d_model {summary['d_model']}")
-    applied = {k: v for k, v in compiled.log.summary().items() if k != "select_kernels"}
+    applied = {k: v for k, v in compiled.log.summary().items() if k not in target.passes}  # the backend's passes select kernels
     out.print("  fusions: " + (", ".join(f"{k} x{v}" for k, v in applied.items()) or "none"))
     for (name, why), count in sorted(compiled.log.refusal_reasons().items()):
-        verb = "no kernel" if name == "select_kernels" else "not fused"
+        verb = "no kernel" if name in target.passes else "not fused"
         out.print(f"  [dim]{verb} ({name} x{count}): {why}[/]")
     kernels = Counter(n.kernel.value for n in compiled.graph.nodes() if n.kernel is not None)
     if kernels:
@@ -251,7 +254,7 @@ def graph(
     from .ir.render import render_graph
 
     try:
-        compiled = compile_spec(spec, "torch", scale, [], None if passes else [], None, None)
+        compiled = compile_spec(spec, backend="torch", scale=scale, passes=None if passes else [])
         sys.stdout.write(render_graph(compiled.graph, fmt))
     except TaxoncError as exc:
         fail(exc)
@@ -344,7 +347,7 @@ def matrix(
 @app.command()
 def check(
     paths: SpecPaths,
-    backends: Annotated[str, typer.Option("--backends", help="Comma-separated backends to compare with the graph.")] = "torch",
+    backends: Annotated[str, typer.Option("--backends", help=f"Comma-separated backends to compare with the graph, of: {backend_names()}.")] = "torch",
     examples: Annotated[int, typer.Option("--examples", help="Random examples per sampled property.")] = 5,
     only: Annotated[Optional[str], typer.Option("--only", help="Comma-separated property names.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
@@ -352,6 +355,10 @@ def check(
     """Property-test specs at tiny scale: causality, KV cache, counts, backends, GQA, MoE, passes, save/load, TOML."""
     from taxonc.testing import PROPERTIES, check_subject, load_subject
 
+    try:
+        targets = tuple(get_backend(name.strip()).name for name in backends.split(",") if name.strip())
+    except UsageError as exc:
+        fail(exc)
     names = only.split(",") if only else list(PROPERTIES)
     unknown = [n for n in names if n not in PROPERTIES]
     if unknown:
@@ -366,7 +373,7 @@ def check(
             subject = load_subject(path)
         except TaxoncError as exc:
             fail(exc)
-        results[path.stem] = check_subject(subject, examples, tuple(backends.split(",")), names)
+        results[path.stem] = check_subject(subject, examples, targets, names)
     failed = any(r.ok is False for rs in results.values() for r in rs)
     if as_json:
         print(json.dumps({spec: [r.__dict__ for r in rs] for spec, rs in results.items()}, indent=2))

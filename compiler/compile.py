@@ -9,16 +9,15 @@ from typing import Any
 
 from . import __version__
 from .analysis import count_params, forward_flops_per_token
+from .backends.registry import get_backend
 from .describe import summary_lines
 from .errors import UsageError
 from .ir import Graph, build_graph, print_graph
-from .passes import BACKEND_PASSES, PassLog, run_pipeline
+from .passes import PassLog, run_pipeline
 from .spec import ResolvedSpec, derive, load_spec
 from .spec.load import spec_digest
 from .spec.model import NAME_RE, ModelSpec
 from .spec.scale import apply_scale_check, scale_spec
-
-BACKENDS = ("torch", "triton")
 
 
 @dataclass
@@ -99,26 +98,19 @@ def _header(spec: ModelSpec, source: str, digest: str, scale: str) -> dict[str, 
 
 def compile_spec(path: str | Path, backend: str = "torch", scale: str = "full", sets: list[str] | None = None,
                  passes: list[str] | None = None, stop_after: str | None = None, dump_ir: Path | None = None) -> Compiled:
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; backends are: {', '.join(BACKENDS)}")
+    """Load, scale, lower and emit one spec for a backend named in backends.registry.BACKENDS."""
+    target = get_backend(backend)
     resolved: ResolvedSpec = load_spec(path, parse_sets(sets or []) or None)
     spec = scale_spec(resolved.spec, scale)
     apply_scale_check(spec)
     digest = spec_digest(spec)
     graph = build_graph(spec)
     graph, log = run_pipeline(graph, passes, stop_after, dump_ir)
-    if BACKEND_PASSES[backend]:
-        graph, log = run_pipeline(graph, BACKEND_PASSES[backend], log=log)
+    if target.passes:
+        graph, log = run_pipeline(graph, list(target.passes), log=log)
     header = _header(spec, resolved.path, digest, scale)
     header["backend"] = backend
-    if backend == "triton":
-        from .backends.triton_src.emit import emit_triton_model
-
-        model_py = emit_triton_model(graph, spec, header)
-    else:
-        from .backends.torch_src.emit import emit_model
-
-        model_py = emit_model(graph, spec, header)
+    model_py = target.emit(graph, spec, header)
     compiled = Compiled(spec, resolved.path, graph, log, {}, digest, scale)
     lock = {"taxonc_version": __version__, "source": resolved.path, "scale": scale, "backend": backend, "spec_sha256": digest,
             "summary": compiled.summary(), "spec": spec.model_dump(mode="json")}

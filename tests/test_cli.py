@@ -66,3 +66,24 @@ def test_usage_error_exits_two() -> None:
     assert result.exit_code == 2
     result = runner.invoke(app, ["no-such-command"])
     assert result.exit_code == 2
+
+
+def test_unknown_backend_is_one_usage_line_naming_the_registry(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["compile", str(SPECS / "llama.toml"), "--scale", "tiny", "--backend", "cuda",
+                                 "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and not (tmp_path / "x").exists()
+    assert result.output.strip() == "unknown backend 'cuda'; backends are: torch, triton, mlir"
+    result = runner.invoke(app, ["check", str(SPECS / "llama.toml"), "--backends", "torch,trtion"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "unknown backend 'trtion'; backends are: torch, triton, mlir"
+
+
+def test_backend_help_lists_the_registry() -> None:
+    from taxonc.compiler.backends.registry import BACKENDS
+
+    for command in ("compile", "check"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0
+        text = " ".join(result.output.split())
+        assert ", ".join(BACKENDS) in text, (command, text)
+

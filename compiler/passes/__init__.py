@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from .manager import PassLog, PASSES, PIPELINE, register_pass, run_pipeline
 from . import fusions as _fusions  # noqa: F401  (registers the fusion passes)
-from . import select_kernels as _select_kernels  # noqa: F401  (the Triton backend's own pass)
+from . import select_kernels as _select_kernels  # noqa: F401  (registers select_kernels, which backends name)
 
-BACKEND_PASSES = {"torch": [], "triton": ["select_kernels"]}
-
-__all__ = ["BACKEND_PASSES", "PASSES", "PIPELINE", "PassLog", "register_pass", "run_pipeline"]
+__all__ = ["PASSES", "PIPELINE", "PassLog", "register_pass", "run_pipeline"]

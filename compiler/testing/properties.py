@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from taxonc.compiler.analysis import count_params
+from taxonc.compiler.backends.registry import get_backend
 from taxonc.compiler.compile import Compiled, compile_spec
 from taxonc.compiler.ir import build_graph
 from taxonc.compiler.ir.interpret import run_graph
@@ -130,6 +131,8 @@ def _graph_logits(spec: ModelSpec, state: dict[str, torch.Tensor], ids: torch.Te
 
 def check_backends(s: Subject, backends: tuple[str, ...] = ("torch",), seed: int = 0) -> PropertyResult:
     """Every backend computes what the graph says (the torch backend against the interpreter)."""
+    for name in backends:
+        get_backend(name)  # a misspelt backend is a UsageError, not a silent pass
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, s.spec.dims.vocab_size, (2, 16), generator=gen)
     kw = extra_inputs(s.spec, 2, 16, generator=gen, dtype=torch.float64)
