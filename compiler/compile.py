@@ -96,7 +96,7 @@ def _header(spec: ModelSpec, source: str, digest: str, scale: str) -> dict[str, 
     }
 
 
-def compile_spec(path: str | Path, backend: str = "torch", scale: str = "full", sets: list[str] | None = None,
+def compile_spec(path: str | Path, *, backend: str = "torch", scale: str = "full", sets: list[str] | None = None,
                  passes: list[str] | None = None, stop_after: str | None = None, dump_ir: Path | None = None) -> Compiled:
     """Load, scale, lower and emit one spec for a backend named in backends.registry.BACKENDS."""
     target = get_backend(backend)

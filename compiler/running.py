@@ -30,7 +30,7 @@ def _artifact(target: Path, scale: str, sets: list[str], weights: Path | None, s
 
     if target.is_dir():
         return load(target, weights=weights, seed=seed)
-    compiled = compile_spec(target, "torch", scale, sets)
+    compiled = compile_spec(target, backend="torch", scale=scale, sets=sets)
     _check_fits(compiled)
     write_artifact(compiled, workdir)
     return load(workdir, weights=weights, seed=seed)

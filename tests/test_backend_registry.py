@@ -37,6 +37,13 @@ def test_unknown_backend_is_a_usage_error_naming_the_allowed_ones() -> None:
         compile_spec(SPECS / "llama.toml", backend="cuda", scale="tiny")
 
 
+def test_compile_spec_takes_everything_after_the_path_by_keyword() -> None:
+    with pytest.raises(TypeError):
+        compile_spec(SPECS / "llama.toml", "torch")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        compile_spec(SPECS / "llama.toml", "torch", "tiny")  # type: ignore[misc]
+
+
 def test_mlir_compiles_the_torch_model_and_records_its_backend() -> None:
     torch_side = compile_spec(SPECS / "llama.toml", backend="torch", scale="tiny")
     mlir_side = compile_spec(SPECS / "llama.toml", backend="mlir", scale="tiny")
