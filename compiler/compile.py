@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .analysis import count_params, forward_flops_per_token
+from .analysis import count_params
 from .backends.registry import get_backend
 from .describe import summary_lines
 from .errors import UsageError
@@ -126,7 +126,3 @@ def write_artifact(compiled: Compiled, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in compiled.files.items():
         atomic_write_text(out_dir / name, text)
-
-
-def flops_summary(spec: ModelSpec) -> float:
-    return forward_flops_per_token(spec).total
