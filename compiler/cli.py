@@ -395,6 +395,29 @@ def check(
     raise typer.Exit(1 if failed else 0)
 
 
+@app.command("docs")
+def docs_cmd(
+    check: Annotated[bool, typer.Option("--check", help="Only compare: exit 1 and name the stale files.")] = False,
+    root: Annotated[Optional[Path], typer.Option("--root", help="The repository checkout (default: the one taxonc runs from).")] = None,
+) -> None:
+    """Rewrite the generated sections of docs/ (model table, spec reference); --check only compares."""
+    from .docs import GENERATED, checkout_root, update_docs
+
+    root = root or checkout_root()
+    missing = [name for name in GENERATED if not (root / name).is_file()]
+    if missing:
+        fail(UsageError(f"{root} is not a taxonc checkout ({missing[0]} is missing); pass --root"))
+    stale = update_docs(root, check=check)
+    names = ", ".join(str(path.relative_to(root)) for path in stale)
+    if check and stale:
+        err.print(f"stale generated sections in {names}: run taxonc docs", markup=False)
+        raise typer.Exit(1)
+    if check:
+        out.print("generated docs are current: " + ", ".join(GENERATED), markup=False)
+    else:
+        out.print("rewrote " + (names or "nothing (all current)"), markup=False)
+
+
 Sampler = Annotated[str, typer.Option("--sampler", help="greedy, temperature, top-k, top-p, tail-free or beam")]
 
 

@@ -1,7 +1,8 @@
 """Generated documentation: the model table and the spec reference, in docs/.
 
-`python -m taxonc.compiler.docs` rewrites the generated sections of docs/models.md and
-docs/spec-reference.md in place; `--check` exits 1 when one is stale (a test runs the check).
+`taxonc docs` (or `python -m taxonc.compiler.docs`) rewrites the generated sections of
+docs/models.md and docs/spec-reference.md in place; `--check` exits 1 when one is stale (a test
+runs the check).
 A generated section sits between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`;
 the prose around it is written by hand. The MLIR support table (docs/mlir-support.md) is
 generated the same way by benchmarks/mlir_support_table.py, which needs torch-mlir and IREE.
@@ -153,8 +154,13 @@ def update_docs(root: Path, check: bool = False) -> list[Path]:
     return stale
 
 
+def checkout_root() -> Path:
+    """The repository checkout this module runs from (compiler/ sits at its top level in an editable install)."""
+    return Path(__file__).resolve().parent.parent
+
+
 def main() -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = checkout_root()
     if "--root" in sys.argv:
         root = Path(sys.argv[sys.argv.index("--root") + 1])
     if "--check" in sys.argv:

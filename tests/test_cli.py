@@ -87,3 +87,26 @@ def test_backend_help_lists_the_registry() -> None:
         text = " ".join(result.output.split())
         assert ", ".join(BACKENDS) in text, (command, text)
 
+
+def test_docs_check_passes_on_the_checkout_and_names_stale_files(tmp_path: Path) -> None:
+    from taxonc.compiler.docs import GENERATED, replace_section
+
+    from .conftest import ROOT
+
+    result = runner.invoke(app, ["docs", "--check"])
+    assert result.exit_code == 0, result.output
+    assert "current" in result.output
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "specs").symlink_to(ROOT / "specs")
+    for name, sections in GENERATED.items():
+        text = (ROOT / name).read_text()
+        for section in sections:
+            text = replace_section(text, section, "out of date")
+        (tmp_path / name).write_text(text)
+    result = runner.invoke(app, ["docs", "--check", "--root", str(tmp_path)])
+    assert result.exit_code == 1
+    for name in GENERATED:
+        assert name in result.output
+    assert (tmp_path / "docs" / "models.md").read_text().count("out of date") == 1  # --check writes nothing
+    result = runner.invoke(app, ["docs", "--check", "--root", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
