@@ -5,7 +5,8 @@ At tiny scale many of the 75 specs in specs/ compile to the same model up to num
 interprets, fuses or caches a tiny model learns nothing new from a second spec of the same
 structure, so by default it runs one representative per tiny-scale structure: the first spec by
 name among those sharing `structure_key`. The other specs stay in the parametrisation with the
-`all_specs` marker and are deselected unless asked for:
+`all_specs` marker and are deselected unless asked for, as are tests marked all_specs as a whole
+because they need every spec (the README's MLIR support table):
 
     pytest --all-specs          # every spec in every per-spec loop (also: TAXONC_ALL_SPECS=1)
     pytest -m all_specs         # only the non-representative specs
