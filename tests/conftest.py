@@ -24,3 +24,34 @@ load_profile()
 
 def pytest_addoption(parser) -> None:
     parser.addoption("--update-golden", action="store_true", help="Rewrite golden files from current output.")
+    parser.addoption("--all-specs", action="store_true",
+                     help="Run per-spec loops over every spec, not one per tiny-scale structure (tests/spec_sets.py).")
+
+
+def _all_specs_requested(config) -> bool:
+    from . import spec_sets
+
+    markexpr = config.getoption("-m") or ""
+    return bool(config.getoption("--all-specs") or spec_sets.ALL_SPECS_REQUESTED
+                or ("all_specs" in markexpr and "not all_specs" not in markexpr))
+
+
+def pytest_configure(config) -> None:
+    # before collection, so module-level spec lists (hypothesis' sampled_from) see the choice
+    from . import spec_sets
+
+    spec_sets.ALL_SPECS_REQUESTED = _all_specs_requested(config)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Deselect the non-representative specs of per-spec loops (marked all_specs by
+    tests/spec_sets.py) unless every spec was asked for or the test was named by its id."""
+    if _all_specs_requested(config) or "all_specs" in (config.getoption("-m") or ""):
+        return  # everything, or -m selects on the marker itself
+    named = {arg.rsplit("::", 1)[-1] for arg in config.args if "::" in arg}
+    keep, drop = [], []
+    for item in items:
+        (drop if item.get_closest_marker("all_specs") and item.name not in named else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

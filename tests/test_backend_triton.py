@@ -13,7 +13,7 @@ from taxonc.compiler.ir.attrs import Kernel
 from taxonc.runtime.artifact import load_source
 from taxonc.runtime.inputs import extra_inputs
 
-from .test_backend_torch import IDS, MODEL_FILES
+from .spec_sets import MODEL_FILES, spec_params
 
 pytest.importorskip("triton")
 pytestmark = pytest.mark.skipif(
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("path", MODEL_FILES, ids=IDS)
+@pytest.mark.parametrize("path", spec_params(MODEL_FILES))
 def test_triton_backend_matches_torch_backend(path: Path) -> None:
     torch_side = compile_spec(path, scale="tiny")
     triton_side = compile_spec(path, scale="tiny", backend="triton")

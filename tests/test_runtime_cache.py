@@ -9,7 +9,8 @@ import torch
 
 from taxonc.runtime.inputs import extra_inputs
 
-from .test_backend_torch import IDS, MODEL_FILES, tiny
+from .spec_sets import MODEL_FILES, spec_params
+from .test_backend_torch import tiny
 
 PROMPT, TOTAL = 5, 24  # longer than tiny windows (16) and several RETRO chunks (8)
 
@@ -27,7 +28,7 @@ def _model(path: Path, dtype=torch.float32):
     return compiled, module, model
 
 
-@pytest.mark.parametrize("path", MODEL_FILES, ids=IDS)
+@pytest.mark.parametrize("path", spec_params(MODEL_FILES))
 def test_cached_decoding_equals_full_forward(path: Path) -> None:
     compiled, module, model = _model(path)
     gen = torch.Generator().manual_seed(3)

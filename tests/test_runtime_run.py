@@ -16,7 +16,7 @@ from taxonc.runtime.errors import WeightsError
 from taxonc.runtime.weights import save_weights
 
 from .conftest import SPECS
-from .test_backend_torch import IDS, MODEL_FILES
+from .spec_sets import MODEL_FILES, spec_params
 
 runner = CliRunner()
 
@@ -27,7 +27,7 @@ def _run(*args: str) -> dict:
     return json.loads(result.output.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("path", MODEL_FILES, ids=IDS)
+@pytest.mark.parametrize("path", spec_params(MODEL_FILES))
 def test_every_spec_generates_and_the_same_seed_gives_the_same_text(path: Path) -> None:
     args = [str(path), "--scale", "tiny", "--prompt", "hello", "--max-new-tokens", "8", "--seed", "0"]
     first, second = _run(*args), _run(*args)

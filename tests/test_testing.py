@@ -16,12 +16,12 @@ from taxonc.compiler.errors import SpecError
 from taxonc.compiler.spec import load_spec
 
 from .conftest import SPECS
-from .test_backend_torch import IDS, MODEL_FILES
+from .spec_sets import MODEL_FILES, spec_params
 
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("path", MODEL_FILES, ids=IDS)
+@pytest.mark.parametrize("path", spec_params(MODEL_FILES))
 def test_taxonc_check_passes_for_every_spec(path: Path) -> None:
     result = runner.invoke(app, ["check", str(path), "--examples", "5", "--json"])
     assert result.exit_code == 0, result.output
