@@ -38,7 +38,7 @@ def _stats(samples: list[float]) -> dict:
 
 
 def taxonc_generate(model, module, spec: dict, prompt: list[int], new: int) -> list[int]:
-    return generate(model, module.KVCache, spec, prompt, SamplerConfig(), new).new_ids
+    return generate(model, model.new_cache, spec, prompt, SamplerConfig(), new).new_ids
 
 
 def recompute_generate(model, prompt: list[int], new: int) -> list[int]:

@@ -78,7 +78,7 @@ def bench(emit, device="cuda", warmup=None, reps=None):
     cuda = device != "cpu"
     if not cuda:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernel is first built
-    from taxonc.compiler.backends.torch_src.prelude import alibi_slopes
+    from taxonc.kernels.reference.positions import alibi_slopes
     from taxonc.kernels.attention import flash_attention, flash_attention_ref
     from taxonc.kernels.reference.masks import Mask, MaskKind
 

@@ -18,6 +18,7 @@ from .spec import ResolvedSpec, derive, load_spec
 from .spec.load import spec_digest
 from .spec.model import NAME_RE, ModelSpec
 from .spec.scale import apply_scale_check, scale_spec
+from .spec.kinds import NormKind
 
 
 @dataclass
@@ -92,7 +93,7 @@ def _header(spec: ModelSpec, source: str, digest: str, scale: str) -> dict[str, 
         "doc_title": f"{spec.model.name}: {spec.model.structure} transformer ({scale} scale).",
         "version": __version__, "source_repr": repr(source), "digest": digest, "summary": summary,
         "config": config, "init_std": repr(_hidden_std(spec)),
-        "zero_readout": spec.training.mup.enabled and not spec.block.tied_embeddings, "deepnorm_beta": repr(arch.deepnorm_beta) if spec.norm.kind == "deepnorm" else 1.0,
+        "zero_readout": spec.training.mup.enabled and not spec.block.tied_embeddings, "deepnorm_beta": repr(arch.deepnorm_beta) if spec.norm.kind is NormKind.DEEPNORM else 1.0,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .spec.derive import derive
 from .spec.model import ModelSpec
+from .spec.kinds import NormKind, PositionKind
 
 
 def human(n: float | None, unit: str = "") -> str:
@@ -37,7 +38,7 @@ def position_words(spec: ModelSpec) -> str:
         "learned": "learned absolute positions" + (f" (offset {getattr(p, 'offset', 0)})" if getattr(p, "offset", 0) else ""),
         "sinusoidal": "sinusoidal absolute positions",
         "rotary": f"rotary embeddings on {getattr(p, 'fraction', 1) * 100:g}% of each head (base {getattr(p, 'base', 0):g})",
-        "alibi": "ALiBi linear attention biases",
+        PositionKind.ALIBI: "ALiBi linear attention biases",
         "relative-xl": "Transformer-XL relative positions",
         "relative-bias": "T5-style bucketed relative position biases",
         "none": "no positional information",
@@ -57,7 +58,7 @@ def summary_lines(spec: ModelSpec) -> list[str]:
         f"Attention: {attention_words(spec)}.",
         f"Positions: {position_words(spec)}.",
     ]
-    norm = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm", "deepnorm": f"DeepNorm (alpha {arch.deepnorm_alpha:.3g}, beta {arch.deepnorm_beta:.3g})"}[spec.norm.kind]
+    norm = {NormKind.LAYERNORM: "LayerNorm", NormKind.RMSNORM: "RMSNorm", NormKind.DEEPNORM: f"DeepNorm (alpha {arch.deepnorm_alpha:.3g}, beta {arch.deepnorm_beta:.3g})"}[spec.norm.kind]
     extras = [w for w, on in (("final norm", spec.norm.final), ("embedding norm", spec.norm.embedding)) if on]
     lines.append(f"Norm: {norm}, {spec.norm.placement}-norm" + (f", with {' and '.join(extras)}" if extras else "") + ".")
     wiring = "parallel attention and MLP" if spec.block.wiring == "parallel" else "sequential attention then MLP"

@@ -9,6 +9,7 @@ from .analysis import count_params, forward_flops_per_token, kv_cache_bytes_per_
 from .spec.derive import derive
 from .spec.load import ResolvedSpec
 from .spec.model import ModelSpec
+from .spec.kinds import NormKind, PositionKind
 
 # Axis of each top-level table, in the order a reader thinks about an architecture.
 AXES = [
@@ -32,8 +33,8 @@ DOC_SUFFIXES = (".source", ".notes", ".deviation", ".data", ".paper", ".title")
 NAMES = {
     "multi-head": "multi-head", "multi-query": "multi-query", "grouped-query": "grouped-query",
     "relu": "ReLU", "gelu": "GeLU", "geglu": "GeGLU", "swiglu": "SwiGLU", "solu": "SoLU",
-    "layernorm": "LayerNorm", "rmsnorm": "RMSNorm", "deepnorm": "DeepNorm",
-    "learned": "learned absolute", "sinusoidal": "sinusoidal", "rotary": "rotary", "alibi": "ALiBi",
+    NormKind.LAYERNORM: "LayerNorm", NormKind.RMSNORM: "RMSNorm", NormKind.DEEPNORM: "DeepNorm",
+    "learned": "learned absolute", "sinusoidal": "sinusoidal", "rotary": "rotary", PositionKind.ALIBI: "ALiBi",
     "relative-xl": "Transformer-XL relative", "relative-bias": "T5 relative bias", "none": "none",
 }
 

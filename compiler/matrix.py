@@ -9,6 +9,7 @@ from pathlib import Path
 from .analysis import count_params
 from .describe import human
 from .spec import ResolvedSpec, derive, is_abstract, load_spec
+from .spec.kinds import NormKind
 
 COLUMNS = ["spec", "model", "org", "released", "structure", "params", "layers", "d_model", "attention", "positions",
            "norm", "activation", "block", "embeddings", "biases", "moe", "cross-attention", "tokenizer", "tokens", "lineage"]
@@ -22,7 +23,7 @@ def row(r: ResolvedSpec) -> dict[str, str]:
         att += f" + {s.attention.sparse.kind} on {n}/{s.dims.n_layers}"
     pos = s.position.kind + (f" {getattr(s.position, 'fraction', 1):g}" if s.position.kind == "rotary" and getattr(s.position, "fraction", 1) != 1 else "")
     norm = f"{s.norm.kind} {s.norm.placement}" + (" +emb" if s.norm.embedding else "")
-    biases = [k for k, v in s.bias.model_dump().items() if v and k != "lm_head" and not (k == "norm" and s.norm.kind == "rmsnorm")]
+    biases = [k for k, v in s.bias.model_dump().items() if v and k != "lm_head" and not (k == "norm" and s.norm.kind is NormKind.RMSNORM)]
     moe = f"{s.moe.n_experts}e top-{s.moe.top_k} ({arch.n_moe_layers}/{s.dims.n_layers})" if s.moe else ""
     tok = "BPE" if s.tokenizer.kind == "bpe" else f"SP-{s.tokenizer.algorithm}"
     lineage = ""

@@ -1,6 +1,6 @@
 """Flash attention (forward): tiled over query and key blocks with an online softmax.
 
-Computes what `attend` in compiler/backends/torch_src/prelude.py computes for every mask a spec
+Computes what `attend` in kernels/reference/ computes for every mask a spec
 can ask for (full, causal, prefix, locally-banded, strided, fixed), with ALiBi, MQA/GQA and
 absolute positions (query i sits at i + q_offset, key j at j + kv_offset, as with a KV cache).
 T x S scores are never materialised: each program keeps a running max and sum per query row.

@@ -3,7 +3,7 @@
 Shapes: N tokens (B*T flattened), D model width, F expert hidden width, E experts, K choices
 per token (top_k), A kept assignments (token, expert) after capacity dropping, T tiles.
 
-The semantics are those of prelude's `MoE` (compiler/backends/torch_src/prelude.py):
+The semantics are those of the reference `MoE` (kernels/reference/):
 softmax router in fp32, top-k, weights renormalised over the chosen experts for
 "softmax-top-k" with k > 1 ("switch" keeps the raw probability), and in training each expert
 keeps at most `capacity` assignments, first choices before second choices, tokens in arrival

@@ -4,7 +4,7 @@
 
 Rotate-half convention on the first R = cos_TR.shape[-1] dims of each head; dims R..K pass
 through unchanged. The semantics are those of `apply_rotary` in
-compiler/backends/torch_src/prelude.py, with heads after positions (the layout a linear
+kernels/reference/, with heads after positions (the layout a linear
 projection produces before the transpose to (B, H, T, K)), so one kernel serves q (H heads)
 and k (G heads). cos/sin are the tables `rotary_tables` produces, (T, R), any float dtype.
 

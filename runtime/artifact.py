@@ -42,7 +42,7 @@ class Artifact:
         return self.lock["spec_sha256"]
 
     def new_cache(self) -> Any:
-        return self.module.KVCache()
+        return self.model.new_cache()
 
 
 def _module_dir() -> Path:

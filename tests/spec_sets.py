@@ -48,7 +48,7 @@ def structure_key(spec: ModelSpec) -> tuple:
         ("attention", t.attention.kind, t.dims.n_heads // arch.n_kv_heads,
          t.attention.sparse.kind if t.attention.sparse else None),
         # per decoder layer: dense or sparse kind, MoE or not, cross-attention kind
-        ("layers", tuple((layer.attention, layer.moe, layer.cross_attention) for layer in arch.layers)),
+        ("layers", tuple((layer.sparse, layer.moe, layer.cross_attention) for layer in arch.layers)),
         ("encoder_moe", arch.encoder_moe),
         ("position", pos.kind, getattr(pos, "fraction", 1.0) < 1, getattr(pos, "offset", 0) > 0,
          getattr(pos, "shared_biases", None), getattr(pos, "per_layer", None)),

@@ -13,7 +13,8 @@ import math
 import pytest
 import torch
 
-from taxonc.compiler.backends.torch_src.prelude import alibi_slopes, attend
+from taxonc.kernels.reference.attention import attend
+from taxonc.kernels.reference.positions import alibi_slopes
 from taxonc.kernels.attention import flash_attention, flash_attention_ref
 from taxonc.kernels.reference.masks import Mask, MaskKind, allowed_keys
 

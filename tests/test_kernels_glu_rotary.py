@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from taxonc.compiler.backends.torch_src.prelude import apply_rotary, rotary_tables
+from taxonc.kernels.reference.positions import apply_rotary, rotary_tables
 from taxonc.kernels import glu as glu_mod
 from taxonc.kernels import rotary as rotary_mod
 from taxonc.kernels.glu import bias_act, bias_act_ref, glu, glu_ref

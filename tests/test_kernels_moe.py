@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-from taxonc.compiler.backends.torch_src import prelude
+from taxonc.kernels.reference import blocks as prelude
 from taxonc.kernels import moe
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -208,6 +208,15 @@ def test_parallel_encoder_decoder_is_rejected(tmp_path: Path) -> None:
     assert p.key == "block.wiring" and "cross-attention" in p.message and p.allowed == ("sequential",)
 
 
+def test_parallel_block_with_chunked_cross_attention_is_rejected(tmp_path: Path) -> None:
+    """A parallel block has no point between attention and MLP where RETRO's cross-attention could sit."""
+    text = VALID + (
+        '\n[block]\nwiring = "parallel"\n[cross_attention]\nkind = "chunked"\nlayers = { indices = [1] }\n'
+        "chunk_size = 16\nn_neighbours = 2\nneighbour_len = 24\nencoder_layers = 1\nencoder_d_model = 16\nencoder_n_heads = 2\n")
+    p = only(problems_for(tmp_path, text))
+    assert p.key == "block.wiring" and "chunked cross-attention" in p.message and p.allowed == ("sequential",)
+
+
 def test_encoder_only_for_encoder_decoder(tmp_path: Path) -> None:
     p = only(problems_for(tmp_path, VALID + "\n[encoder]\nn_layers = 2\ncontext = 64\n"))
     assert p.key == "encoder" and "'decoder'" in p.message

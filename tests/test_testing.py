@@ -64,21 +64,21 @@ def _mutated_check(spec: str, mutation, only: str) -> tt.PropertyResult:
 
 
 def test_check_catches_a_dropped_causal_mask() -> None:
-    result = _mutated_check("llama", lambda src: src.replace("Mask(MaskKind.CAUSAL)", "Mask(MaskKind.FULL)"), "causality")
+    result = _mutated_check("llama", lambda src: src.replace("is_causal=1 < T == S", "is_causal=False"), "causality")
     assert result.ok is False and result.counterexample["first_differing_output"] < result.counterexample["changed_position"]
 
 
 def test_check_catches_a_cache_read_at_the_wrong_offset() -> None:
-    wrong = lambda src: src.replace("q_offset = kv_offset = ctx.offset if self_attention else 0", "q_offset = kv_offset = 0")  # noqa: E731
+    wrong = lambda src: src.replace("offset = cache.length if cache is not None else 0", "offset = 0")  # noqa: E731
     assert _mutated_check("bloom", wrong, "kv_cache").ok is False  # ALiBi reads positions from the offset
-    assert _mutated_check("llama", lambda src: src.replace("start = cache.length if cache is not None else 0", "start = 0"), "kv_cache").ok is False
+    assert _mutated_check("llama", wrong, "kv_cache").ok is False  # rotary reads positions from the offset
 
 
 def test_check_cli_reports_the_failing_property(monkeypatch: pytest.MonkeyPatch) -> None:
     real = tt.load_subject
 
     def broken(path, *args, **kwargs):
-        return real(path, mutate=lambda src: src.replace("Mask(MaskKind.CAUSAL)", "Mask(MaskKind.FULL)"))
+        return real(path, mutate=lambda src: src.replace("is_causal=1 < T == S", "is_causal=False"))
 
     monkeypatch.setattr("taxonc.testing.load_subject", broken)
     result = runner.invoke(app, ["check", str(SPECS / "gpt3.toml"), "--only", "causality,kv_cache"])

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from ..errors import TaxoncError, UsageError
+from ..spec.kinds import NormKind, PositionKind
 
 DIALECTS = ("torch", "linalg", "stablehlo", "tosa")
 OUTPUT_TYPES = {"torch": "torch", "linalg": "linalg-on-tensors", "stablehlo": "stablehlo", "tosa": "tosa"}
@@ -85,7 +86,7 @@ FUNCTION_FEATURES: dict[str, str] = {
     "MoE": "[moe] mixture of experts (token dispatch to experts)",
     "attend_relative_xl": 'position.kind = "relative-xl" (Transformer-XL relative attention)',
     "relative_buckets": 'position.kind = "relative-bias" (T5 bucketed relative biases)',
-    "alibi_slopes": 'position.kind = "alibi"',
+    "alibi_slopes": f'position.kind = "{PositionKind.ALIBI}"',
     "allowed_keys": "attention mask (attention.sparse, or structure = \"prefix-lm\")",
     "rotary_tables": 'position.kind = "rotary"',
     "apply_rotary": 'position.kind = "rotary"',
@@ -95,7 +96,7 @@ FUNCTION_FEATURES: dict[str, str] = {
     "NeighbourEncoder": '[cross_attention] kind = "chunked" (RETRO neighbour encoder)',
     "PerceiverResampler": '[cross_attention] kind = "gated" (Flamingo perceiver resampler)',
     "TanhGate": '[cross_attention] kind = "gated" (Flamingo tanh gate)',
-    "rms_norm": 'norm.kind = "rmsnorm"',
+    "rms_norm": f'norm.kind = "{NormKind.RMSNORM}"',
     "glu": "mlp.activation (gated: swiglu / geglu)",
     "activate": "mlp.activation",
     "attend": "attention masks and score biases (attend)",
@@ -109,7 +110,7 @@ _SINUSOID_ABS = 'position.kind = "sinusoidal"'
 # ALiBi and relative-bias scores; its block mask (a sort) and score_mod have no torch-mlir lowering
 _FLEX_OPS = ("flex_attention", "sort")
 _FLEX_FEATURE = ("FlexAttention in attend() (traced on a GPU: attention.sparse, prefix-lm masks, "
-                 'position.kind = "alibi" or "relative-bias")')
+                 f'position.kind = "{PositionKind.ALIBI}" or "{PositionKind.RELATIVE_BIAS}")')
 
 # Op names (as torch.export or MLIR diagnostics spell them) -> feature, when no emitted frame
 # points at one.

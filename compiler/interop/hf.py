@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from taxonc.runtime.artifact import load_source
+from ..spec.kinds import NormKind, PositionKind
 
 ARCHS = ("llama", "neox", "bloom", "opt")
 
@@ -78,7 +79,7 @@ fraction = 1.0
 base = {ROPE_BASE}
 
 [norm]
-kind = "rmsnorm"
+kind = "{NormKind.RMSNORM}"
 placement = "pre"
 eps = {NORM_EPS}
 final = true
@@ -130,7 +131,7 @@ lm_head = false
     elif arch == "bloom":
         body = f"""
 [position]
-kind = "alibi"
+kind = "{PositionKind.ALIBI}"
 
 [norm]
 kind = "layernorm"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from taxonc.kernels.reference.masks import Mask
+from taxonc.kernels.reference.masks import Mask, MaskKind
 
 from ..spec.kinds import Activation, NormKind, Router
 from .ops import Op
@@ -161,6 +161,16 @@ class RelativeXL:
     d_model: int
 
 
+class AttentionFn(StrEnum):
+    """Which reference helper computes an attention node (kernels/reference/attention.py)."""
+
+    CAUSAL = "causal_attention"
+    MASKED = "masked_attention"
+    RELATIVE_BIAS = "relative_bias_attention"
+    XL = "xl_attention"
+    FULL = "full_attention"
+
+
 @dataclass(frozen=True)
 class AttentionAttrs:
     n_heads: int
@@ -174,6 +184,20 @@ class AttentionAttrs:
     rotary: Rotary | None = None  # set by fold_rope
     window: int | None = None      # banded layers keep only this many cached keys
     scale: float | None = None     # None: 1/sqrt(d_head)
+
+    @property
+    def fn(self) -> AttentionFn:
+        if isinstance(self.relative, RelativeXL):
+            return AttentionFn.XL
+        if isinstance(self.relative, RelativeBias):
+            return AttentionFn.RELATIVE_BIAS
+        if self.alibi:
+            return AttentionFn.MASKED
+        if self.mask == Mask(MaskKind.FULL):
+            return AttentionFn.FULL
+        if self.mask == Mask(MaskKind.CAUSAL):
+            return AttentionFn.CAUSAL
+        return AttentionFn.MASKED
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,20 @@
-"""Run a graph node by node with plain torch, calling the same building blocks the torch
-backend emits. Used to prove that passes preserve outputs (in float64) and that emitted
-modules compute what the graph says."""
+"""Run a graph node by node with plain torch, calling the same reference ops the torch backend
+copies into the models it emits (taxonc.kernels.reference). Used to prove that passes preserve
+outputs (in float64) and that emitted modules compute what the graph says."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..backends.torch_src import prelude as P
-from .attrs import Activation, NormFn, PosTable, RelativeBias, RelativeXL
+from taxonc.kernels.reference import attention as A
+from taxonc.kernels.reference import blocks, norms, positions
+
+from .attrs import Activation, AttentionFn, NormFn, PosTable, RelativeBias
 from .graph import Graph, Node
 from .ops import Op
 
@@ -21,55 +24,82 @@ def _sub(params: dict[str, torch.Tensor], node: Node) -> dict[str, torch.Tensor]
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
+def _norm_factory(kind: NormFn, eps: float, bias: bool):
+    if kind is NormFn.RMSNORM:
+        return lambda width, **kw: norms.RMSNorm(width, eps, **kw)
+    return lambda width, **kw: nn.LayerNorm(width, eps=eps, bias=bias, **kw)
+
+
 def _norm(node: Node, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     if node.attrs.kind is NormFn.RMSNORM:
-        return P.rms_norm(x, p["weight"], node.attrs.eps)
+        return norms.rms_norm(x, p["weight"], node.attrs.eps)
     return F.layer_norm(x, (x.shape[-1],), p["weight"], p.get("bias"), node.attrs.eps)
 
 
 def _linear(node: Node, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     y = F.linear(x, p["weight"], p.get("bias"))
-    return P.activate(y, node.attrs.epilogue) if node.attrs.epilogue else y
+    return norms.activate(y, node.attrs.epilogue) if node.attrs.epilogue else y
 
 
-def _attention(node: Node, p: dict[str, torch.Tensor], args: list[torch.Tensor], ctx: P.Context) -> torch.Tensor:
+class _Run:
+    """Per-call values every attention reads: positions, rotary tables, the prefix length."""
+
+    def __init__(self, n_positions: int, device: torch.device, prefix_len: int) -> None:
+        self.positions = torch.arange(n_positions, device=device)
+        self.prefix_len = prefix_len
+        self.tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def rope(self, dims: int, base: float, n: int, dtype: torch.dtype):
+        key = (dims, base, n, dtype)
+        if key not in self.tables:
+            self.tables[key] = positions.rotary_tables(torch.arange(n, device=self.positions.device), dims, base, dtype)
+        return self.tables[key]
+
+
+def _attention(node: Node, p: dict[str, torch.Tensor], args: list[torch.Tensor], run: _Run) -> torch.Tensor:
     a = node.attrs
     q, k, v = args[:3]
     shared = args[3] if len(args) > 3 else None
-    rel = a.relative
-    xl = rel_table = None
-    if isinstance(rel, RelativeXL):
+    heads = {"n_heads": a.n_heads, "n_kv_heads": a.n_kv_heads, "scale": a.scale}
+    rope = run.rope(a.rotary.dims, a.rotary.base, q.shape[1], q.dtype) if a.rotary else None
+    fn = a.fn
+    if fn is AttentionFn.XL:
         u, w = (shared[0], shared[1]) if shared is not None else (p["u"], p["w"])
-        xl = (p["r_proj"], u, w)
-    if isinstance(rel, RelativeBias):
-        rel_table = shared if shared is not None else p["rel_bias"]
-    return P.attention_core(
-        q, k, v, a.n_heads, a.n_kv_heads, a.mask, ctx if a.self else None, node.scope if a.cached else None,
-        rotary=(a.rotary.dims, a.rotary.base) if a.rotary else None, alibi=a.alibi,
-        relative=(rel.n_buckets, rel.max_distance, rel.bidirectional) if isinstance(rel, RelativeBias) else None,
-        rel_table_NH=rel_table, xl=xl, window=a.window, scale=a.scale,
-    )
+        return A.xl_attention(q, k, v, a.mask, p["r_proj"], u, w, prefix_len=run.prefix_len, **heads)
+    if fn is AttentionFn.RELATIVE_BIAS:
+        rel: RelativeBias = a.relative
+        table = shared if shared is not None else p["rel_bias"]
+        return A.relative_bias_attention(q, k, v, a.mask, table, n_buckets=rel.n_buckets, max_distance=rel.max_distance,
+                                         bidirectional=rel.bidirectional, prefix_len=run.prefix_len, **heads)
+    if fn is AttentionFn.FULL:
+        return A.full_attention(q, k, v, rope=rope, **heads)
+    if fn is AttentionFn.CAUSAL:
+        return A.causal_attention(q, k, v, rope=rope, **heads)
+    return A.masked_attention(q, k, v, a.mask, prefix_len=run.prefix_len, rope=rope, alibi=a.alibi, window=a.window,
+                              **heads)
 
 
-def _module(node: Node, p: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The prelude module of a composite op, on the meta device; functional_call supplies weights."""
+def _module(node: Node) -> torch.nn.Module:
+    """The reference module of a composite op, on the meta device; functional_call supplies weights."""
     a = node.attrs
     with torch.device("meta"):
         if node.op == Op.MOE:
-            m = P.MoE(1, a.d_ff, a.n_experts, a.top_k, a.capacity_factor, a.router, a.activation,
-                      "b_in" in p, "b_out" in p)
+            p = {name for name in node.params}
+            m = blocks.MoE(1, a.d_ff, a.n_experts, a.top_k, a.capacity_factor, a.router.value, a.activation.value,
+                           "b_in" in p, "b_out" in p)
             if a.activation is Activation.SOLU:
-                m.solu_norm = P.make_norm(a.norm_kind, a.d_ff, a.eps, "solu_norm.bias" in p)
+                m.solu_norm = _norm_factory(a.norm_kind, a.eps, "solu_norm.bias" in p)(a.d_ff)
             return m
+        norm = _norm_factory(a.norm_kind, a.eps, a.bias)
         if node.op == Op.RESAMPLER:
-            return P.PerceiverResampler(a.dim, a.n_latents, a.n_layers, a.n_heads, a.norm_kind, a.eps, a.bias)
+            return blocks.PerceiverResampler(a.dim, a.n_latents, a.n_layers, a.n_heads, norm)
         if node.op == Op.NEIGHBOUR_ENCODER:
-            return P.NeighbourEncoder(1, a.dim, a.n_layers, a.n_heads, a.norm_kind, a.eps, a.bias)
+            return blocks.NeighbourEncoder(1, a.dim, a.n_layers, a.n_heads, norm)
     raise ValueError(node.op)
 
 
 def _call(node: Node, p: dict[str, torch.Tensor], *args: Any) -> torch.Tensor:
-    return functional_call(_module(node, p).eval(), p, args, strict=True)  # inference semantics
+    return functional_call(_module(node).eval(), p, args, strict=True)  # inference semantics
 
 
 def run_graph(graph: Graph, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
@@ -77,7 +107,7 @@ def run_graph(graph: Graph, params: dict[str, torch.Tensor], inputs: dict[str, t
     """Execute `graph`; returns every value by name."""
     values: dict[str, Any] = dict(inputs)
     ids = inputs["input_ids"]
-    ctx = P.Context(ids.shape[1], ids.device, prefix_len=prefix_len)
+    run = _Run(ids.shape[1], ids.device, prefix_len)
     for node in graph.nodes():
         p = _sub(params, node)
         args = [values[v] for v in node.inputs]
@@ -87,12 +117,11 @@ def run_graph(graph: Graph, params: dict[str, torch.Tensor], inputs: dict[str, t
             weight = params[a.tied_to] if a.tied_to else p["weight"]
             out: Any = F.embedding(args[0], weight)
         elif op == Op.POS_EMBED:
+            where = torch.arange(args[0].shape[1], device=ids.device)
             if a.kind is PosTable.LEARNED:
-                positions = torch.arange(args[0].shape[1], device=ids.device)
-                out = args[0] + p["weight"][positions + a.offset]
+                out = args[0] + p["weight"][where + a.offset]
             elif a.kind is PosTable.SINUSOIDAL:
-                positions = torch.arange(args[0].shape[1], device=ids.device)
-                out = args[0] + P.sinusoidal_table(positions, a.d_model, args[0].dtype)
+                out = args[0] + positions.sinusoidal_table(where, a.d_model, args[0].dtype)
             elif a.kind is PosTable.RELATIVE_BIAS:
                 out = p["weight"]
             else:
@@ -102,16 +131,16 @@ def run_graph(graph: Graph, params: dict[str, torch.Tensor], inputs: dict[str, t
         elif op == Op.LINEAR:
             out = _linear(node, p, args[0])
         elif op == Op.SPLIT:
-            out = list(torch.split(args[0], a.sizes, dim=-1))
+            out = list(torch.split(args[0], list(a.sizes), dim=-1))
         elif op == Op.ROTARY:
-            positions = ctx.positions if a.cached else torch.arange(args[0].shape[1], device=ids.device)
-            out = list(P.rotary_flat(args[0], args[1], positions, a.n_heads, a.n_kv_heads, a.rot_dims, a.base))
+            cos, sin = run.rope(a.rot_dims, a.base, args[0].shape[1], args[0].dtype)
+            out = [positions.rotary_flat(args[0], a.n_heads, cos, sin), positions.rotary_flat(args[1], a.n_kv_heads, cos, sin)]
         elif op == Op.ATTENTION:
-            out = _attention(node, p, args, ctx)
+            out = _attention(node, p, args, run)
         elif op == Op.ACTIVATION:
-            out = P.activate(args[0], a.kind)
+            out = norms.activate(args[0], a.kind)
         elif op == Op.GLU:
-            out = P.glu(args[0], args[1], a.kind)
+            out = norms.glu(args[0], args[1], a.kind)
         elif op in (Op.ADD, Op.ADD_NORM):
             total = args[0] * a.residual_scale if a.residual_scale != 1.0 else args[0]
             for extra in args[1:]:
@@ -124,11 +153,11 @@ def run_graph(graph: Graph, params: dict[str, torch.Tensor], inputs: dict[str, t
         elif op == Op.RESAMPLER:
             out = _call(node, p, args[0])
         elif op == Op.NEIGHBOUR_ENCODER:
-            encoder = _module(node, p)
-            out = P.encode_neighbours(lambda n, s: functional_call(encoder, p, (n, s)), params[a.embedding],
-                                      args[0], args[1], a.chunk)
+            encoder = _module(node)
+            out = blocks.encode_neighbours(lambda n, s: functional_call(encoder, p, (n, s)), params[a.embedding],
+                                           args[0], args[1], a.chunk)
         elif op == Op.CHUNKED_XATTN:
-            out = P.chunked_cross_attention(
+            out = blocks.chunked_cross_attention(
                 lambda x: F.linear(x, p["q_proj.weight"], p.get("q_proj.bias")),
                 lambda x: F.linear(x, p["kv_proj.weight"], p.get("kv_proj.bias")),
                 args[0], args[1], a.chunk, a.n_heads, a.n_kv_heads, a.d_head,

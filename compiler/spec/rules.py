@@ -109,6 +109,9 @@ def _cross_attention(spec: ModelSpec) -> Iterator[Violation]:
         return
     yield from _selector("cross_attention.layers", x.layers, spec.dims.n_layers)
     if x.kind is CrossAttentionKind.CHUNKED:
+        if spec.block.wiring is Wiring.PARALLEL:
+            # RETRO's chunked cross-attention sits between attention and MLP: a parallel block has no such point
+            yield "block.wiring", "chunked cross-attention needs sequential blocks", (Wiring.SEQUENTIAL.value,)
         if spec.dims.context % x.chunk_size:
             yield "cross_attention.chunk_size", f"must divide the context ({spec.dims.context})", _divisors(spec.dims.context)
         if x.neighbour_len < x.chunk_size:

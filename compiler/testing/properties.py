@@ -108,7 +108,7 @@ def check_kv_cache(s: Subject, examples: int = 2, prompt: int = 5, total: int = 
         kw = extra_inputs(s.spec, 1, total, generator=gen, dtype=torch.float64)
         with torch.no_grad():
             full = s.model(ids, prefix_len=prefix, **kw)
-            cache = s.module.KVCache()
+            cache = s.model.new_cache()
             steps = [s.model(ids[:, :prompt], prefix_len=prefix, cache=cache, **kw)]
             steps += [s.model(ids[:, t : t + 1], cache=cache, **kw) for t in range(prompt, total)]
         pos, diff = _first_diff(torch.cat(steps, dim=1), full, 1e-9)

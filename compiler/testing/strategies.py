@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 
+from taxonc.compiler.spec.kinds import NormKind, PositionKind
+
 if TYPE_CHECKING:
     from taxonc.compiler.spec.model import ModelSpec
 
@@ -43,14 +45,14 @@ def spec_dicts(draw: st.DrawFn) -> dict[str, Any]:
         spec["attention"]["sparse"] = sparse
         if draw(st.booleans()):
             spec["attention"]["sparse_layers"] = {"every": 2, "start": draw(st.integers(0, min(1, n_layers - 1)))}
-    position = draw(st.sampled_from(["learned", "sinusoidal", "rotary", "alibi", "relative-xl", "relative-bias", "none"]))
+    position = draw(st.sampled_from([k.value for k in PositionKind]))
     spec["position"] = {"kind": position}
     if position == "learned":
         spec["position"]["offset"] = draw(st.sampled_from([0, 2]))
     if position == "rotary":
         spec["position"]["fraction"] = draw(st.sampled_from([0.25, 0.5, 1.0]))
-    norm = draw(st.sampled_from(["layernorm", "rmsnorm", "deepnorm"]))
-    placement = "post" if norm == "deepnorm" else draw(st.sampled_from(["pre", "post"]))
+    norm = draw(st.sampled_from([k.value for k in NormKind]))
+    placement = "post" if norm == NormKind.DEEPNORM else draw(st.sampled_from(["pre", "post"]))
     spec["norm"] = {"kind": norm, "placement": placement, "embedding": draw(st.booleans()), "final": draw(st.booleans())}
     spec["mlp"] = {"activation": draw(st.sampled_from(["relu", "gelu", "geglu", "swiglu", "solu"]))}
     wiring = "sequential" if placement == "post" or structure == "encoder-decoder" else draw(st.sampled_from(["sequential", "parallel"]))
@@ -65,7 +67,7 @@ def spec_dicts(draw: st.DrawFn) -> dict[str, Any]:
         spec["moe"] = {"n_experts": n_experts, "top_k": top_k, "layers": {"every": draw(st.integers(1, 2))},
                        "router": "switch" if top_k == 1 and draw(st.booleans()) else "softmax-top-k"}
     if structure != "encoder-decoder" and draw(st.booleans()):
-        if draw(st.booleans()):
+        if wiring == "parallel" or draw(st.booleans()):  # RETRO's chunked cross-attention needs sequential blocks
             spec["cross_attention"] = {"kind": "gated", "layers": {"every": 2}, "media_dim": 16, "n_latents": 4,
                                        "resampler_layers": 1, "resampler_heads": 2}
         else:

@@ -1,42 +1,43 @@
 """Graph -> one readable, torch-only `model.py`.
 
 Each scope of the graph becomes a module; layers with identical bodies share one class.
-Every value is computed here; the template only lays the text out. Nothing from the spec
-reaches the output except through `repr` (strings) or as validated numbers.
+Values one scope reads from another travel as keyword arguments and return values, bound
+to names in Model.forward; nothing is stashed on a shared context. The reference ops a model
+calls (taxonc.kernels.reference) are copied in, and only those. Every value is computed
+here; the template only lays the text out. Nothing from the spec reaches the output except
+through `repr` (strings) or as validated numbers.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import inspect
 import re
-from functools import lru_cache
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from taxonc.kernels.reference import masks as mask_defs
 from taxonc.kernels.reference.masks import Mask
 
-from ...ir.attrs import Activation, NormFn, PosTable, RelativeBias, RelativeXL
+from ...ir.attrs import Activation, AttentionFn, NormFn, PosTable, RelativeBias
 from ...ir.graph import Graph, Node
 from ...ir.ops import Op
 from ...ir.printer import layer_groups
 from ...spec.derive import derive
+from ...spec.kinds import PositionKind
 from ...spec.model import ModelSpec
 from ..templating import render
-from . import prelude
+from .defs import needed_defs, reference_defs
+from .dims import LEGEND, Sizes
 
 _LAYER = re.compile(r"^(layers|encoder_layers)\.(\d+)$")
-_CTX_NAMES = {"rel_table": "rel_table", "xl_uw": "xl_biases", "latents": "media_latents", "memory": "memory",
-              "encoded": "neighbours_encoded"}
+# what a value read across scopes is called in Model.forward and in the blocks' arguments
+_SHARED = {"xl_uw": "xl_biases", "latents": "media_latents", "encoded": "neighbours_encoded"}
+# keyword arguments of blocks, in the order signatures list them
+_ARG_ORDER = ("offset", "prefix_len", "rope", "cache", "embedding", "memory", "media_latents", "rel_table",
+              "xl_biases", "neighbours", "neighbours_encoded")
 _INPUT_DOCS = {
     "encoder_ids": "encoder_ids [B, S]: token ids for the encoder",
     "media": "media [B, M, C]: vision features, e.g. from a frozen image encoder",
     "neighbours": "neighbours [B, L, N, R]: token ids of N retrieved neighbours for each of the L chunks",
 }
-
-
 _EXAMPLE = {
     "encoder_ids": lambda spec: f"extra['encoder_ids'] = torch.randint(0, CONFIG.vocab_size, (batch, {min(spec.encoder.context, 32)}))",
     "media": lambda spec: f"extra['media'] = torch.randn(batch, 4, {spec.cross_attention.media_dim}, dtype=dtype)",
@@ -46,59 +47,71 @@ _EXAMPLE = {
 }
 
 
-def _shape(shape: tuple) -> str:
-    return "[" + ", ".join(str(s) for s in shape) + "]"
-
-
 @dataclass
 class ScopeCode:
     scope: str
     init: list[str] = field(default_factory=list)
     forward: list[str] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)    # keyword arguments the forward reads
+    exports: list[str] = field(default_factory=list)  # values it returns beside its result
     main_input: str = "x"
+    result: str = "x"
 
 
-class _ScopeEmitter:
-    def __init__(self, graph: Graph, spec: ModelSpec, scope: str) -> None:
-        self.g, self.spec, self.scope = graph, spec, scope
+def mask_expr(mask: Mask) -> str:
+    """The Mask as source text of the emitted module (which carries Mask and MaskKind)."""
+    sizes = "".join(f", {f.name}={getattr(mask, f.name)!r}" for f in fields(mask)[1:]
+                    if getattr(mask, f.name) != f.default)
+    return f"Mask(MaskKind.{mask.kind.name}{sizes})"
+
+
+def activation_call(kind: Activation, arg: str) -> str:
+    if kind is Activation.RELU:
+        return f"F.relu({arg})"
+    if kind is Activation.GELU:
+        return f'F.gelu({arg}, approximate="tanh")'
+    return f"{arg} * torch.softmax({arg}, dim=-1)"  # SoLU; its LayerNorm follows
+
+
+class ScopeEmitter:
+    def __init__(self, graph: Graph, spec: ModelSpec, scope: str, sizes: Sizes) -> None:
+        self.g, self.spec, self.scope, self.sizes = graph, spec, scope, sizes
         self.code = ScopeCode(scope)
         self.residual_in = graph.meta.get("residual_in", {}).get(scope)
-        self.used: set[str] = set()
 
-    def ctx_attr(self, value: str) -> str:
+    # names ---------------------------------------------------------------------------
+    def need(self, name: str) -> str:
+        if name not in self.code.needs:
+            self.code.needs.append(name)
+        return name
+
+    def shared_name(self, value: str) -> str:
         if value in self.g.inputs:
-            return f"ctx.{value}"
+            return value
         if value == self.g.meta.get("memory"):
-            return "ctx.memory"  # the encoder's output, whichever op produced it
-        scope, _, local = value.rpartition(".")
-        name = _CTX_NAMES.get(local, local)
-        if scope.startswith("encoder") and name != "memory":
-            name = f"encoder_{name}"
-        return f"ctx.{name}"
+            return "memory"  # the encoder's output, whichever op produced it
+        return _SHARED.get(value.rpartition(".")[2], value.rpartition(".")[2])
 
     def ref(self, value: str) -> str:
         if value == self.residual_in:
             return "x"
         if value.startswith(self.scope + "."):
             return value[len(self.scope) + 1:]
-        if value in self.g.inputs and self.g.inputs and self._is_main(value):
+        if value == self.code.main_input:
             return value
-        return self.ctx_attr(value)
-
-    def _is_main(self, value: str) -> bool:
-        return self.code.main_input == value
+        return self.need(self.shared_name(value))
 
     def out(self, node: Node, i: int = 0) -> str:
         return node.outputs[i][len(self.scope) + 1:]
 
     def line(self, node: Node, text: str, outputs: list[str] | None = None) -> None:
-        shapes = ", ".join(_shape(self.g.values[v]) for v in (outputs or node.outputs))
+        shapes = ", ".join(self.sizes.shape(self.g, v) for v in (outputs or node.outputs))
         self.code.forward.append(f"{text}  # {shapes}")
         residual_in = self.g.meta.get("residual_in", {})
         for value in outputs or node.outputs:
-            # values other scopes read go through ctx, except where they are the next block's residual input
+            # returned to Model.forward when another scope reads it (other than as its residual input)
             if any(c.scope != self.scope and residual_in.get(c.scope) != value for c in self.g.consumers(value)):
-                self.code.forward.append(f"{self.ctx_attr(value)} = {value[len(self.scope) + 1:]}")
+                self.code.exports.append(value)
 
     def emit(self) -> ScopeCode:
         nodes = self.g.in_scope(self.scope)
@@ -108,220 +121,232 @@ class _ScopeEmitter:
         for node in nodes:
             getattr(self, f"op_{node.op.value}")(node)
         result = self.g.meta.get("residual_out", {}).get(self.scope) or nodes[-1].outputs[0]
-        self.code.forward.append(f"return {self.ref(result)}")
+        self.code.result = self.ref(result)
         return self.code
 
+    def layer_key(self, suffix: str) -> str:
+        return f"self.layer + {suffix!r}"
+
     # ops -----------------------------------------------------------------------------
-    def norm_ctor(self, node: Node) -> str:
-        a, width = node.attrs, node.params["weight"][0]
-        if a.kind is NormFn.RMSNORM:
-            return f"RMSNorm({width}, eps={a.eps!r}, **kw)"
-        return f"nn.LayerNorm({width}, eps={a.eps!r}, bias={a.bias}, **kw)"
+    def norm_ctor(self, kind: NormFn, width: str, eps: float, bias: bool) -> str:
+        if kind is NormFn.RMSNORM:
+            return f"RMSNorm({width}, eps={eps!r}, **kw)"
+        return f"nn.LayerNorm({width}, eps={eps!r}, bias={bias}, **kw)"
+
+    def node_norm(self, node: Node) -> str:
+        width = node.params["weight"][0]
+        code = self.sizes.field(width, "d_model").code if width != derive(self.spec).d_ff else self.sizes.field(width, "d_ff").code
+        return self.norm_ctor(node.attrs.kind, code, node.attrs.eps, node.attrs.bias)
 
     def op_token_embed(self, node: Node) -> None:
         src = self.ref(node.inputs[0])
         if node.attrs.tied_to:
-            self.line(node, f"{self.out(node)} = F.embedding({src}, ctx.token_embedding)")
-        else:
-            vocab, dim = node.params["weight"]
-            self.code.init.append(f"self.{node.name} = nn.Embedding({vocab}, {dim}, **kw)")
-            self.line(node, f"{self.out(node)} = self.{node.name}({src})")
+            self.line(node, f"{self.out(node)} = F.embedding({src}, {self.need('embedding')})")
+            return
+        vocab, dim = node.params["weight"]
+        self.code.init.append(f"self.{node.name} = nn.Embedding({self.sizes.field(vocab, 'vocab_size').code}, "
+                              f"{self.sizes.field(dim, 'd_model').code}, **kw)")
+        self.line(node, f"{self.out(node)} = self.{node.name}({src})")
+
+    def positions(self, src: str) -> str:
+        if self.scope.startswith("encoder"):
+            return f"torch.arange({src}.shape[1], device={src}.device)"
+        return self.need("positions")
 
     def op_pos_embed(self, node: Node) -> None:
         a, src = node.attrs, self.ref(node.inputs[0])
-        positions = "ctx.positions" if not self.scope.startswith("encoder") else f"torch.arange({src}.shape[1], device={src}.device)"
         if a.kind is PosTable.LEARNED:
             rows, dim = node.params["weight"]
-            self.code.init.append(f"self.{node.name} = nn.Embedding({rows}, {dim}, **kw)")
+            rows_code = f"CONFIG.context + {a.offset}" if a.offset and rows == self.spec.dims.context + a.offset else str(rows)
+            if not a.offset and rows == self.spec.dims.context:
+                rows_code = "CONFIG.context"
+            self.code.init.append(f"self.{node.name} = nn.Embedding({rows_code}, {self.sizes.field(dim, 'd_model').code}, **kw)")
             offset = f" + {a.offset}" if a.offset else ""
-            self.line(node, f"{self.out(node)} = {src} + self.{node.name}({positions}{offset})")
+            self.line(node, f"{self.out(node)} = {src} + self.{node.name}({self.positions(src)}{offset})")
         elif a.kind is PosTable.SINUSOIDAL:
-            self.line(node, f"{self.out(node)} = {src} + sinusoidal_table({positions}, {a.d_model}, {src}.dtype)")
+            self.line(node, f"{self.out(node)} = {src} + sinusoidal_table({self.positions(src)}, "
+                            f"{self.sizes.field(a.d_model, 'd_model').code}, {src}.dtype)")
         elif a.kind is PosTable.RELATIVE_BIAS:
             rows, heads = node.params["weight"]
             self.code.init.append(f"self.{node.name} = nn.Embedding({rows}, {heads}, **kw)  # bucket x head biases, shared by all layers")
             self.line(node, f"{self.out(node)} = self.{node.name}.weight")
         else:
             h, k = node.params["u"]
-            self.code.init.append(f"self.{node.name} = nn.ParameterDict({{'u': nn.Parameter(torch.empty({h}, {k}, **kw)), 'w': nn.Parameter(torch.empty({h}, {k}, **kw))}})")
+            self.code.init.append(f"self.{node.name} = nn.ParameterDict({{'u': nn.Parameter(torch.empty({h}, {k}, **kw)), "
+                                  f"'w': nn.Parameter(torch.empty({h}, {k}, **kw))}})")
             self.line(node, f"{self.out(node)} = torch.stack([self.{node.name}['u'], self.{node.name}['w']])")
 
     def op_norm(self, node: Node) -> None:
-        self.code.init.append(f"self.{node.name} = {self.norm_ctor(node)}")
+        self.code.init.append(f"self.{node.name} = {self.node_norm(node)}")
         self.line(node, f"{self.out(node)} = self.{node.name}({self.ref(node.inputs[0])})")
 
-    def op_linear(self, node: Node) -> None:
+    def linear_ctor(self, node: Node) -> str:
         d_out, d_in = node.params["weight"]
         packs = node.attrs.packs
         note = f"  # fused: {' + '.join(p.source.rsplit('.', 1)[-1] for p in packs)}" if len(packs) > 1 else ""
-        self.code.init.append(f"self.{node.name} = nn.Linear({d_in}, {d_out}, bias={node.attrs.bias}, **kw){note}")
+        size_in = self.sizes.projection_in(d_in, packs).code
+        size_out = self.sizes.projection_out(packs).code if len(packs) > 1 else self.sizes.pack_rows(packs[0]).code
+        return f"nn.Linear({size_in}, {size_out}, bias={node.attrs.bias}, **kw){note}"
+
+    def per_sequence(self, value: str) -> bool:
+        """The encoder output and the media are fixed for a sequence."""
+        return value == self.g.meta.get("memory") or value.startswith("media.")
+
+    def op_linear(self, node: Node) -> None:
+        self.code.init.append(f"self.{node.name} = {self.linear_ctor(node)}")
         source = self.ref(node.inputs[0])
         call = f"self.{node.name}({source})"
-        if source in ("ctx.memory", "ctx.media_latents"):
-            # the encoder output and the media are fixed for a sequence: project them once per cache
-            call = f"ctx.once(self.layer + {'.' + node.name!r}, lambda: {call})"
-        epilogue = node.attrs.epilogue
-        if epilogue:
-            call = _activation_call(epilogue, call)
+        if self.per_sequence(node.inputs[0]):
+            call = f"once({self.need('cache')}, {self.layer_key('.' + node.name)}, lambda: {call})"
+        if node.attrs.epilogue:
+            call = activation_call(node.attrs.epilogue, call)
         self.line(node, f"{self.out(node)} = {call}")
 
     def op_split(self, node: Node) -> None:
         outs = ", ".join(self.out(node, i) for i in range(len(node.outputs)))
-        self.line(node, f"{outs} = {self.ref(node.inputs[0])}.split({list(node.attrs.sizes)}, dim=-1)")
+        source = self.g.producer_of(node.inputs[0])
+        sizes = [str(s) for s in node.attrs.sizes]
+        if source is not None and source.op == Op.LINEAR and len(source.attrs.packs) == len(sizes):
+            sizes = [self.sizes.pack_rows(p).code for p in source.attrs.packs]
+        self.line(node, f"{outs} = {self.ref(node.inputs[0])}.split([{', '.join(sizes)}], dim=-1)")
 
     def op_rotary(self, node: Node) -> None:
         a = node.attrs
         q, k = (self.ref(v) for v in node.inputs)
-        positions = "ctx.positions" if a.cached else f"torch.arange({q}.shape[1], device={q}.device)"
-        self.line(node, f"{self.out(node, 0)}, {self.out(node, 1)} = rotary_flat({q}, {k}, {positions}, {a.n_heads}, {a.n_kv_heads}, {a.rot_dims}, {a.base!r})")
+        rope = self.need("rope")
+        self.line(node, f"{self.out(node, 0)}, {self.out(node, 1)} = rotary_flat({q}, {a.n_heads}, *{rope}), "
+                        f"rotary_flat({k}, {a.n_kv_heads}, *{rope})")
 
-    def attention_args(self, node: Node) -> list[str]:
-        """Arguments shared by attention_core and the kernel backend's attention."""
+    def heads(self, node: Node) -> list[str]:
+        a, values = node.attrs, self.sizes.values
+        heads = "CONFIG.n_heads" if a.n_heads == values["n_heads"] else str(a.n_heads)
+        kv = "CONFIG.n_kv_heads" if a.n_kv_heads == values["n_kv_heads"] else str(a.n_kv_heads)
+        return [f"n_heads={heads}", f"n_kv_heads={kv}"]
+
+    def attention_call(self, node: Node) -> str:
+        """The reference helper for this attention block, with keyword arguments."""
         a = node.attrs
-        args = [*(self.ref(x) for x in node.inputs[:3]), str(a.n_heads), str(a.n_kv_heads), mask_expr(a.mask)]
-        if a.self:
-            args += ["ctx", "self.layer" if a.cached else "None"]
-            if a.rotary:
-                args.append(f"rotary={(a.rotary.dims, a.rotary.base)!r}")
-            if a.alibi:
-                args.append("alibi=True")
-            if a.window:
-                args.append(f"window={a.window}")
+        qkv = [self.ref(x) for x in node.inputs[:3]]
+        shared = self.ref(node.inputs[3]) if len(node.inputs) > 3 else None
+        fn = a.fn
+        args = list(qkv)
+        if fn in (AttentionFn.MASKED, AttentionFn.RELATIVE_BIAS, AttentionFn.XL):
+            args.append(mask_expr(a.mask))
+        if fn is AttentionFn.RELATIVE_BIAS:
+            rel: RelativeBias = a.relative
+            args += [shared or f"self.{node.name}['rel_bias']", f"n_buckets={rel.n_buckets}",
+                     f"max_distance={rel.max_distance}", f"bidirectional={rel.bidirectional}"]
+        if fn is AttentionFn.XL:
+            u, w = (f"{shared}[0]", f"{shared}[1]") if shared else (f"self.{node.name}['u']", f"self.{node.name}['w']")
+            args += [f"self.{node.name}['r_proj']", u, w]
+        args += self.heads(node)
+        if a.cached and fn is not AttentionFn.CAUSAL:
+            args.append(f"offset={self.need('offset')}")
+        if a.mask.reads_prefix:
+            args.append(f"prefix_len={self.need('prefix_len')}")
+        if a.rotary:
+            args.append(f"rope={self.need('rope')}")
+        if a.alibi:
+            args.append("alibi=True")
+        if a.cached:
+            args += [f"cache={self.need('cache')}", "layer=self.layer"]
+        if a.window:
+            args.append(f"window={a.window}")
         if a.scale is not None:
             args.append(f"scale={a.scale!r}")  # muP: 1/d_head
-        return args
+        return f"{fn.value}({', '.join(args)})"
 
     def op_attention(self, node: Node) -> None:
-        a = node.attrs
-        args = self.attention_args(node)
-        rel = a.relative
-        shared = self.ref(node.inputs[3]) if len(node.inputs) > 3 else None
         if node.params:
-            tensors = ", ".join(f"'{name}': nn.Parameter(torch.empty({', '.join(map(str, shape))}, **kw))" for name, shape in node.params.items())
+            tensors = ", ".join(f"'{name}': nn.Parameter(torch.empty({', '.join(map(str, shape))}, **kw))"
+                                for name, shape in node.params.items())
             self.code.init.append(f"self.{node.name} = nn.ParameterDict({{{tensors}}})")
-        if isinstance(rel, RelativeBias):
-            args.append(f"relative={(rel.n_buckets, rel.max_distance, rel.bidirectional)!r}")
-            args.append(f"rel_table_NH={shared or f'self.{node.name}[' + repr('rel_bias') + ']'}")
-        if isinstance(rel, RelativeXL):
-            if shared:
-                args.append(f"xl=(self.{node.name}['r_proj'], {shared}[0], {shared}[1])")
-            else:
-                args.append(f"xl=(self.{node.name}['r_proj'], self.{node.name}['u'], self.{node.name}['w'])")
-        self.line(node, f"{self.out(node)} = attention_core({', '.join(args)})")
+        self.line(node, f"{self.out(node)} = {self.attention_call(node)}")
 
     def op_activation(self, node: Node) -> None:
-        self.line(node, f"{self.out(node)} = {_activation_call(node.attrs.kind, self.ref(node.inputs[0]))}")
+        self.line(node, f"{self.out(node)} = {activation_call(node.attrs.kind, self.ref(node.inputs[0]))}")
 
     def op_glu(self, node: Node) -> None:
         gate, up = (self.ref(v) for v in node.inputs)
-        act = "F.silu" if node.attrs.kind is Activation.SWIGLU else "F.gelu"
-        extra = "" if node.attrs.kind is Activation.SWIGLU else ', approximate="tanh"'
-        self.line(node, f"{self.out(node)} = {act}({gate}{extra}) * {up}")
+        if node.attrs.kind is Activation.SWIGLU:
+            self.line(node, f"{self.out(node)} = F.silu({gate}) * {up}")
+        else:
+            self.line(node, f'{self.out(node)} = F.gelu({gate}, approximate="tanh") * {up}')
 
     def _sum(self, node: Node) -> str:
         terms = [self.ref(v) for v in node.inputs]
-        scale = node.attrs.residual_scale
-        if scale != 1.0:
-            terms[0] = f"{scale!r} * {terms[0]}"  # DeepNorm: the residual is scaled by alpha
+        if node.attrs.residual_scale != 1.0:
+            terms[0] = f"{node.attrs.residual_scale!r} * {terms[0]}"  # DeepNorm: the residual is scaled by alpha
         return " + ".join(terms)
 
     def op_add(self, node: Node) -> None:
         self.line(node, f"{self.out(node)} = {self._sum(node)}")
 
     def op_add_norm(self, node: Node) -> None:
-        self.code.init.append(f"self.{node.name} = {self.norm_ctor(node)}")
+        self.code.init.append(f"self.{node.name} = {self.node_norm(node)}")
         total, normed = self.out(node, 0), self.out(node, 1)
         self.line(node, f"{total} = {self._sum(node)}", [node.outputs[0]])
-        self.line(node, f"{normed} = self.{node.name}({total})  # fused with the add above in kernel backends", [node.outputs[1]])
+        self.line(node, f"{normed} = self.{node.name}({total})", [node.outputs[1]])
+
+    def moe_ctor(self, node: Node) -> str:
+        a, d_model = node.attrs, node.params["router.weight"][1]
+        return (f"MoE({self.sizes.field(d_model, 'd_model').code}, {a.d_ff}, {a.n_experts}, {a.top_k}, {a.capacity_factor!r}, "
+                f"{a.router.value!r}, {a.activation.value!r}, {'b_in' in node.params}, {'b_out' in node.params}, **kw)")
 
     def op_moe(self, node: Node) -> None:
-        a, d_model = node.attrs, node.params["router.weight"][1]
-        self.code.init.append(
-            f"self.{node.name} = MoE({d_model}, {a.d_ff}, {a.n_experts}, {a.top_k}, {a.capacity_factor!r}, "
-            f"{a.router.value!r}, {a.activation.value!r}, {'b_in' in node.params}, {'b_out' in node.params}, **kw)"
-        )
+        a = node.attrs
+        self.code.init.append(f"self.{node.name} = {self.moe_ctor(node)}")
         if a.activation is Activation.SOLU:
-            self.code.init.append(f"self.{node.name}.solu_norm = make_norm({a.norm_kind.value!r}, {a.d_ff}, {a.eps!r}, {'solu_norm.bias' in node.params}, **kw)")
+            ctor = self.norm_ctor(a.norm_kind, str(a.d_ff), a.eps, "solu_norm.bias" in node.params)
+            self.code.init.append(f"self.{node.name}.solu_norm = {ctor}")
         self.line(node, f"{self.out(node)} = self.{node.name}({self.ref(node.inputs[0])})")
 
     def op_gate(self, node: Node) -> None:
         self.code.init.append(f"self.{node.name} = TanhGate(**kw)")
         self.line(node, f"{self.out(node)} = self.{node.name}({self.ref(node.inputs[0])})")
 
+    def norm_factory(self, node: Node) -> str:
+        a = node.attrs
+        return f"norm=lambda width, **kw: {self.norm_ctor(a.norm_kind, 'width', a.eps, a.bias)}"
+
     def op_resampler(self, node: Node) -> None:
         a = node.attrs
-        self.code.init.append(f"self.{node.name} = PerceiverResampler({a.dim}, {a.n_latents}, {a.n_layers}, {a.n_heads}, {a.norm_kind.value!r}, {a.eps!r}, {a.bias}, **kw)")
+        self.code.init.append(f"self.{node.name} = PerceiverResampler({a.dim}, {a.n_latents}, {a.n_layers}, {a.n_heads}, "
+                              f"{self.norm_factory(node)}, **kw)")
         self.line(node, f"{self.out(node)} = self.{node.name}({self.ref(node.inputs[0])})")
 
     def op_neighbour_encoder(self, node: Node) -> None:
         a = node.attrs
-        d_model = node.params["proj_in.weight"][1]
-        self.code.init.append(f"self.{node.name} = NeighbourEncoder({d_model}, {a.dim}, {a.n_layers}, {a.n_heads}, {a.norm_kind.value!r}, {a.eps!r}, {a.bias}, **kw)")
-        self.line(node, f"{self.out(node)} = encode_neighbours(self.{node.name}, ctx.token_embedding, ctx.neighbours, ctx.history(self.layer + '.retro', {self.ref(node.inputs[1])}), {a.chunk})")
+        d_model = self.sizes.field(node.params["proj_in.weight"][1], "d_model").code
+        self.code.init.append(f"self.{node.name} = NeighbourEncoder({d_model}, {a.dim}, {a.n_layers}, {a.n_heads}, "
+                              f"{self.norm_factory(node)}, **kw)")
+        states = f"history({self.need('cache')}, {self.layer_key('.retro')}, {self.ref(node.inputs[1])})"
+        self.line(node, f"{self.out(node)} = encode_neighbours(self.{node.name}, {self.need('embedding')}, "
+                        f"{self.ref(node.inputs[0])}, {states}, {a.chunk})")
 
     def op_chunked_xattn(self, node: Node) -> None:
         a = node.attrs
         q_out, d = node.params["q_proj.weight"]
         kv_out, e = node.params["kv_proj.weight"]
         bias = "q_proj.bias" in node.params
-        self.code.init.append(f"self.{node.name} = nn.ModuleDict({{'q_proj': nn.Linear({d}, {q_out}, bias={bias}, **kw), 'kv_proj': nn.Linear({e}, {kv_out}, bias={bias}, **kw)}})")
+        self.code.init.append(f"self.{node.name} = nn.ModuleDict({{'q_proj': nn.Linear({d}, {q_out}, bias={bias}, **kw), "
+                              f"'kv_proj': nn.Linear({e}, {kv_out}, bias={bias}, **kw)}})")
         h, enc = (self.ref(v) for v in node.inputs)
-        self.line(node, f"{self.out(node)} = chunked_cross_attention(self.{node.name}['q_proj'], self.{node.name}['kv_proj'], ctx.history(self.layer + '.cca', {h}), {enc}, {a.chunk}, {a.n_heads}, {a.n_kv_heads}, {a.d_head})[:, -{h}.shape[1]:]")
+        states = f"history({self.need('cache')}, {self.layer_key('.cca')}, {h})"
+        self.line(node, f"{self.out(node)} = chunked_cross_attention(self.{node.name}['q_proj'], self.{node.name}['kv_proj'], "
+                        f"{states}, {enc}, {a.chunk}, {a.n_heads}, {a.n_kv_heads}, {a.d_head})[:, -{h}.shape[1]:]")
 
     def op_lm_head(self, node: Node) -> None:
         src = self.ref(node.inputs[0])
         scale = node.attrs.logit_scale
         suffix = f" * {scale!r}" if scale else ""
         if node.attrs.tied_to:
-            self.line(node, f"{self.out(node)} = F.linear({src}, ctx.token_embedding){suffix}  # tied to the token embedding")
-        else:
-            vocab, dim = node.params["weight"]
-            self.code.init.append(f"self.{node.name} = nn.Linear({dim}, {vocab}, bias={node.attrs.bias}, **kw)")
-            self.line(node, f"{self.out(node)} = self.{node.name}({src}){suffix}")
-
-
-def mask_expr(mask: Mask) -> str:
-    """The Mask as source text of the emitted module (which carries Mask and MaskKind)."""
-    sizes = "".join(f", {f.name}={getattr(mask, f.name)!r}" for f in dataclasses.fields(mask)[1:]
-                    if getattr(mask, f.name) != f.default)
-    return f"Mask(MaskKind.{mask.kind.name}{sizes})"
-
-
-def _activation_call(kind: Activation, arg: str) -> str:
-    if kind is Activation.RELU:
-        return f"F.relu({arg})"
-    if kind is Activation.GELU:
-        return f'F.gelu({arg}, approximate="tanh")'
-    return f"{arg} * torch.softmax({arg}, dim=-1)"  # SoLU; its LayerNorm follows
-
-
-# prelude selection --------------------------------------------------------------------
-
-def module_defs(module: Any) -> dict[str, str]:
-    """Top-level function and class definitions of a prelude module, by name, as source text."""
-    source = inspect.getsource(module)
-    lines = source.splitlines()
-    tree = ast.parse(source)
-    return {n.name: "\n".join(lines[min([n.lineno] + [d.lineno for d in n.decorator_list]) - 1: n.end_lineno])
-            for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-
-
-@lru_cache(maxsize=1)
-def _prelude_defs() -> dict[str, str]:
-    return {**module_defs(mask_defs), **module_defs(prelude)}
-
-
-def _needed(text: str, defs: dict[str, str]) -> list[str]:
-    """Prelude definitions the emitted code uses, with everything they use, in prelude order."""
-    chosen: set[str] = set()
-    frontier = [name for name in defs if re.search(rf"\b{name}\b", text)]
-    while frontier:
-        name = frontier.pop()
-        if name in chosen:
-            continue
-        chosen.add(name)
-        frontier.extend(other for other in defs if other not in chosen and re.search(rf"\b{other}\b", defs[name]))
-    return [name for name in defs if name in chosen]
+            self.line(node, f"{self.out(node)} = F.linear({src}, {self.need('embedding')}){suffix}  # tied to the token embedding")
+            return
+        vocab, dim = node.params["weight"]
+        self.code.init.append(f"self.{node.name} = nn.Linear({self.sizes.field(dim, 'd_model').code}, "
+                              f"{self.sizes.field(vocab, 'vocab_size').code}, bias={node.attrs.bias}, **kw)")
+        self.line(node, f"{self.out(node)} = self.{node.name}({src}){suffix}")
 
 
 # the whole file -------------------------------------------------------------------------
@@ -329,56 +354,6 @@ def _needed(text: str, defs: dict[str, str]) -> list[str]:
 def _class_name(scope: str) -> str:
     return {"embed": "Embed", "head": "Head", "encoder_embed": "EncoderEmbed", "encoder_final": "EncoderFinal",
             "media": "MediaResampler"}[scope]
-
-
-def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: type[_ScopeEmitter] | None = None,
-               extra_defs: dict[str, str] | None = None, imports: list[str] | None = None) -> str:
-    """The whole model.py. A kernel backend passes its own scope emitter, prelude and imports."""
-    emitter = emitter or _ScopeEmitter
-    classes: list[dict[str, Any]] = []
-    scope_class: dict[str, str] = {}
-    groups = layer_groups(graph)
-    counters: dict[str, int] = {}
-    for stack, indices, _body in groups:
-        base = "Block" if stack == "layers" else "EncoderBlock"
-        n_kinds = sum(1 for s, _, _ in groups if s == stack)
-        counters[base] = counters.get(base, -1) + 1
-        name = base if n_kinds == 1 else f"{base}{counters[base]}"
-        code = emitter(graph, spec, f"{stack}.{indices[0]}").emit()
-        plan = derive(spec).layers
-        what = ""
-        if stack == "layers":
-            layer = plan[indices[0]]
-            bits = [f"{layer.attention_name} attention"] + (["mixture of experts"] if layer.moe else []) + (
-                [f"{layer.cross_attention} cross-attention"] if layer.cross_attention else [])
-            what = "; " + ", ".join(bits)
-        scaled = deepnorm_rows(graph, f"{stack}.{indices[0]}") if header.get("deepnorm_beta", 1.0) != 1.0 else []
-        classes.append({"name": name, "doc": f"Layers {_listing(indices)}{what}.", "init": code.init,
-                        "forward": code.forward, "args": "x, ctx", "layer_arg": True, "deepnorm_rows": scaled})
-        for i in indices:
-            scope_class[f"{stack}.{i}"] = name
-    singles = [s for s in graph.scopes() if not _LAYER.match(s)]
-    for scope in singles:
-        code = emitter(graph, spec, scope).emit()
-        classes.append({"name": _class_name(scope), "doc": f"The {scope.replace('_', ' ')} of the model.",
-                        "init": code.init, "forward": code.forward, "args": f"{code.main_input}, ctx", "layer_arg": False,
-                        "deepnorm_rows": []})
-    body_text = "\n".join(line for c in classes for line in c["init"] + c["forward"])
-    defs = {**_prelude_defs(), **(extra_defs or {})}
-    needed = _needed(body_text + " Context KVCache", defs)
-    steps = _forward_steps(graph, singles)
-    extra_inputs = [name for name in graph.inputs if name != "input_ids"]
-    params = {"spec": spec, "header": header, "classes": classes, "prelude": [defs[n] for n in needed],
-              "layers": [scope_class[s] for s in graph.scopes() if s.startswith("layers.")],
-              "encoder_layers": [scope_class[s] for s in graph.scopes() if s.startswith("encoder_layers.")],
-              "singles": [(s, _class_name(s)) for s in singles], "steps": steps, "extra_inputs": extra_inputs,
-              "input_docs": [_INPUT_DOCS[n] for n in extra_inputs],
-              "example_lines": [_EXAMPLE[n](spec) for n in extra_inputs],
-              "uses_math": bool(re.search(r"\bmath\.", "\n".join(defs[n] for n in needed))),
-              "uses_replace": bool(re.search(r"\breplace\(", "\n".join(defs[n] for n in needed))),
-              "uses_enum": "MaskKind" in needed,
-              "imports": imports or []}
-    return render("model.py.j2", **params)
 
 
 def deepnorm_rows(graph: Graph, scope: str) -> list[tuple[str, int, int]]:
@@ -413,23 +388,208 @@ def _listing(indices: list[int]) -> str:
     return ", ".join(str(i) for i in indices)
 
 
-def _forward_steps(graph: Graph, singles: list[str]) -> list[str]:
-    """Model.forward, one statement per scope group, in graph order (8-space body indent)."""
-    nl = "\n        "
-    steps: list[str] = []
+def _ordered(names: set[str] | list[str]) -> list[str]:
+    return sorted(set(names), key=lambda n: (_ARG_ORDER.index(n) if n in _ARG_ORDER else len(_ARG_ORDER), n))
+
+
+def _signature(main: str, needs: list[str]) -> str:
+    return ", ".join([main] + ([f"*, {', '.join(needs)}"] if needs else []))
+
+
+class _Stack:
+    """The classes of one layer stack and the keyword arguments they share."""
+
+    def __init__(self) -> None:
+        self.needs: set[str] = set()
+        self.exports: set[str] = set()
+        self.scope_class: dict[str, str] = {}
+
+    @property
+    def carried(self) -> list[str]:
+        """Values one layer produces and a later one reads (RETRO's encoded neighbours)."""
+        return _ordered(self.needs & self.exports)
+
+
+def _call(target: str, main: str, names: list[str]) -> str:
+    return f"{target}({', '.join([main] + [f'{n}={n}' for n in names])})"
+
+
+_ASSIGN = re.compile(r"^self\.(\w+) = (.*?)(  # .*)?$")
+# scopes whose code Model holds itself, as module dicts, rather than in a class of their own
+_INLINE = ("embed", "head", "encoder_embed", "encoder_final")
+
+
+@dataclass
+class _Inline:
+    """A scope written into Model: its modules as one ModuleDict, its statements in Model's methods."""
+
+    init: list[str]
+    forward: list[str]
+    needs: list[str]
+
+
+def _inline(code: ScopeCode, shared_name, target: str) -> _Inline:
+    entries = []
+    names = []
+    for line in code.init:
+        name, ctor, comment = _ASSIGN.match(line).groups()
+        names.append(name)
+        entries.append((name, ctor, comment or ""))
+    init = []
+    if len(entries) == 1:
+        name, ctor, comment = entries[0]
+        init.append(f"self.{code.scope} = nn.ModuleDict({{{name!r}: {ctor}}}){comment}")
+    elif entries:
+        init.append(f"self.{code.scope} = nn.ModuleDict({{")
+        init += [f"    {name!r}: {ctor},{comment}" for name, ctor, comment in entries]
+        init.append("})")
+    own = re.compile(r"\bself\.(" + "|".join(map(re.escape, names)) + r")\b") if names else None
+    body = [own.sub(lambda m: f"self.{code.scope}.{m.group(1)}", line) if own else line for line in code.forward]
+    if body and body[-1].startswith(f"{code.result} = ") and code.result != target:
+        body[-1] = f"{target} = " + body[-1][len(code.result) + 3:]
+    elif code.result != target:
+        body.append(f"{target} = {code.result}")
+    for value in code.exports:
+        local, name = value[len(code.scope) + 1:], shared_name(value)
+        if local != name:
+            body.append(f"{name} = {local}")
+    return _Inline(init, body, code.needs)
+
+
+def _stack_init(stack: str, classes: list[str]) -> list[str]:
+    """The ModuleList of a layer stack: a comprehension over the classes' repeating pattern."""
+    n = len(classes)
+    period = next(p for p in range(1, n + 1) if n % p == 0 and classes == classes[:p] * (n // p))
+    if period == 1:
+        count = "CONFIG.n_layers" if stack == "layers" else str(n)
+        return [f"self.{stack} = nn.ModuleList([{classes[0]}(f\"{stack}.{{i}}\", **kw) for i in range({count})])"]
+    pattern = f"[{', '.join(classes[:period])}] * {n // period}" if period < n else f"[{', '.join(classes)}]"
+    return [f"self.{stack} = nn.ModuleList([cls(f\"{stack}.{{i}}\", **kw) for i, cls in enumerate({pattern})])"]
+
+
+def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: type[ScopeEmitter] | None = None,
+               extra_defs: dict[str, str] | None = None, imports: list[str] | None = None) -> str:
+    """The whole model.py. A kernel backend passes its own scope emitter, definitions and imports."""
+    emitter = emitter or ScopeEmitter
+    sizes = Sizes(spec)
+    arch = derive(spec)
+    shared_name = emitter(graph, spec, "", sizes).shared_name
+    classes: list[dict[str, Any]] = []
+    stacks: dict[str, _Stack] = {"layers": _Stack(), "encoder_layers": _Stack()}
+    groups = layer_groups(graph)
+    counters: dict[str, int] = {}
+    layer_code: list[tuple[dict[str, Any], ScopeCode, str]] = []
+    for stack, indices, _body in groups:
+        base = "Block" if stack == "layers" else "EncoderBlock"
+        n_kinds = sum(1 for s, _, _ in groups if s == stack)
+        counters[base] = counters.get(base, -1) + 1
+        name = base if n_kinds == 1 else f"{base}{counters[base]}"
+        code = emitter(graph, spec, f"{stack}.{indices[0]}", sizes).emit()
+        what = ""
+        if stack == "layers":
+            layer = arch.layers[indices[0]]
+            bits = [f"{layer.attention_name} attention"] + (["mixture of experts"] if layer.moe else []) + (
+                [f"{layer.cross_attention.value} cross-attention"] if layer.cross_attention else [])
+            what = "; " + ", ".join(bits)
+        s = stacks[stack]
+        s.needs.update(code.needs)
+        s.exports.update(shared_name(v) for v in code.exports)
+        scaled = deepnorm_rows(graph, f"{stack}.{indices[0]}") if header.get("deepnorm_beta", 1.0) != 1.0 else []
+        cls = {"name": name, "doc": f"Layers {_listing(indices)}{what}.", "init": code.init, "layer_arg": True,
+               "deepnorm_rows": scaled}
+        layer_code.append((cls, code, stack))
+        classes.append(cls)
+        for i in indices:
+            s.scope_class[f"{stack}.{i}"] = name
+    for cls, code, stack in layer_code:
+        s = stacks[stack]
+        local = {shared_name(v): v[len(code.scope) + 1:] for v in code.exports}
+        returns = [code.result] + [local.get(n, n) for n in s.carried]
+        cls["signature"] = _signature("x", _ordered(s.needs))
+        cls["forward"] = code.forward + [f"return {', '.join(returns)}"]
+    inline: dict[str, _Inline] = {}
+    model_init = ["super().__init__()", "kw = dict(device=device, dtype=dtype)"]
+    for scope in [s for s in graph.scopes() if not _LAYER.match(s)]:
+        code = emitter(graph, spec, scope, sizes).emit()
+        if scope in _INLINE:
+            inline[scope] = _inline(code, shared_name, "logits" if scope == "head" else "x")
+            model_init += inline[scope].init
+            continue
+        classes.append({"name": _class_name(scope), "doc": f"The {scope.replace('_', ' ')} of the model.",
+                        "init": code.init, "forward": code.forward + [f"return {code.result}"],
+                        "signature": _signature(code.main_input, _ordered(code.needs)), "layer_arg": False,
+                        "deepnorm_rows": []})
+        model_init.append(f"self.{scope} = {_class_name(scope)}(**kw)")
+    for stack in ("encoder_layers", "layers"):
+        scopes = [s for s in graph.scopes() if s.startswith(stack + ".")]
+        if scopes:
+            model_init += _stack_init(stack, [stacks[stack].scope_class[s] for s in scopes])
+    forward, encode = _model_forward(graph, inline, stacks)
+    body_text = "\n".join(line for c in classes for line in c["init"] + c["forward"])
+    body_text += "\n".join(model_init + forward + encode) + " KVCache"
+    defs = {**reference_defs(), **(extra_defs or {})}
+    needed = needed_defs(body_text, defs)
+    chosen = "\n".join(defs[n] for n in needed)
+    extra_inputs = [name for name in graph.inputs if name != "input_ids"]
+    config = [(name, value) for name, value in header["config"] if name != "load_balance_weight" or spec.moe]
+    if spec.position.kind is PositionKind.ROTARY:
+        config += [("rot_dims", ("int", arch.rotary_dims)), ("rope_base", ("float", repr(spec.position.base)))]
+    # the shape comments are written by now: the legend lists the letters they use
+    legend = ", ".join(f"{k} {v}" for k, v in LEGEND.items() if k in sizes.used)
+    params = {"spec": spec, "header": header, "config": config, "classes": classes, "prelude": [defs[n] for n in needed],
+              "model_init": model_init, "forward": forward, "encode": encode, "extra_inputs": extra_inputs,
+              "input_docs": [_INPUT_DOCS[n] for n in extra_inputs], "legend": legend,
+              "example_lines": [_EXAMPLE[n](spec) for n in extra_inputs],
+              "uses_math": bool(re.search(r"\bmath\.", chosen)), "uses_replace": bool(re.search(r"\breplace\(", chosen)),
+              "uses_enum": "MaskKind" in needed, "has_moe": spec.moe is not None,
+              "deepnorm_stacks": [s for s in ("layers", "encoder_layers") if any(
+                  c["deepnorm_rows"] for c in classes if c["layer_arg"] and stacks[s].scope_class
+                  and c["name"] in stacks[s].scope_class.values())],
+              "imports": imports or []}
+    return render("model.py.j2", **params)
+
+
+def _model_forward(graph: Graph, inline: dict[str, _Inline], stacks: dict[str, _Stack]) -> tuple[list[str], list[str]]:
+    """Model.forward's body and, for encoder-decoders, Model.encode's body (8-space indent)."""
     scopes = graph.scopes()
+    needs = set(stacks["layers"].needs) | {n for s in ("embed", "head") if s in inline for n in inline[s].needs}
+    lines: list[str] = []
+    if needs & {"offset", "positions", "rope"}:
+        lines.append("offset = cache.length if cache is not None else 0")
+    if needs & {"positions", "rope"}:
+        lines.append("positions = torch.arange(offset, offset + input_ids.shape[1], device=input_ids.device)")
+    if "prefix_len" in needs:
+        lines += ["if cache is not None:  # the prefix given with the first call holds for the whole sequence",
+                  "    prefix_len = cache.prefix_len = prefix_len if cache.prefix_len is None else cache.prefix_len"]
+    if "rope" in needs:
+        lines.append("rope = rotary_tables(positions, CONFIG.rot_dims, CONFIG.rope_base, self.embed.tok.weight.dtype)")
+    if "embedding" in needs:
+        lines.append("embedding = self.embed.tok.weight")
+    encode: list[str] = []
     if "encoder_embed" in scopes:
-        encoder = ["x = self.encoder_embed(encoder_ids, ctx)", "for block in self.encoder_layers:", "    x = block(x, ctx)"]
-        if "encoder_final" in scopes:
-            encoder.append("x = self.encoder_final(x, ctx)")
-        encoder.append("ctx.memory = x")
-        steps.append(nl.join(
-            ["if cache is not None and 'memory' in cache.static:", "    ctx.memory = cache.static['memory']  # encoded once per sequence", "else:"]
-            + [f"    {line}" for line in encoder]
-            + ["    if cache is not None:", "        cache.static['memory'] = ctx.memory"]))
+        lines.append("memory = once(cache, 'memory', lambda: self.encode(encoder_ids))  # encoded once per sequence")
+        enc_needs = set(stacks["encoder_layers"].needs) | {n for s in ("encoder_embed", "encoder_final") if s in inline
+                                                            for n in inline[s].needs}
+        if "rope" in enc_needs:
+            encode.append("positions = torch.arange(encoder_ids.shape[1], device=encoder_ids.device)")
+            encode.append("rope = rotary_tables(positions, CONFIG.rot_dims, CONFIG.rope_base, self.embed.tok.weight.dtype)")
+        if "embedding" in enc_needs:
+            encode.append("embedding = self.embed.tok.weight")
+        encode += inline["encoder_embed"].forward + _stack_loop(stacks["encoder_layers"], "self.encoder_layers")
+        if "encoder_final" in inline:
+            encode += inline["encoder_final"].forward
+        encode.append("return x")
     if "media" in scopes:
-        steps.append("ctx.media_latents = ctx.once('media_latents', lambda: self.media(media, ctx))")
-    steps.append("x = self.embed(input_ids, ctx)")
-    steps.append(nl.join(["for block in self.layers:", "    x = block(x, ctx)"]))
-    steps.append("logits = self.head(x, ctx)")
-    return steps
+        lines.append("media_latents = once(cache, 'media_latents', lambda: self.media(media))")
+    lines += inline["embed"].forward + _stack_loop(stacks["layers"], "self.layers") + inline["head"].forward
+    lines += ["if cache is not None:", "    cache.length += input_ids.shape[1]", "return logits"]
+    return lines, encode
+
+
+def _stack_loop(stack: _Stack, modules: str) -> list[str]:
+    if not stack.scope_class:
+        return []
+    carried = stack.carried
+    target = ", ".join(["x"] + carried)
+    return [f"{name} = None" for name in carried] + [
+        f"for block in {modules}:", f"    {target} = {_call('block', 'x', _ordered(stack.needs))}"]

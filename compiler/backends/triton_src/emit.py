@@ -13,7 +13,8 @@ from ...ir.attrs import Kernel
 from ...ir.graph import Graph, Node
 from ...ir.ops import Op
 from ...spec.model import ModelSpec
-from ..torch_src.emit import _ScopeEmitter, emit_model, module_defs
+from ..torch_src.defs import module_defs
+from ..torch_src.emit import ScopeEmitter, emit_model, mask_expr
 from . import prelude as triton_prelude
 
 IMPORTS = [
@@ -30,12 +31,12 @@ def _defs() -> dict[str, str]:
     return module_defs(triton_prelude)
 
 
-class _KernelScopeEmitter(_ScopeEmitter):
+class _KernelScopeEmitter(ScopeEmitter):
     def op_norm(self, node: Node) -> None:
         kernel = node.kernel
         if kernel is None:
             return super().op_norm(node)
-        self.code.init.append(f"self.{node.name} = {self.norm_ctor(node)}")
+        self.code.init.append(f"self.{node.name} = {self.node_norm(node)}")
         if kernel is Kernel.SOLU_LAYER_NORM_CONSUMED:
             return  # computed by the SoLU kernel that feeds it
         src = self.ref(node.inputs[0])
@@ -49,7 +50,7 @@ class _KernelScopeEmitter(_ScopeEmitter):
         kernel = node.kernel
         if kernel is None:
             return super().op_add_norm(node)
-        self.code.init.append(f"self.{node.name} = {self.norm_ctor(node)}")
+        self.code.init.append(f"self.{node.name} = {self.node_norm(node)}")
         residual, branch = (self.ref(v) for v in node.inputs)
         total, normed = self.out(node, 0), self.out(node, 1)
         if kernel is Kernel.RMS_NORM_RESIDUAL:
@@ -61,8 +62,7 @@ class _KernelScopeEmitter(_ScopeEmitter):
     def op_linear(self, node: Node) -> None:
         if node.kernel is not Kernel.BIAS_ACT:
             return super().op_linear(node)
-        d_out, d_in = node.params["weight"]
-        self.code.init.append(f"self.{node.name} = nn.Linear({d_in}, {d_out}, bias={node.attrs.bias}, **kw)")
+        self.code.init.append(f"self.{node.name} = {self.linear_ctor(node)}")
         src = self.ref(node.inputs[0])
         self.line(node, f"{self.out(node)} = glu_kernels.bias_act(F.linear({src}, self.{node.name}.weight), "
                         f"self.{node.name}.bias, {node.attrs.epilogue.value!r})")
@@ -76,16 +76,29 @@ class _KernelScopeEmitter(_ScopeEmitter):
     def op_attention(self, node: Node) -> None:
         if node.kernel is None:
             return super().op_attention(node)
-        self.line(node, f"{self.out(node)} = kernel_attention({', '.join(self.attention_args(node))})")
+        a = node.attrs
+        args = [*(self.ref(x) for x in node.inputs[:3]), mask_expr(a.mask), *self.heads(node)]
+        if a.cached:
+            args.append(f"offset={self.need('offset')}")
+        if a.mask.reads_prefix:
+            args.append(f"prefix_len={self.need('prefix_len')}")
+        if a.rotary:
+            args.append(f"rope={self.need('rope')}")
+        if a.alibi:
+            args.append("alibi=True")
+        if a.cached:
+            args += [f"cache={self.need('cache')}", "layer=self.layer"]
+        if a.window:
+            args.append(f"window={a.window}")
+        if a.scale is not None:
+            args.append(f"scale={a.scale!r}")
+        self.line(node, f"{self.out(node)} = kernel_attention({', '.join(args)})")
 
     def op_moe(self, node: Node) -> None:
         if node.kernel is not Kernel.MOE:
             return super().op_moe(node)
-        a, d_model = node.attrs, node.params["router.weight"][1]
-        self.code.init.append(
-            f"self.{node.name} = MoE({d_model}, {a.d_ff}, {a.n_experts}, {a.top_k}, {a.capacity_factor!r}, "
-            f"{a.router.value!r}, {a.activation.value!r}, {'b_in' in node.params}, {'b_out' in node.params}, **kw)"
-        )
+        a = node.attrs
+        self.code.init.append(f"self.{node.name} = {self.moe_ctor(node)}")
         m = f"self.{node.name}"
         self.line(node, f"{self.out(node)}, {m}.aux_loss = moe_kernels.moe_forward({self.ref(node.inputs[0])}, {m}.router.weight, "
                         f"{m}.w_in, {m}.b_in, {m}.w_out, {m}.b_out, {a.top_k}, {a.capacity_factor!r}, {a.router.value!r}, "

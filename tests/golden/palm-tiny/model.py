@@ -10,16 +10,12 @@ Norm: LayerNorm, pre-norm, with final norm.
 Block: parallel attention and MLP, swiglu activation, tied input/output embeddings, biases on nothing.
 Tokenizer: SentencePiece (bpe).
 
-Entry point: build(device=None, dtype=None) -> Model. Model.forward(input_ids [B, T], ...)
-returns logits [B, T, 512].
+Entry point: build(device=None, dtype=None) -> Model; Model.forward(input_ids [B, T]) -> logits [B, T, V].
 
-Shape letters: B batch, T positions, S encoder positions, M media tokens; L chunks,
-N neighbours, R neighbour tokens (RETRO).
+Shape letters: B batch, T positions, D model width, H heads, G key/value heads, K head width, F MLP width, V vocabulary.
 """
 
-import math
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -41,73 +37,16 @@ class Config:
     vocab_size: int = 512
     context: int = 64
     init_std: float = 0.02
-    load_balance_weight: float = 0.0
     notes: str = "Dense decoder with SwiGLU, parallel attention/MLP blocks sharing one bias-free LayerNorm, multi-query attention with 256-dim heads, rotary positions, no biases anywhere, tied embeddings and a 256k lossless SentencePiece vocabulary. Trained with Adafactor (unfactorised) and a stepwise batch schedule. Not expressible in the schema: the step-dependent beta2 = 1 - k^-0.8, weight decay equal to lr^2, the auxiliary z-loss (1e-4) and fan-in initialisation; the inherited beta2, weight_decay, init_std and final_lr_fraction values are therefore not PaLM's."
+    rot_dims: int = 16
+    rope_base: float = 10000.0
 
 
 CONFIG = Config()
 
 
-class MaskKind(StrEnum):
-    FULL = "full"                      # every key (encoders, cross-attention)
-    CAUSAL = "causal"                  # keys at or before the query
-    PREFIX = "prefix"                  # causal, plus the whole prefix for everyone (prefix LMs)
-    LOCALLY_BANDED = "locally-banded"  # causal, within the last `window` positions
-    STRIDED = "strided"                # causal, the last `stride` keys and every stride-th one
-    FIXED = "fixed"                    # causal, own block plus the last `summary` keys of each block
-
-
-@dataclass(frozen=True)
-class Mask:
-    kind: MaskKind
-    window: int = 0    # locally-banded
-    stride: int = 0    # strided
-    block: int = 0     # fixed
-    summary: int = 0   # fixed
-    bidirectional_prefix: bool = False  # a sparse layer of a prefix LM: the prefix also sees itself whole
-    prefix: int = 0    # prefix length; known only at call time
-
-    @property
-    def reads_prefix(self):
-        return self.kind is MaskKind.PREFIX or self.bidirectional_prefix
-
-    def with_prefix(self, prefix):
-        return replace(self, prefix=prefix)
-
-
-def allowed_keys(q_idx, kv_idx, mask):
-    """Which keys each query may see, on broadcast index tensors (also inside FlexAttention)."""
-    kind = mask.kind
-    if kind is MaskKind.FULL:
-        return kv_idx >= 0
-    if kind is MaskKind.PREFIX:
-        return (kv_idx <= q_idx) | (kv_idx < mask.prefix)
-    allowed = kv_idx <= q_idx
-    if kind is MaskKind.LOCALLY_BANDED:
-        allowed = allowed & (q_idx - kv_idx < mask.window)
-    elif kind is MaskKind.STRIDED:
-        allowed = allowed & ((q_idx - kv_idx < mask.stride) | ((q_idx - kv_idx) % mask.stride == 0))
-    elif kind is MaskKind.FIXED:
-        same_block = (q_idx // mask.block) == (kv_idx // mask.block)
-        is_summary = (kv_idx % mask.block) >= mask.block - mask.summary
-        allowed = allowed & (same_block | is_summary)
-    if mask.bidirectional_prefix:
-        allowed = allowed | ((q_idx < mask.prefix) & (kv_idx < mask.prefix))
-    return allowed
-
-
-def sinusoidal_table(positions_T, dim, dtype):
-    inv = torch.exp(torch.arange(0, dim, 2, device=positions_T.device, dtype=torch.float64) * (-math.log(10000.0) / dim))
-    angles = positions_T.to(torch.float64)[:, None] * inv[None, :]
-    # sin in the even columns, cos in the odd ones, interleaved by stack + flatten: slice
-    # assignment (table[:, 0::2] = ...) has no StableHLO lowering in torch-mlir
-    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1).to(dtype)
-
-
 def rotary_tables(positions_T, rot_dims, base, dtype):
-    # fp32 angles (as HF computes them) unless the model runs in fp64; under torch.compile
-    # fp64 here turns into a slow per-layer kernel
-    work = torch.float64 if dtype == torch.float64 else torch.float32
+    work = torch.float64 if dtype == torch.float64 else torch.float32  # fp32 angles, as HF computes them
     inv = 1.0 / (base ** (torch.arange(0, rot_dims, 2, device=positions_T.device, dtype=work) / rot_dims))
     angles = positions_T.to(work)[:, None] * inv[None, :]
     angles = torch.cat([angles, angles], dim=-1)
@@ -115,140 +54,26 @@ def rotary_tables(positions_T, rot_dims, base, dtype):
 
 
 def apply_rotary(x_BHTK, cos_TR, sin_TR):
-    # rotate-half convention on the first R dims of each head; the rest pass through
-    rot = cos_TR.shape[-1]
+    rot = cos_TR.shape[-1]  # rotate-half convention on the first R dims of each head; the rest pass through
     x_rot, x_pass = x_BHTK[..., :rot], x_BHTK[..., rot:]
     x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2 :]
     rotated = torch.cat([-x2, x1], dim=-1)
     return torch.cat([x_rot * cos_TR + rotated * sin_TR, x_pass], dim=-1)
 
 
-def alibi_slopes(n_heads):
-    # geometric slopes for the nearest power of two, then every other slope of the next one
-    def powers(n):
-        start = 2.0 ** (-8.0 / n)
-        return [start ** (i + 1) for i in range(n)]
-
-    closest = 2 ** math.floor(math.log2(n_heads))
-    slopes = powers(closest)
-    if closest < n_heads:
-        slopes += powers(2 * closest)[0::2][: n_heads - closest]
-    return torch.tensor(slopes, dtype=torch.float64)
-
-
-def relative_buckets(rel_TS, n_buckets, max_distance, bidirectional):
-    # T5's log-spaced buckets of (key position - query position)
-    buckets = torch.zeros_like(rel_TS)
-    if bidirectional:
-        n_buckets //= 2
-        buckets = buckets + (rel_TS > 0).long() * n_buckets
-        distance = rel_TS.abs()
-    else:
-        distance = (-rel_TS).clamp(min=0)
-    exact = n_buckets // 2
-    is_small = distance < exact
-    log_ratio = torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact)
-    large = exact + (log_ratio * (n_buckets - exact)).long()
-    large = large.clamp(max=n_buckets - 1)
-    return buckets + torch.where(is_small, distance, large)
-
-
-def score_bias(q_idx, kv_idx, h, alibi_H=None, rel_table_NH=None, rel_cfg=None):
-    """Additive score bias from ALiBi or T5 relative buckets (0 when neither is used)."""
-    bias = torch.zeros((), dtype=torch.float32, device=q_idx.device)
-    if alibi_H is not None:
-        bias = bias - alibi_H[h] * (q_idx - kv_idx)
-    if rel_table_NH is not None:
-        buckets = relative_buckets(kv_idx - q_idx, *rel_cfg)  # (n_buckets, max_distance, bidirectional)
-        bias = bias + rel_table_NH[buckets, h]
-    return bias
-
-
-def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, rel_table_NH=None, rel_cfg=None,
-           scale=None, memo=None):
-    """Scaled dot-product attention with every mask and bias a spec can ask for.
-
-    Plain causal or full masks go straight to scaled_dot_product_attention. Sparse, prefix and
-    biased variants use FlexAttention on accelerators, and an explicit mask on CPU, where
-    FlexAttention has no fused kernel to gain from.
-    """
-    B, H, T, K = q_BHTK.shape
-    S = k_BGSK.shape[2]
-    G = k_BGSK.shape[1]
-    simple = alibi_H is None and rel_table_NH is None and mask.kind in (MaskKind.CAUSAL, MaskKind.FULL)
-    if simple and (mask.kind is MaskKind.FULL or (q_offset == kv_offset and T == S)):
-        return F.scaled_dot_product_attention(
-            q_BHTK, k_BGSK, v_BGSK, is_causal=mask.kind is MaskKind.CAUSAL, scale=scale, enable_gqa=G != H
-        )
-    if q_BHTK.is_cuda and not torch.compiler.is_exporting():  # FlexAttention has no MLIR lowering
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-        def mask_mod(b, h, q_idx, kv_idx):
-            return allowed_keys(q_idx + q_offset, kv_idx + kv_offset, mask)
-
-        def score_mod(score, b, h, q_idx, kv_idx):
-            return score + score_bias(q_idx + q_offset, kv_idx + kv_offset, h, alibi_H, rel_table_NH, rel_cfg).to(score.dtype)
-
-        block_mask = create_block_mask(mask_mod, None, None, T, S, device=q_BHTK.device)
-        return flex_attention(q_BHTK, k_BGSK, v_BGSK, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=G != H)
-    q_idx = torch.arange(T, device=q_BHTK.device)[:, None] + q_offset
-    kv_idx = torch.arange(S, device=q_BHTK.device)[None, :] + kv_offset
-    h = torch.arange(H, device=q_BHTK.device)[:, None, None]
-    # the mask and ALiBi part are the same in every layer of one call: build them once
-    key = ("bias", mask, T, S, q_offset, kv_offset, q_BHTK.dtype, alibi_H is not None)
-    bias_HTS = memo.get(key) if memo is not None else None
-    if bias_HTS is None:
-        bias_HTS = torch.where(allowed_keys(q_idx, kv_idx, mask), 0.0, float("-inf")).to(q_BHTK.dtype)
-        if alibi_H is not None:
-            bias_HTS = bias_HTS + score_bias(q_idx, kv_idx, h, alibi_H).to(q_BHTK.dtype)
-        if memo is not None:
-            memo[key] = bias_HTS
-    if rel_table_NH is not None:
-        bias_HTS = bias_HTS + score_bias(q_idx, kv_idx, h, None, rel_table_NH, rel_cfg).to(q_BHTK.dtype)
-    return F.scaled_dot_product_attention(q_BHTK, k_BGSK, v_BGSK, attn_mask=bias_HTS, scale=scale, enable_gqa=G != H)
-
-
-def attend_relative_xl(q_BHTK, k_BHSK, v_BHSK, r_DHK, u_HK, w_HK, mask, q_offset=0, kv_offset=0, scale=None):
-    """Transformer-XL attention: content term (q + u)k plus position term (q + w)r[i - j].
-
-    r_DHK holds the projected sinusoid for each distance. The score matrix is explicit, since
-    the position term depends on the query and no fused kernel covers it.
-    """
-    B, H, T, K = q_BHTK.shape
-    S = k_BHSK.shape[2]
-    content = torch.einsum("bhtk,bhsk->bhts", q_BHTK + u_HK[None, :, None, :], k_BHSK)
-    by_distance = torch.einsum("bhtk,dhk->bhtd", q_BHTK + w_HK[None, :, None, :], r_DHK)
-    q_idx = torch.arange(T, device=q_BHTK.device)[:, None] + q_offset
-    kv_idx = torch.arange(S, device=q_BHTK.device)[None, :] + kv_offset
-    distance = (q_idx - kv_idx).clamp(min=0, max=r_DHK.shape[0] - 1).expand(B, H, T, S)
-    scores = (content + torch.gather(by_distance, 3, distance)) * (K**-0.5 if scale is None else scale)
-    scores = scores.masked_fill(~allowed_keys(q_idx, kv_idx, mask), float("-inf"))
-    # softmax in at least fp32; float64 stays float64
-    probs = torch.softmax(scores if scores.dtype == torch.float64 else scores.float(), dim=-1)
-    return probs.to(v_BHSK.dtype) @ v_BHSK
-
-
 class KVCache:
-    """Keys and values of past positions, per attention layer.
-
-    Banded layers keep only the last window-1 positions: that is all a future query reads.
-    Grouped and multi-query layers store their few key/value heads, so the cache is smaller
-    by the head ratio.
-    """
+    """Keys and values of past positions per attention layer (banded ones keep their window), and per-sequence values."""
 
     def __init__(self):
-        self.length = 0
-        self.keys, self.values, self.starts = {}, {}, {}
-        self.static = {}  # per-sequence values computed once (encoder memory, cross-attention keys)
-        self.prefix_len = None
+        self.length, self.prefix_len = 0, None  # positions seen; a prefix LM's prefix length
+        self.keys, self.values, self.starts, self.static = {}, {}, {}, {}
 
     def update(self, layer, k_BGTK, v_BGTK, window=None):
+        """Append keys and values; returns all of them so far and the position of the first."""
+        k, v, start = k_BGTK, v_BGTK, self.length
         if layer in self.keys:
-            k = torch.cat([self.keys[layer], k_BGTK], dim=2)
-            v = torch.cat([self.values[layer], v_BGTK], dim=2)
+            k, v = torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
             start = self.starts[layer]
-        else:
-            k, v, start = k_BGTK, v_BGTK, self.length
         full = (k, v, start)
         if window is not None and k.shape[2] > window - 1:
             drop = k.shape[2] - (window - 1)
@@ -258,95 +83,36 @@ class KVCache:
 
     def nbytes(self):
         """Bytes of cached self-attention keys and values."""
-        return sum(t.numel() * t.element_size() for t in list(self.keys.values()) + list(self.values.values()))
+        return sum(t.numel() * t.element_size() for t in [*self.keys.values(), *self.values.values()])
 
     def reorder(self, index_B):
         """Keep (and repeat) batch rows, e.g. to follow the surviving beams of a beam search."""
-        for store in (self.keys, self.values):
+        for store in (self.keys, self.values, self.static):
             for name, t in store.items():
-                store[name] = t.index_select(0, index_B)
-        for name, t in self.static.items():
-            if isinstance(t, torch.Tensor) and t.dim() > 0:
-                self.static[name] = t.index_select(0, index_B)
+                if isinstance(t, torch.Tensor) and t.dim() > 0:
+                    store[name] = t.index_select(0, index_B)
 
 
-class Context:
-    """Per-call state the blocks share: positions, the prefix length, the cache, cross-block values."""
-
-    def __init__(self, n_new, device, cache=None, prefix_len=0):
-        self.cache = cache
-        start = cache.length if cache is not None else 0
-        self.offset = start
-        self.positions = torch.arange(start, start + n_new, device=device)
-        self.memo = {}  # tables every layer would otherwise rebuild: rotary angles, ALiBi slopes
-        if cache is not None:
-            if cache.prefix_len is None:
-                cache.prefix_len = prefix_len
-            prefix_len = cache.prefix_len
-        self.prefix_len = prefix_len
-
-    def once(self, key, compute):
-        """A value fixed for the whole sequence (projected encoder output, media): computed once per cache."""
-        if self.cache is None:
-            return compute()
-        if key not in self.cache.static:
-            self.cache.static[key] = compute()
-        return self.cache.static[key]
-
-    def history(self, key, new_BTD):
-        """Every position's value so far, for ops that read whole chunks (RETRO)."""
-        if self.cache is None:
-            return new_BTD
-        past = self.cache.static.get(key)
-        full = new_BTD if past is None else torch.cat([past, new_BTD], dim=1)
-        self.cache.static[key] = full
-        return full
+def split_heads(x_BTF, n_heads):
+    return x_BTF.unflatten(-1, (n_heads, -1)).transpose(1, 2)
 
 
-def shared_rotary_tables(ctx, rotary, n_positions, cached, dtype, device):
-    """cos/sin for this call's positions, built once per call and shared by every layer."""
-    positions = ctx.positions if cached else torch.arange(n_positions, device=device)
-    key = ("rotary", rotary, dtype, cached)
-    tables = ctx.memo.get(key) if ctx is not None else None
-    if tables is None or tables[0].shape[0] != positions.shape[0]:
-        tables = rotary_tables(positions, *rotary, dtype)  # rotary: (rotated dims, base)
-        if ctx is not None:
-            ctx.memo[key] = tables
-    return tables
+def merge_heads(x_BHTK):
+    return x_BHTK.transpose(1, 2).flatten(2)
 
 
-def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, layer=None, rotary=None, alibi=False,
-                   relative=None, rel_table_NH=None, xl=None, window=None, scale=None):
-    """Split heads, apply positions, read and extend the cache, attend, merge heads."""
-    q = q_BTF.unflatten(-1, (n_heads, -1)).transpose(1, 2)
-    k = k_BSF.unflatten(-1, (n_kv_heads, -1)).transpose(1, 2)
-    v = v_BSF.unflatten(-1, (n_kv_heads, -1)).transpose(1, 2)
-    # layer names a cached decoder self-attention: positions continue from the cache. Without it
-    # (encoder self-attention, cross-attention) positions start at 0 and nothing is cached.
-    self_attention = ctx is not None and layer is not None
-    q_offset = kv_offset = ctx.offset if self_attention else 0
-    if rotary is not None:
-        tables = shared_rotary_tables(ctx, rotary, q.shape[2], self_attention, q.dtype, q.device)
-        q, k = apply_rotary(q, *tables), apply_rotary(k, *tables)
-    if self_attention:
-        if ctx.cache is not None:
-            k, v, kv_offset = ctx.cache.update(layer, k, v, window)
-        if mask.reads_prefix:
-            mask = mask.with_prefix(ctx.prefix_len)
-    if xl is not None:
-        r_proj, u_HK, w_HK = xl
-        if n_kv_heads != n_heads:
-            k = k.repeat_interleave(n_heads // n_kv_heads, dim=1)
-            v = v.repeat_interleave(n_heads // n_kv_heads, dim=1)
-        max_distance = q_offset + q.shape[2] - kv_offset
-        sinusoid = sinusoidal_table(torch.arange(max_distance, device=q.device), r_proj.shape[1], q.dtype)
-        r_DHK = F.linear(sinusoid, r_proj).unflatten(-1, (n_heads, -1))
-        out = attend_relative_xl(q, k, v, r_DHK, u_HK, w_HK, mask, q_offset, kv_offset, scale)
-    else:
-        alibi_H = alibi_slopes(n_heads).to(q.device) if alibi else None
-        out = attend(q, k, v, mask, q_offset, kv_offset, alibi_H, rel_table_NH, relative, scale,
-                     memo=ctx.memo if ctx is not None else None)
-    return out.transpose(1, 2).flatten(2)
+def causal_attention(q_BTF, k_BTF, v_BTF, *, n_heads, n_kv_heads, rope=None, cache=None, layer=None, scale=None):
+    """Dense causal self-attention: rotary positions, the KV cache, scaled_dot_product_attention."""
+    q, k, v = split_heads(q_BTF, n_heads), split_heads(k_BTF, n_kv_heads), split_heads(v_BTF, n_kv_heads)
+    if rope is not None:
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+    if cache is not None:
+        k, v, _ = cache.update(layer, k, v)
+    T, S = q.shape[2], k.shape[2]  # the queries are the last T of the S positions
+    mask = None if T in (1, S) else torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=1 < T == S, scale=scale,
+                                         enable_gqa=n_kv_heads != n_heads)
+    return merge_heads(out)
 
 
 class Block(nn.Module):
@@ -356,48 +122,21 @@ class Block(nn.Module):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
         self.layer = layer
-        self.ln = nn.LayerNorm(96, eps=1e-05, bias=False, **kw)
-        self.attn_mlp_in = nn.Linear(96, 864, bias=False, **kw)  # fused: q + k + v + mlp_gate + mlp_up
-        self.attn_out = nn.Linear(64, 96, bias=False, **kw)
-        self.mlp_out = nn.Linear(384, 96, bias=False, **kw)
+        self.ln = nn.LayerNorm(CONFIG.d_model, eps=1e-05, bias=False, **kw)
+        self.attn_mlp_in = nn.Linear(CONFIG.d_model, CONFIG.n_heads * CONFIG.d_head + 2 * CONFIG.n_kv_heads * CONFIG.d_head + 2 * CONFIG.d_ff, bias=False, **kw)  # fused: q + k + v + mlp_gate + mlp_up
+        self.attn_out = nn.Linear(CONFIG.n_heads * CONFIG.d_head, CONFIG.d_model, bias=False, **kw)
+        self.mlp_out = nn.Linear(CONFIG.d_ff, CONFIG.d_model, bias=False, **kw)
 
-    def forward(self, x, ctx):
-        h = self.ln(x)  # [B, T, 96]
-        attn_mlp_in = self.attn_mlp_in(h)  # [B, T, 864]
-        q, k, v, gate, up = attn_mlp_in.split([64, 16, 16, 384, 384], dim=-1)  # [B, T, 64], [B, T, 16], [B, T, 16], [B, T, 384], [B, T, 384]
-        a = attention_core(q, k, v, 4, 1, Mask(MaskKind.CAUSAL), ctx, self.layer, rotary=(16, 10000.0))  # [B, T, 64]
-        o = self.attn_out(a)  # [B, T, 96]
-        m = F.silu(gate) * up  # [B, T, 384]
-        y = self.mlp_out(m)  # [B, T, 96]
-        x_out = x + o + y  # [B, T, 96]
+    def forward(self, x, *, rope, cache):
+        h = self.ln(x)  # [B, T, D]
+        attn_mlp_in = self.attn_mlp_in(h)  # [B, T, H*K + 2*G*K + 2*F]
+        q, k, v, gate, up = attn_mlp_in.split([CONFIG.n_heads * CONFIG.d_head, CONFIG.n_kv_heads * CONFIG.d_head, CONFIG.n_kv_heads * CONFIG.d_head, CONFIG.d_ff, CONFIG.d_ff], dim=-1)  # [B, T, H*K], [B, T, G*K], [B, T, G*K], [B, T, F], [B, T, F]
+        a = causal_attention(q, k, v, n_heads=CONFIG.n_heads, n_kv_heads=CONFIG.n_kv_heads, rope=rope, cache=cache, layer=self.layer)  # [B, T, H*K]
+        o = self.attn_out(a)  # [B, T, D]
+        m = F.silu(gate) * up  # [B, T, F]
+        y = self.mlp_out(m)  # [B, T, D]
+        x_out = x + o + y  # [B, T, D]
         return x_out
-
-
-class Embed(nn.Module):
-    """The embed of the model."""
-
-    def __init__(self, device=None, dtype=None):
-        super().__init__()
-        kw = dict(device=device, dtype=dtype)
-        self.tok = nn.Embedding(512, 96, **kw)
-
-    def forward(self, input_ids, ctx):
-        x_tok = self.tok(input_ids)  # [B, T, 96]
-        return x_tok
-
-
-class Head(nn.Module):
-    """The head of the model."""
-
-    def __init__(self, device=None, dtype=None):
-        super().__init__()
-        kw = dict(device=device, dtype=dtype)
-        self.ln_f = nn.LayerNorm(96, eps=1e-05, bias=False, **kw)
-
-    def forward(self, x, ctx):
-        x_final = self.ln_f(x)  # [B, T, 96]
-        logits = F.linear(x_final, ctx.token_embedding)  # tied to the token embedding  # [B, T, 512]
-        return logits
 
 
 class Model(nn.Module):
@@ -405,44 +144,40 @@ class Model(nn.Module):
 
     def __init__(self, device=None, dtype=None):
         super().__init__()
-        self.config = CONFIG
-        self.embed = Embed(device=device, dtype=dtype)
-        self.head = Head(device=device, dtype=dtype)
-        self.layers = nn.ModuleList([
-            Block("layers.0", device=device, dtype=dtype),
-            Block("layers.1", device=device, dtype=dtype),
-            Block("layers.2", device=device, dtype=dtype),
-            Block("layers.3", device=device, dtype=dtype),
-        ])
+        kw = dict(device=device, dtype=dtype)
+        self.embed = nn.ModuleDict({'tok': nn.Embedding(CONFIG.vocab_size, CONFIG.d_model, **kw)})
+        self.head = nn.ModuleDict({'ln_f': nn.LayerNorm(CONFIG.d_model, eps=1e-05, bias=False, **kw)})
+        self.layers = nn.ModuleList([Block(f"layers.{i}", **kw) for i in range(CONFIG.n_layers)])
         if device is None or torch.device(device).type != "meta":
             self.init_weights()
 
     def init_weights(self):
-        """Normal(0, init_std) matrices and embeddings, unit norm scales, zero biases and gates.
-        """
+        """Normal(0, init_std) matrices and embeddings, unit norm scales, zero biases and gates."""
         for name, p in self.named_parameters():
             if p.dim() >= 2:
                 nn.init.normal_(p, std=0.02)
-            elif name.endswith("alpha") or name.endswith("bias"):
+            elif name.endswith(("alpha", "bias")):
                 nn.init.zeros_(p)
             else:
                 nn.init.ones_(p)
 
     def forward(self, input_ids, *, prefix_len=0, cache=None):
-        ctx = Context(input_ids.shape[1], input_ids.device, cache, prefix_len)
-        ctx.token_embedding = self.embed.tok.weight
-        x = self.embed(input_ids, ctx)
+        offset = cache.length if cache is not None else 0
+        positions = torch.arange(offset, offset + input_ids.shape[1], device=input_ids.device)
+        rope = rotary_tables(positions, CONFIG.rot_dims, CONFIG.rope_base, self.embed.tok.weight.dtype)
+        embedding = self.embed.tok.weight
+        x = self.embed.tok(input_ids)  # [B, T, D]
         for block in self.layers:
-            x = block(x, ctx)
-        logits = self.head(x, ctx)
+            x = block(x, rope=rope, cache=cache)
+        x_final = self.head.ln_f(x)  # [B, T, D]
+        logits = F.linear(x_final, embedding)  # tied to the token embedding  # [B, T, V]
         if cache is not None:
             cache.length += input_ids.shape[1]
         return logits
 
-    def aux_loss(self):
-        """Sum of the mixture-of-experts load-balancing losses of the last forward pass."""
-        losses = [m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None and not callable(m.aux_loss)]
-        return sum(losses) if losses else torch.zeros(())
+    def new_cache(self):
+        """An empty KV cache: pass it to every forward call of one sequence to decode incrementally."""
+        return KVCache()
 
 
 def build(device=None, dtype=None):
@@ -452,13 +187,10 @@ def build(device=None, dtype=None):
 
 def example_inputs(batch=1, seq=16, dtype=torch.float32):
     """Random inputs of the right shapes: (input_ids, keyword inputs)."""
-    ids = torch.randint(0, CONFIG.vocab_size, (batch, seq))
-    extra = {}
-    return ids, extra
+    return torch.randint(0, CONFIG.vocab_size, (batch, seq)), {}
 
 
 if __name__ == "__main__":
+    ids, extra = example_inputs(seq=min(16, CONFIG.context))
     with torch.no_grad():
-        ids, extra = example_inputs(seq=min(16, CONFIG.context))
-        logits = build()(ids, **extra)
-    print(f"{CONFIG.name} ({CONFIG.scale}): input {tuple(ids.shape)} -> logits {tuple(logits.shape)}")
+        print(f"{CONFIG.name} ({CONFIG.scale}): input {tuple(ids.shape)} -> logits {tuple(build()(ids, **extra).shape)}")

@@ -10,13 +10,11 @@ Norm: RMSNorm, pre-norm, with final norm.
 Block: sequential attention then MLP, relu activation, tied input/output embeddings, biases on nothing.
 Tokenizer: SentencePiece (bpe).
 
-Entry point: build(device=None, dtype=None) -> Model. Model.forward(input_ids [B, T], ...)
-returns logits [B, T, 512].
+Entry point: build(device=None, dtype=None) -> Model; Model.forward(input_ids [B, T]) -> logits [B, T, V].
 Extra keyword inputs:
   encoder_ids [B, S]: token ids for the encoder
 
-Shape letters: B batch, T positions, S encoder positions, M media tokens; L chunks,
-N neighbours, R neighbour tokens (RETRO).
+Shape letters: B batch, T positions, S encoder positions, D model width, H heads, G key/value heads, K head width, F MLP width, V vocabulary.
 """
 
 import math
@@ -43,7 +41,6 @@ class Config:
     vocab_size: int = 512
     context: int = 64
     init_std: float = 0.02
-    load_balance_weight: float = 0.0
     notes: str = 'Encoder-decoder in the original Transformer layout (decoder blocks: masked self-attention, cross-attention, MLP), with pre-norm RMS-style layer norms without bias, no biases elsewhere, bucketed relative attention biases shared across each stack, and one embedding shared by encoder input, decoder input and output. The 11B model widens the MLP (65,536) and the attention (128 heads of 128) rather than d_model (1024).'
 
 
@@ -99,8 +96,7 @@ def allowed_keys(q_idx, kv_idx, mask):
 
 
 def rms_norm(x, weight, eps):
-    # normalise in float32 at least, as low precision loses the mean square
-    xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # fp16/bf16 lose the mean square
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return xf.to(x.dtype) * weight
 
@@ -115,44 +111,12 @@ class RMSNorm(nn.Module):
         return rms_norm(x, self.weight, self.eps)
 
 
-def sinusoidal_table(positions_T, dim, dtype):
-    inv = torch.exp(torch.arange(0, dim, 2, device=positions_T.device, dtype=torch.float64) * (-math.log(10000.0) / dim))
-    angles = positions_T.to(torch.float64)[:, None] * inv[None, :]
-    # sin in the even columns, cos in the odd ones, interleaved by stack + flatten: slice
-    # assignment (table[:, 0::2] = ...) has no StableHLO lowering in torch-mlir
-    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1).to(dtype)
-
-
-def rotary_tables(positions_T, rot_dims, base, dtype):
-    # fp32 angles (as HF computes them) unless the model runs in fp64; under torch.compile
-    # fp64 here turns into a slow per-layer kernel
-    work = torch.float64 if dtype == torch.float64 else torch.float32
-    inv = 1.0 / (base ** (torch.arange(0, rot_dims, 2, device=positions_T.device, dtype=work) / rot_dims))
-    angles = positions_T.to(work)[:, None] * inv[None, :]
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
 def apply_rotary(x_BHTK, cos_TR, sin_TR):
-    # rotate-half convention on the first R dims of each head; the rest pass through
-    rot = cos_TR.shape[-1]
+    rot = cos_TR.shape[-1]  # rotate-half convention on the first R dims of each head; the rest pass through
     x_rot, x_pass = x_BHTK[..., :rot], x_BHTK[..., rot:]
     x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2 :]
     rotated = torch.cat([-x2, x1], dim=-1)
     return torch.cat([x_rot * cos_TR + rotated * sin_TR, x_pass], dim=-1)
-
-
-def alibi_slopes(n_heads):
-    # geometric slopes for the nearest power of two, then every other slope of the next one
-    def powers(n):
-        start = 2.0 ** (-8.0 / n)
-        return [start ** (i + 1) for i in range(n)]
-
-    closest = 2 ** math.floor(math.log2(n_heads))
-    slopes = powers(closest)
-    if closest < n_heads:
-        slopes += powers(2 * closest)[0::2][: n_heads - closest]
-    return torch.tensor(slopes, dtype=torch.float64)
 
 
 def relative_buckets(rel_TS, n_buckets, max_distance, bidirectional):
@@ -172,6 +136,64 @@ def relative_buckets(rel_TS, n_buckets, max_distance, bidirectional):
     return buckets + torch.where(is_small, distance, large)
 
 
+class KVCache:
+    """Keys and values of past positions per attention layer (banded ones keep their window), and per-sequence values."""
+
+    def __init__(self):
+        self.length, self.prefix_len = 0, None  # positions seen; a prefix LM's prefix length
+        self.keys, self.values, self.starts, self.static = {}, {}, {}, {}
+
+    def update(self, layer, k_BGTK, v_BGTK, window=None):
+        """Append keys and values; returns all of them so far and the position of the first."""
+        k, v, start = k_BGTK, v_BGTK, self.length
+        if layer in self.keys:
+            k, v = torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
+            start = self.starts[layer]
+        full = (k, v, start)
+        if window is not None and k.shape[2] > window - 1:
+            drop = k.shape[2] - (window - 1)
+            k, v, start = k[:, :, drop:], v[:, :, drop:], start + drop
+        self.keys[layer], self.values[layer], self.starts[layer] = k, v, start
+        return full
+
+    def nbytes(self):
+        """Bytes of cached self-attention keys and values."""
+        return sum(t.numel() * t.element_size() for t in [*self.keys.values(), *self.values.values()])
+
+    def reorder(self, index_B):
+        """Keep (and repeat) batch rows, e.g. to follow the surviving beams of a beam search."""
+        for store in (self.keys, self.values, self.static):
+            for name, t in store.items():
+                if isinstance(t, torch.Tensor) and t.dim() > 0:
+                    store[name] = t.index_select(0, index_B)
+
+
+def once(cache, key, compute):
+    """A value fixed for the whole sequence (encoder memory, projected media), computed once per cache."""
+    if cache is None:
+        return compute()
+    if key not in cache.static:
+        cache.static[key] = compute()
+    return cache.static[key]
+
+
+def split_heads(x_BTF, n_heads):
+    return x_BTF.unflatten(-1, (n_heads, -1)).transpose(1, 2)
+
+
+def merge_heads(x_BHTK):
+    return x_BHTK.transpose(1, 2).flatten(2)
+
+
+def full_attention(q_BTF, k_BSF, v_BSF, *, n_heads, n_kv_heads, rope=None, scale=None):
+    """Every query sees every key: cross-attention, and encoders without score biases."""
+    q, k, v = split_heads(q_BTF, n_heads), split_heads(k_BSF, n_kv_heads), split_heads(v_BSF, n_kv_heads)
+    if rope is not None:
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=n_kv_heads != n_heads)
+    return merge_heads(out)
+
+
 def score_bias(q_idx, kv_idx, h, alibi_H=None, rel_table_NH=None, rel_cfg=None):
     """Additive score bias from ALiBi or T5 relative buckets (0 when neither is used)."""
     bias = torch.zeros((), dtype=torch.float32, device=q_idx.device)
@@ -184,21 +206,18 @@ def score_bias(q_idx, kv_idx, h, alibi_H=None, rel_table_NH=None, rel_cfg=None):
 
 
 def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, rel_table_NH=None, rel_cfg=None,
-           scale=None, memo=None):
-    """Scaled dot-product attention with every mask and bias a spec can ask for.
+           scale=None):
+    """Attention under any Mask, with ALiBi or relative-bias scores, on heads already split.
 
-    Plain causal or full masks go straight to scaled_dot_product_attention. Sparse, prefix and
-    biased variants use FlexAttention on accelerators, and an explicit mask on CPU, where
-    FlexAttention has no fused kernel to gain from.
+    Plain causal or full masks go straight to scaled_dot_product_attention. Other masks and
+    biases use FlexAttention on accelerators, and an explicit mask on CPU, where FlexAttention
+    has no fused kernel to gain from.
     """
-    B, H, T, K = q_BHTK.shape
-    S = k_BGSK.shape[2]
-    G = k_BGSK.shape[1]
+    H, T, S, G = q_BHTK.shape[1], q_BHTK.shape[2], k_BGSK.shape[2], k_BGSK.shape[1]
     simple = alibi_H is None and rel_table_NH is None and mask.kind in (MaskKind.CAUSAL, MaskKind.FULL)
     if simple and (mask.kind is MaskKind.FULL or (q_offset == kv_offset and T == S)):
-        return F.scaled_dot_product_attention(
-            q_BHTK, k_BGSK, v_BGSK, is_causal=mask.kind is MaskKind.CAUSAL, scale=scale, enable_gqa=G != H
-        )
+        return F.scaled_dot_product_attention(q_BHTK, k_BGSK, v_BGSK, is_causal=mask.kind is MaskKind.CAUSAL,
+                                              scale=scale, enable_gqa=G != H)
     if q_BHTK.is_cuda and not torch.compiler.is_exporting():  # FlexAttention has no MLIR lowering
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -209,163 +228,29 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
             return score + score_bias(q_idx + q_offset, kv_idx + kv_offset, h, alibi_H, rel_table_NH, rel_cfg).to(score.dtype)
 
         block_mask = create_block_mask(mask_mod, None, None, T, S, device=q_BHTK.device)
-        return flex_attention(q_BHTK, k_BGSK, v_BGSK, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=G != H)
+        return flex_attention(q_BHTK, k_BGSK, v_BGSK, score_mod=score_mod, block_mask=block_mask, scale=scale,
+                              enable_gqa=G != H)
     q_idx = torch.arange(T, device=q_BHTK.device)[:, None] + q_offset
     kv_idx = torch.arange(S, device=q_BHTK.device)[None, :] + kv_offset
     h = torch.arange(H, device=q_BHTK.device)[:, None, None]
-    # the mask and ALiBi part are the same in every layer of one call: build them once
-    key = ("bias", mask, T, S, q_offset, kv_offset, q_BHTK.dtype, alibi_H is not None)
-    bias_HTS = memo.get(key) if memo is not None else None
-    if bias_HTS is None:
-        bias_HTS = torch.where(allowed_keys(q_idx, kv_idx, mask), 0.0, float("-inf")).to(q_BHTK.dtype)
-        if alibi_H is not None:
-            bias_HTS = bias_HTS + score_bias(q_idx, kv_idx, h, alibi_H).to(q_BHTK.dtype)
-        if memo is not None:
-            memo[key] = bias_HTS
-    if rel_table_NH is not None:
-        bias_HTS = bias_HTS + score_bias(q_idx, kv_idx, h, None, rel_table_NH, rel_cfg).to(q_BHTK.dtype)
+    bias_HTS = torch.where(allowed_keys(q_idx, kv_idx, mask), 0.0, float("-inf")).to(q_BHTK.dtype)
+    if alibi_H is not None or rel_table_NH is not None:
+        bias_HTS = bias_HTS + score_bias(q_idx, kv_idx, h, alibi_H, rel_table_NH, rel_cfg).to(q_BHTK.dtype)
     return F.scaled_dot_product_attention(q_BHTK, k_BGSK, v_BGSK, attn_mask=bias_HTS, scale=scale, enable_gqa=G != H)
 
 
-def attend_relative_xl(q_BHTK, k_BHSK, v_BHSK, r_DHK, u_HK, w_HK, mask, q_offset=0, kv_offset=0, scale=None):
-    """Transformer-XL attention: content term (q + u)k plus position term (q + w)r[i - j].
-
-    r_DHK holds the projected sinusoid for each distance. The score matrix is explicit, since
-    the position term depends on the query and no fused kernel covers it.
-    """
-    B, H, T, K = q_BHTK.shape
-    S = k_BHSK.shape[2]
-    content = torch.einsum("bhtk,bhsk->bhts", q_BHTK + u_HK[None, :, None, :], k_BHSK)
-    by_distance = torch.einsum("bhtk,dhk->bhtd", q_BHTK + w_HK[None, :, None, :], r_DHK)
-    q_idx = torch.arange(T, device=q_BHTK.device)[:, None] + q_offset
-    kv_idx = torch.arange(S, device=q_BHTK.device)[None, :] + kv_offset
-    distance = (q_idx - kv_idx).clamp(min=0, max=r_DHK.shape[0] - 1).expand(B, H, T, S)
-    scores = (content + torch.gather(by_distance, 3, distance)) * (K**-0.5 if scale is None else scale)
-    scores = scores.masked_fill(~allowed_keys(q_idx, kv_idx, mask), float("-inf"))
-    # softmax in at least fp32; float64 stays float64
-    probs = torch.softmax(scores if scores.dtype == torch.float64 else scores.float(), dim=-1)
-    return probs.to(v_BHSK.dtype) @ v_BHSK
-
-
-class KVCache:
-    """Keys and values of past positions, per attention layer.
-
-    Banded layers keep only the last window-1 positions: that is all a future query reads.
-    Grouped and multi-query layers store their few key/value heads, so the cache is smaller
-    by the head ratio.
-    """
-
-    def __init__(self):
-        self.length = 0
-        self.keys, self.values, self.starts = {}, {}, {}
-        self.static = {}  # per-sequence values computed once (encoder memory, cross-attention keys)
-        self.prefix_len = None
-
-    def update(self, layer, k_BGTK, v_BGTK, window=None):
-        if layer in self.keys:
-            k = torch.cat([self.keys[layer], k_BGTK], dim=2)
-            v = torch.cat([self.values[layer], v_BGTK], dim=2)
-            start = self.starts[layer]
-        else:
-            k, v, start = k_BGTK, v_BGTK, self.length
-        full = (k, v, start)
-        if window is not None and k.shape[2] > window - 1:
-            drop = k.shape[2] - (window - 1)
-            k, v, start = k[:, :, drop:], v[:, :, drop:], start + drop
-        self.keys[layer], self.values[layer], self.starts[layer] = k, v, start
-        return full
-
-    def nbytes(self):
-        """Bytes of cached self-attention keys and values."""
-        return sum(t.numel() * t.element_size() for t in list(self.keys.values()) + list(self.values.values()))
-
-    def reorder(self, index_B):
-        """Keep (and repeat) batch rows, e.g. to follow the surviving beams of a beam search."""
-        for store in (self.keys, self.values):
-            for name, t in store.items():
-                store[name] = t.index_select(0, index_B)
-        for name, t in self.static.items():
-            if isinstance(t, torch.Tensor) and t.dim() > 0:
-                self.static[name] = t.index_select(0, index_B)
-
-
-class Context:
-    """Per-call state the blocks share: positions, the prefix length, the cache, cross-block values."""
-
-    def __init__(self, n_new, device, cache=None, prefix_len=0):
-        self.cache = cache
-        start = cache.length if cache is not None else 0
-        self.offset = start
-        self.positions = torch.arange(start, start + n_new, device=device)
-        self.memo = {}  # tables every layer would otherwise rebuild: rotary angles, ALiBi slopes
-        if cache is not None:
-            if cache.prefix_len is None:
-                cache.prefix_len = prefix_len
-            prefix_len = cache.prefix_len
-        self.prefix_len = prefix_len
-
-    def once(self, key, compute):
-        """A value fixed for the whole sequence (projected encoder output, media): computed once per cache."""
-        if self.cache is None:
-            return compute()
-        if key not in self.cache.static:
-            self.cache.static[key] = compute()
-        return self.cache.static[key]
-
-    def history(self, key, new_BTD):
-        """Every position's value so far, for ops that read whole chunks (RETRO)."""
-        if self.cache is None:
-            return new_BTD
-        past = self.cache.static.get(key)
-        full = new_BTD if past is None else torch.cat([past, new_BTD], dim=1)
-        self.cache.static[key] = full
-        return full
-
-
-def shared_rotary_tables(ctx, rotary, n_positions, cached, dtype, device):
-    """cos/sin for this call's positions, built once per call and shared by every layer."""
-    positions = ctx.positions if cached else torch.arange(n_positions, device=device)
-    key = ("rotary", rotary, dtype, cached)
-    tables = ctx.memo.get(key) if ctx is not None else None
-    if tables is None or tables[0].shape[0] != positions.shape[0]:
-        tables = rotary_tables(positions, *rotary, dtype)  # rotary: (rotated dims, base)
-        if ctx is not None:
-            ctx.memo[key] = tables
-    return tables
-
-
-def attention_core(q_BTF, k_BSF, v_BSF, n_heads, n_kv_heads, mask, ctx=None, layer=None, rotary=None, alibi=False,
-                   relative=None, rel_table_NH=None, xl=None, window=None, scale=None):
-    """Split heads, apply positions, read and extend the cache, attend, merge heads."""
-    q = q_BTF.unflatten(-1, (n_heads, -1)).transpose(1, 2)
-    k = k_BSF.unflatten(-1, (n_kv_heads, -1)).transpose(1, 2)
-    v = v_BSF.unflatten(-1, (n_kv_heads, -1)).transpose(1, 2)
-    # layer names a cached decoder self-attention: positions continue from the cache. Without it
-    # (encoder self-attention, cross-attention) positions start at 0 and nothing is cached.
-    self_attention = ctx is not None and layer is not None
-    q_offset = kv_offset = ctx.offset if self_attention else 0
-    if rotary is not None:
-        tables = shared_rotary_tables(ctx, rotary, q.shape[2], self_attention, q.dtype, q.device)
-        q, k = apply_rotary(q, *tables), apply_rotary(k, *tables)
-    if self_attention:
-        if ctx.cache is not None:
-            k, v, kv_offset = ctx.cache.update(layer, k, v, window)
-        if mask.reads_prefix:
-            mask = mask.with_prefix(ctx.prefix_len)
-    if xl is not None:
-        r_proj, u_HK, w_HK = xl
-        if n_kv_heads != n_heads:
-            k = k.repeat_interleave(n_heads // n_kv_heads, dim=1)
-            v = v.repeat_interleave(n_heads // n_kv_heads, dim=1)
-        max_distance = q_offset + q.shape[2] - kv_offset
-        sinusoid = sinusoidal_table(torch.arange(max_distance, device=q.device), r_proj.shape[1], q.dtype)
-        r_DHK = F.linear(sinusoid, r_proj).unflatten(-1, (n_heads, -1))
-        out = attend_relative_xl(q, k, v, r_DHK, u_HK, w_HK, mask, q_offset, kv_offset, scale)
-    else:
-        alibi_H = alibi_slopes(n_heads).to(q.device) if alibi else None
-        out = attend(q, k, v, mask, q_offset, kv_offset, alibi_H, rel_table_NH, relative, scale,
-                     memo=ctx.memo if ctx is not None else None)
-    return out.transpose(1, 2).flatten(2)
+def relative_bias_attention(q_BTF, k_BTF, v_BTF, mask, rel_table_NH, *, n_buckets, max_distance, bidirectional,
+                            n_heads, n_kv_heads, offset=0, prefix_len=0, cache=None, layer=None, scale=None):
+    """T5: a learned bias per head for each log-spaced bucket of key-query distance."""
+    q, k, v = split_heads(q_BTF, n_heads), split_heads(k_BTF, n_kv_heads), split_heads(v_BTF, n_kv_heads)
+    kv_offset = offset
+    if cache is not None:
+        k, v, kv_offset = cache.update(layer, k, v)
+    if mask.reads_prefix:
+        mask = mask.with_prefix(prefix_len)
+    out = attend(q, k, v, mask, offset, kv_offset, rel_table_NH=rel_table_NH,
+                 rel_cfg=(n_buckets, max_distance, bidirectional), scale=scale)
+    return merge_heads(out)
 
 
 class EncoderBlock(nn.Module):
@@ -375,24 +260,24 @@ class EncoderBlock(nn.Module):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
         self.layer = layer
-        self.ln_attn = RMSNorm(8, eps=1e-05, **kw)
-        self.qkv = nn.Linear(8, 192, bias=False, **kw)  # fused: q + k + v
-        self.attn_out = nn.Linear(64, 8, bias=False, **kw)
-        self.ln_mlp = RMSNorm(8, eps=1e-05, **kw)
-        self.mlp_in = nn.Linear(8, 512, bias=False, **kw)
-        self.mlp_out = nn.Linear(512, 8, bias=False, **kw)
+        self.ln_attn = RMSNorm(CONFIG.d_model, eps=1e-05, **kw)
+        self.qkv = nn.Linear(CONFIG.d_model, CONFIG.n_heads * CONFIG.d_head + 2 * CONFIG.n_kv_heads * CONFIG.d_head, bias=False, **kw)  # fused: q + k + v
+        self.attn_out = nn.Linear(CONFIG.n_heads * CONFIG.d_head, CONFIG.d_model, bias=False, **kw)
+        self.ln_mlp = RMSNorm(CONFIG.d_model, eps=1e-05, **kw)
+        self.mlp_in = nn.Linear(CONFIG.d_model, CONFIG.d_ff, bias=False, **kw)
+        self.mlp_out = nn.Linear(CONFIG.d_ff, CONFIG.d_model, bias=False, **kw)
 
-    def forward(self, x, ctx):
-        h = self.ln_attn(x)  # [B, S, 8]
-        qkv = self.qkv(h)  # [B, S, 192]
-        q, k, v = qkv.split([64, 64, 64], dim=-1)  # [B, S, 64], [B, S, 64], [B, S, 64]
-        a = attention_core(q, k, v, 4, 4, Mask(MaskKind.FULL), ctx, None, relative=(8, 16, True), rel_table_NH=ctx.encoder_rel_table)  # [B, S, 64]
-        o = self.attn_out(a)  # [B, S, 8]
-        x_attn = x + o  # [B, S, 8]
-        h_mlp = self.ln_mlp(x_attn)  # fused with the add above in kernel backends  # [B, S, 8]
-        u = F.relu(self.mlp_in(h_mlp))  # [B, S, 512]
-        y = self.mlp_out(u)  # [B, S, 8]
-        x_out = x_attn + y  # [B, S, 8]
+    def forward(self, x, *, rel_table):
+        h = self.ln_attn(x)  # [B, S, D]
+        qkv = self.qkv(h)  # [B, S, H*K + 2*G*K]
+        q, k, v = qkv.split([CONFIG.n_heads * CONFIG.d_head, CONFIG.n_kv_heads * CONFIG.d_head, CONFIG.n_kv_heads * CONFIG.d_head], dim=-1)  # [B, S, H*K], [B, S, G*K], [B, S, G*K]
+        a = relative_bias_attention(q, k, v, Mask(MaskKind.FULL), rel_table, n_buckets=8, max_distance=16, bidirectional=True, n_heads=CONFIG.n_heads, n_kv_heads=CONFIG.n_kv_heads)  # [B, S, H*K]
+        o = self.attn_out(a)  # [B, S, D]
+        x_attn = x + o  # [B, S, D]
+        h_mlp = self.ln_mlp(x_attn)  # [B, S, D]
+        u = F.relu(self.mlp_in(h_mlp))  # [B, S, F]
+        y = self.mlp_out(u)  # [B, S, D]
+        x_out = x_attn + y  # [B, S, D]
         return x_out
 
 
@@ -403,95 +288,36 @@ class Block(nn.Module):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
         self.layer = layer
-        self.ln_attn = RMSNorm(8, eps=1e-05, **kw)
-        self.qkv = nn.Linear(8, 192, bias=False, **kw)  # fused: q + k + v
-        self.attn_out = nn.Linear(64, 8, bias=False, **kw)
-        self.ln_cross = RMSNorm(8, eps=1e-05, **kw)
-        self.cross_q = nn.Linear(8, 64, bias=False, **kw)
-        self.cross_kv = nn.Linear(8, 128, bias=False, **kw)  # fused: cross_k + cross_v
-        self.cross_out = nn.Linear(64, 8, bias=False, **kw)
-        self.ln_mlp = RMSNorm(8, eps=1e-05, **kw)
-        self.mlp_in = nn.Linear(8, 512, bias=False, **kw)
-        self.mlp_out = nn.Linear(512, 8, bias=False, **kw)
+        self.ln_attn = RMSNorm(CONFIG.d_model, eps=1e-05, **kw)
+        self.qkv = nn.Linear(CONFIG.d_model, CONFIG.n_heads * CONFIG.d_head + 2 * CONFIG.n_kv_heads * CONFIG.d_head, bias=False, **kw)  # fused: q + k + v
+        self.attn_out = nn.Linear(CONFIG.n_heads * CONFIG.d_head, CONFIG.d_model, bias=False, **kw)
+        self.ln_cross = RMSNorm(CONFIG.d_model, eps=1e-05, **kw)
+        self.cross_q = nn.Linear(CONFIG.d_model, CONFIG.n_heads * CONFIG.d_head, bias=False, **kw)
+        self.cross_kv = nn.Linear(CONFIG.d_model, 2 * CONFIG.n_kv_heads * CONFIG.d_head, bias=False, **kw)  # fused: cross_k + cross_v
+        self.cross_out = nn.Linear(CONFIG.n_heads * CONFIG.d_head, CONFIG.d_model, bias=False, **kw)
+        self.ln_mlp = RMSNorm(CONFIG.d_model, eps=1e-05, **kw)
+        self.mlp_in = nn.Linear(CONFIG.d_model, CONFIG.d_ff, bias=False, **kw)
+        self.mlp_out = nn.Linear(CONFIG.d_ff, CONFIG.d_model, bias=False, **kw)
 
-    def forward(self, x, ctx):
-        h = self.ln_attn(x)  # [B, T, 8]
-        qkv = self.qkv(h)  # [B, T, 192]
-        q, k, v = qkv.split([64, 64, 64], dim=-1)  # [B, T, 64], [B, T, 64], [B, T, 64]
-        a = attention_core(q, k, v, 4, 4, Mask(MaskKind.CAUSAL), ctx, self.layer, relative=(8, 16, False), rel_table_NH=ctx.rel_table)  # [B, T, 64]
-        o = self.attn_out(a)  # [B, T, 8]
-        x_attn = x + o  # [B, T, 8]
-        h_cross = self.ln_cross(x_attn)  # fused with the add above in kernel backends  # [B, T, 8]
-        cross_q = self.cross_q(h_cross)  # [B, T, 64]
-        cross_kv = ctx.once(self.layer + '.cross_kv', lambda: self.cross_kv(ctx.memory))  # [B, S, 128]
-        cross_k, cross_v = cross_kv.split([64, 64], dim=-1)  # [B, S, 64], [B, S, 64]
-        cross_a = attention_core(cross_q, cross_k, cross_v, 4, 4, Mask(MaskKind.FULL))  # [B, T, 64]
-        cross_o = self.cross_out(cross_a)  # [B, T, 8]
-        x_cross = x_attn + cross_o  # [B, T, 8]
-        h_mlp = self.ln_mlp(x_cross)  # fused with the add above in kernel backends  # [B, T, 8]
-        u = F.relu(self.mlp_in(h_mlp))  # [B, T, 512]
-        y = self.mlp_out(u)  # [B, T, 8]
-        x_out = x_cross + y  # [B, T, 8]
+    def forward(self, x, *, offset, cache, memory, rel_table):
+        h = self.ln_attn(x)  # [B, T, D]
+        qkv = self.qkv(h)  # [B, T, H*K + 2*G*K]
+        q, k, v = qkv.split([CONFIG.n_heads * CONFIG.d_head, CONFIG.n_kv_heads * CONFIG.d_head, CONFIG.n_kv_heads * CONFIG.d_head], dim=-1)  # [B, T, H*K], [B, T, G*K], [B, T, G*K]
+        a = relative_bias_attention(q, k, v, Mask(MaskKind.CAUSAL), rel_table, n_buckets=8, max_distance=16, bidirectional=False, n_heads=CONFIG.n_heads, n_kv_heads=CONFIG.n_kv_heads, offset=offset, cache=cache, layer=self.layer)  # [B, T, H*K]
+        o = self.attn_out(a)  # [B, T, D]
+        x_attn = x + o  # [B, T, D]
+        h_cross = self.ln_cross(x_attn)  # [B, T, D]
+        cross_q = self.cross_q(h_cross)  # [B, T, H*K]
+        cross_kv = once(cache, self.layer + '.cross_kv', lambda: self.cross_kv(memory))  # [B, S, 2*G*K]
+        cross_k, cross_v = cross_kv.split([CONFIG.n_kv_heads * CONFIG.d_head, CONFIG.n_kv_heads * CONFIG.d_head], dim=-1)  # [B, S, G*K], [B, S, G*K]
+        cross_a = full_attention(cross_q, cross_k, cross_v, n_heads=CONFIG.n_heads, n_kv_heads=CONFIG.n_kv_heads)  # [B, T, H*K]
+        cross_o = self.cross_out(cross_a)  # [B, T, D]
+        x_cross = x_attn + cross_o  # [B, T, D]
+        h_mlp = self.ln_mlp(x_cross)  # [B, T, D]
+        u = F.relu(self.mlp_in(h_mlp))  # [B, T, F]
+        y = self.mlp_out(u)  # [B, T, D]
+        x_out = x_cross + y  # [B, T, D]
         return x_out
-
-
-class EncoderEmbed(nn.Module):
-    """The encoder embed of the model."""
-
-    def __init__(self, device=None, dtype=None):
-        super().__init__()
-        kw = dict(device=device, dtype=dtype)
-        self.rel_bias = nn.Embedding(8, 4, **kw)  # bucket x head biases, shared by all layers
-
-    def forward(self, encoder_ids, ctx):
-        x_tok = F.embedding(encoder_ids, ctx.token_embedding)  # [B, S, 8]
-        rel_table = self.rel_bias.weight  # [8, 4]
-        ctx.encoder_rel_table = rel_table
-        return x_tok
-
-
-class EncoderFinal(nn.Module):
-    """The encoder final of the model."""
-
-    def __init__(self, device=None, dtype=None):
-        super().__init__()
-        kw = dict(device=device, dtype=dtype)
-        self.ln_f = RMSNorm(8, eps=1e-05, **kw)
-
-    def forward(self, x, ctx):
-        memory = self.ln_f(x)  # [B, S, 8]
-        ctx.memory = memory
-        return memory
-
-
-class Embed(nn.Module):
-    """The embed of the model."""
-
-    def __init__(self, device=None, dtype=None):
-        super().__init__()
-        kw = dict(device=device, dtype=dtype)
-        self.tok = nn.Embedding(512, 8, **kw)
-        self.rel_bias = nn.Embedding(8, 4, **kw)  # bucket x head biases, shared by all layers
-
-    def forward(self, input_ids, ctx):
-        x_tok = self.tok(input_ids)  # [B, T, 8]
-        rel_table = self.rel_bias.weight  # [8, 4]
-        ctx.rel_table = rel_table
-        return x_tok
-
-
-class Head(nn.Module):
-    """The head of the model."""
-
-    def __init__(self, device=None, dtype=None):
-        super().__init__()
-        kw = dict(device=device, dtype=dtype)
-        self.ln_f = RMSNorm(8, eps=1e-05, **kw)
-
-    def forward(self, x, ctx):
-        x_final = self.ln_f(x)  # [B, T, 8]
-        logits = F.linear(x_final, ctx.token_embedding)  # tied to the token embedding  # [B, T, 512]
-        return logits
 
 
 class Model(nn.Module):
@@ -499,60 +325,58 @@ class Model(nn.Module):
 
     def __init__(self, device=None, dtype=None):
         super().__init__()
-        self.config = CONFIG
-        self.encoder_embed = EncoderEmbed(device=device, dtype=dtype)
-        self.encoder_final = EncoderFinal(device=device, dtype=dtype)
-        self.embed = Embed(device=device, dtype=dtype)
-        self.head = Head(device=device, dtype=dtype)
-        self.encoder_layers = nn.ModuleList([
-            EncoderBlock("encoder_layers.0", device=device, dtype=dtype),
-            EncoderBlock("encoder_layers.1", device=device, dtype=dtype),
-        ])
-        self.layers = nn.ModuleList([
-            Block("layers.0", device=device, dtype=dtype),
-            Block("layers.1", device=device, dtype=dtype),
-            Block("layers.2", device=device, dtype=dtype),
-            Block("layers.3", device=device, dtype=dtype),
-        ])
+        kw = dict(device=device, dtype=dtype)
+        self.encoder_embed = nn.ModuleDict({'rel_bias': nn.Embedding(8, 4, **kw)})  # bucket x head biases, shared by all layers
+        self.encoder_final = nn.ModuleDict({'ln_f': RMSNorm(CONFIG.d_model, eps=1e-05, **kw)})
+        self.embed = nn.ModuleDict({
+            'tok': nn.Embedding(CONFIG.vocab_size, CONFIG.d_model, **kw),
+            'rel_bias': nn.Embedding(8, 4, **kw),  # bucket x head biases, shared by all layers
+        })
+        self.head = nn.ModuleDict({'ln_f': RMSNorm(CONFIG.d_model, eps=1e-05, **kw)})
+        self.encoder_layers = nn.ModuleList([EncoderBlock(f"encoder_layers.{i}", **kw) for i in range(2)])
+        self.layers = nn.ModuleList([Block(f"layers.{i}", **kw) for i in range(CONFIG.n_layers)])
         if device is None or torch.device(device).type != "meta":
             self.init_weights()
 
     def init_weights(self):
-        """Normal(0, init_std) matrices and embeddings, unit norm scales, zero biases and gates.
-        """
+        """Normal(0, init_std) matrices and embeddings, unit norm scales, zero biases and gates."""
         for name, p in self.named_parameters():
             if p.dim() >= 2:
                 nn.init.normal_(p, std=0.02)
-            elif name.endswith("alpha") or name.endswith("bias"):
+            elif name.endswith(("alpha", "bias")):
                 nn.init.zeros_(p)
             else:
                 nn.init.ones_(p)
 
     def forward(self, input_ids, *, encoder_ids=None, prefix_len=0, cache=None):
-        ctx = Context(input_ids.shape[1], input_ids.device, cache, prefix_len)
-        ctx.token_embedding = self.embed.tok.weight
-        if cache is not None and 'memory' in cache.static:
-            ctx.memory = cache.static['memory']  # encoded once per sequence
-        else:
-            x = self.encoder_embed(encoder_ids, ctx)
-            for block in self.encoder_layers:
-                x = block(x, ctx)
-            x = self.encoder_final(x, ctx)
-            ctx.memory = x
-            if cache is not None:
-                cache.static['memory'] = ctx.memory
-        x = self.embed(input_ids, ctx)
+        offset = cache.length if cache is not None else 0
+        embedding = self.embed.tok.weight
+        memory = once(cache, 'memory', lambda: self.encode(encoder_ids))  # encoded once per sequence
+        x_tok = self.embed.tok(input_ids)  # [B, T, D]
+        rel_table = self.embed.rel_bias.weight  # [8, 4]
+        x = x_tok
         for block in self.layers:
-            x = block(x, ctx)
-        logits = self.head(x, ctx)
+            x = block(x, offset=offset, cache=cache, memory=memory, rel_table=rel_table)
+        x_final = self.head.ln_f(x)  # [B, T, D]
+        logits = F.linear(x_final, embedding)  # tied to the token embedding  # [B, T, V]
         if cache is not None:
             cache.length += input_ids.shape[1]
         return logits
 
-    def aux_loss(self):
-        """Sum of the mixture-of-experts load-balancing losses of the last forward pass."""
-        losses = [m.aux_loss for m in self.modules() if getattr(m, "aux_loss", None) is not None and not callable(m.aux_loss)]
-        return sum(losses) if losses else torch.zeros(())
+    def new_cache(self):
+        """An empty KV cache: pass it to every forward call of one sequence to decode incrementally."""
+        return KVCache()
+
+    def encode(self, encoder_ids):
+        """The encoder's output: the memory the decoder's cross-attention reads."""
+        embedding = self.embed.tok.weight
+        x_tok = F.embedding(encoder_ids, embedding)  # [B, S, D]
+        rel_table = self.encoder_embed.rel_bias.weight  # [8, 4]
+        x = x_tok
+        for block in self.encoder_layers:
+            x = block(x, rel_table=rel_table)
+        x = self.encoder_final.ln_f(x)  # [B, S, D]
+        return x
 
 
 def build(device=None, dtype=None):
@@ -569,7 +393,6 @@ def example_inputs(batch=1, seq=16, dtype=torch.float32):
 
 
 if __name__ == "__main__":
+    ids, extra = example_inputs(seq=min(16, CONFIG.context))
     with torch.no_grad():
-        ids, extra = example_inputs(seq=min(16, CONFIG.context))
-        logits = build()(ids, **extra)
-    print(f"{CONFIG.name} ({CONFIG.scale}): input {tuple(ids.shape)} -> logits {tuple(logits.shape)}")
+        print(f"{CONFIG.name} ({CONFIG.scale}): input {tuple(ids.shape)} -> logits {tuple(build()(ids, **extra).shape)}")

@@ -1,0 +1,67 @@
+"""Position encodings: sinusoids, rotary tables and rotation, ALiBi slopes, T5 buckets.
+
+Shape suffixes: T query positions, S key positions, H heads, K head width, R rotated dims."""
+
+import math
+
+import torch
+
+
+def sinusoidal_table(positions_T, dim, dtype):
+    inv = torch.exp(torch.arange(0, dim, 2, device=positions_T.device, dtype=torch.float64) * (-math.log(10000.0) / dim))
+    angles = positions_T.to(torch.float64)[:, None] * inv[None, :]
+    # sin in the even columns, cos in the odd ones, interleaved by stack + flatten: slice
+    # assignment (table[:, 0::2] = ...) has no StableHLO lowering in torch-mlir
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1).to(dtype)
+
+
+def rotary_tables(positions_T, rot_dims, base, dtype):
+    work = torch.float64 if dtype == torch.float64 else torch.float32  # fp32 angles, as HF computes them
+    inv = 1.0 / (base ** (torch.arange(0, rot_dims, 2, device=positions_T.device, dtype=work) / rot_dims))
+    angles = positions_T.to(work)[:, None] * inv[None, :]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x_BHTK, cos_TR, sin_TR):
+    rot = cos_TR.shape[-1]  # rotate-half convention on the first R dims of each head; the rest pass through
+    x_rot, x_pass = x_BHTK[..., :rot], x_BHTK[..., rot:]
+    x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2 :]
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return torch.cat([x_rot * cos_TR + rotated * sin_TR, x_pass], dim=-1)
+
+
+def alibi_slopes(n_heads):
+    # geometric slopes for the nearest power of two, then every other slope of the next one
+    def powers(n):
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    closest = 2 ** math.floor(math.log2(n_heads))
+    slopes = powers(closest)
+    if closest < n_heads:
+        slopes += powers(2 * closest)[0::2][: n_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float64)
+
+
+def relative_buckets(rel_TS, n_buckets, max_distance, bidirectional):
+    # T5's log-spaced buckets of (key position - query position)
+    buckets = torch.zeros_like(rel_TS)
+    if bidirectional:
+        n_buckets //= 2
+        buckets = buckets + (rel_TS > 0).long() * n_buckets
+        distance = rel_TS.abs()
+    else:
+        distance = (-rel_TS).clamp(min=0)
+    exact = n_buckets // 2
+    is_small = distance < exact
+    log_ratio = torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+    large = exact + (log_ratio * (n_buckets - exact)).long()
+    large = large.clamp(max=n_buckets - 1)
+    return buckets + torch.where(is_small, distance, large)
+
+
+def rotary_flat(x_BTF, n_heads, cos_TR, sin_TR):
+    """apply_rotary on a projection whose heads are still flattened into the last dim."""
+    x_BHTK = x_BTF.unflatten(-1, (n_heads, -1)).transpose(1, 2)
+    return apply_rotary(x_BHTK, cos_TR, sin_TR).transpose(1, 2).flatten(2)
