@@ -216,10 +216,9 @@ class AddAttrs:
 
 
 @dataclass(frozen=True)
-class AddNormAttrs:
-    kind: NormFn
-    eps: float
-    bias: bool
+class AddNormAttrs(NormAttrs):
+    """A residual add (scaled by DeepNorm's alpha) and the norm of its sum."""
+
     residual_scale: float = 1.0
 
 

@@ -43,10 +43,6 @@ class NormKind(StrEnum):
     RMSNORM = "rmsnorm"
     DEEPNORM = "deepnorm"  # LayerNorm, post-norm, with a scaled residual and scaled init
 
-    @property
-    def is_rms(self) -> bool:
-        return self is NormKind.RMSNORM
-
 
 class NormPlacement(StrEnum):
     PRE = "pre"

@@ -144,17 +144,25 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
     return F.scaled_dot_product_attention(q_BHTK, k_BGSK, v_BGSK, attn_mask=bias_HTS, scale=scale, enable_gqa=G != H)
 
 
-def masked_attention(q_BTF, k_BTF, v_BTF, mask, *, n_heads, n_kv_heads, offset=0, prefix_len=0, rope=None,
-                     alibi=False, cache=None, layer=None, window=None, scale=None):
-    """Self-attention under a sparse, banded, prefix or full Mask, optionally with ALiBi."""
+def cached_heads(q_BTF, k_BTF, v_BTF, mask, n_heads, n_kv_heads, offset, prefix_len, rope, cache, layer, window):
+    """Heads split, rotary applied, keys and values through the cache, the prefix set on the mask.
+
+    Returns q, k, v, the position of the first key, and the mask.
+    """
     q, k, v = split_heads(q_BTF, n_heads), split_heads(k_BTF, n_kv_heads), split_heads(v_BTF, n_kv_heads)
     if rope is not None:
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
     kv_offset = offset
     if cache is not None:
         k, v, kv_offset = cache.update(layer, k, v, window)
-    if mask.reads_prefix:
-        mask = mask.with_prefix(prefix_len)
+    return q, k, v, kv_offset, mask.with_prefix(prefix_len) if mask.reads_prefix else mask
+
+
+def masked_attention(q_BTF, k_BTF, v_BTF, mask, *, n_heads, n_kv_heads, offset=0, prefix_len=0, rope=None,
+                     alibi=False, cache=None, layer=None, window=None, scale=None):
+    """Self-attention under a sparse, banded, prefix or full Mask, optionally with ALiBi."""
+    q, k, v, kv_offset, mask = cached_heads(q_BTF, k_BTF, v_BTF, mask, n_heads, n_kv_heads, offset, prefix_len, rope,
+                                            cache, layer, window)
     alibi_H = alibi_slopes(n_heads).to(q.device) if alibi else None
     return merge_heads(attend(q, k, v, mask, offset, kv_offset, alibi_H=alibi_H, scale=scale))
 
@@ -162,12 +170,8 @@ def masked_attention(q_BTF, k_BTF, v_BTF, mask, *, n_heads, n_kv_heads, offset=0
 def relative_bias_attention(q_BTF, k_BTF, v_BTF, mask, rel_table_NH, *, n_buckets, max_distance, bidirectional,
                             n_heads, n_kv_heads, offset=0, prefix_len=0, cache=None, layer=None, window=None, scale=None):
     """T5: a learned bias per head for each log-spaced bucket of key-query distance."""
-    q, k, v = split_heads(q_BTF, n_heads), split_heads(k_BTF, n_kv_heads), split_heads(v_BTF, n_kv_heads)
-    kv_offset = offset
-    if cache is not None:
-        k, v, kv_offset = cache.update(layer, k, v, window)
-    if mask.reads_prefix:
-        mask = mask.with_prefix(prefix_len)
+    q, k, v, kv_offset, mask = cached_heads(q_BTF, k_BTF, v_BTF, mask, n_heads, n_kv_heads, offset, prefix_len, None,
+                                            cache, layer, window)
     out = attend(q, k, v, mask, offset, kv_offset, rel_table_NH=rel_table_NH,
                  rel_cfg=(n_buckets, max_distance, bidirectional), scale=scale)
     return merge_heads(out)
@@ -180,12 +184,8 @@ def xl_attention(q_BTF, k_BTF, v_BTF, mask, r_proj_FD, u_HK, w_HK, *, n_heads, n
     r is the projected sinusoid of each distance. The score matrix is explicit, since the
     position term depends on the query and no fused kernel covers it.
     """
-    q, k, v = split_heads(q_BTF, n_heads), split_heads(k_BTF, n_kv_heads), split_heads(v_BTF, n_kv_heads)
-    kv_offset = offset
-    if cache is not None:
-        k, v, kv_offset = cache.update(layer, k, v, window)
-    if mask.reads_prefix:
-        mask = mask.with_prefix(prefix_len)
+    q, k, v, kv_offset, mask = cached_heads(q_BTF, k_BTF, v_BTF, mask, n_heads, n_kv_heads, offset, prefix_len, None,
+                                            cache, layer, window)
     k = k.repeat_interleave(n_heads // n_kv_heads, dim=1)
     v = v.repeat_interleave(n_heads // n_kv_heads, dim=1)
     B, H, T, K = q.shape

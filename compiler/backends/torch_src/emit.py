@@ -138,15 +138,19 @@ class ScopeEmitter:
         code = self.sizes.field(width, "d_model").code if width != derive(self.spec).d_ff else self.sizes.field(width, "d_ff").code
         return self.norm_ctor(node.attrs.kind, code, node.attrs.eps, node.attrs.bias)
 
-    def op_token_embed(self, node: Node) -> None:
+    def own_or_tied(self, node: Node, ctor: str, tied_fn: str, suffix: str = "") -> None:
+        """A module of its own, or a function of the token embedding it is tied to."""
         src = self.ref(node.inputs[0])
         if node.attrs.tied_to:
-            self.line(node, f"{self.out(node)} = F.embedding({src}, {self.need('embedding')})")
+            self.line(node, f"{self.out(node)} = {tied_fn}({src}, {self.need('embedding')}){suffix}  # tied to the token embedding")
             return
-        vocab, dim = node.params["weight"]
-        self.code.init.append(f"self.{node.name} = nn.Embedding({self.sizes.field(vocab, 'vocab_size').code}, "
-                              f"{self.sizes.field(dim, 'd_model').code}, **kw)")
-        self.line(node, f"{self.out(node)} = self.{node.name}({src})")
+        self.code.init.append(f"self.{node.name} = {ctor}")
+        self.line(node, f"{self.out(node)} = self.{node.name}({src}){suffix}")
+
+    def op_token_embed(self, node: Node) -> None:
+        vocab, dim = node.params.get("weight", (0, 0))
+        ctor = f"nn.Embedding({self.sizes.field(vocab, 'vocab_size').code}, {self.sizes.field(dim, 'd_model').code}, **kw)"
+        self.own_or_tied(node, ctor, "F.embedding")
 
     def positions(self, src: str) -> str:
         if self.scope.startswith("encoder"):
@@ -223,6 +227,24 @@ class ScopeEmitter:
         kv = "CONFIG.n_kv_heads" if a.n_kv_heads == values["n_kv_heads"] else str(a.n_kv_heads)
         return [f"n_heads={heads}", f"n_kv_heads={kv}"]
 
+    def attention_kwargs(self, node: Node, offset: bool) -> list[str]:
+        """Keyword arguments every attention helper takes the same way: positions, cache, band, scale."""
+        a = node.attrs
+        args = [f"offset={self.need('offset')}"] if offset else []
+        if a.mask.reads_prefix:
+            args.append(f"prefix_len={self.need('prefix_len')}")
+        if a.rotary:
+            args.append(f"rope={self.need('rope')}")
+        if a.alibi:
+            args.append("alibi=True")
+        if a.cached:
+            args += [f"cache={self.need('cache')}", "layer=self.layer"]
+        if a.window:
+            args.append(f"window={a.window}")
+        if a.scale is not None:
+            args.append(f"scale={a.scale!r}")  # muP: 1/d_head
+        return args
+
     def attention_call(self, node: Node) -> str:
         """The reference helper for this attention block, with keyword arguments."""
         a = node.attrs
@@ -239,21 +261,7 @@ class ScopeEmitter:
         if fn is AttentionFn.XL:
             u, w = (f"{shared}[0]", f"{shared}[1]") if shared else (f"self.{node.name}['u']", f"self.{node.name}['w']")
             args += [f"self.{node.name}['r_proj']", u, w]
-        args += self.heads(node)
-        if a.cached and fn is not AttentionFn.CAUSAL:
-            args.append(f"offset={self.need('offset')}")
-        if a.mask.reads_prefix:
-            args.append(f"prefix_len={self.need('prefix_len')}")
-        if a.rotary:
-            args.append(f"rope={self.need('rope')}")
-        if a.alibi:
-            args.append("alibi=True")
-        if a.cached:
-            args += [f"cache={self.need('cache')}", "layer=self.layer"]
-        if a.window:
-            args.append(f"window={a.window}")
-        if a.scale is not None:
-            args.append(f"scale={a.scale!r}")  # muP: 1/d_head
+        args += self.heads(node) + self.attention_kwargs(node, offset=a.cached and fn is not AttentionFn.CAUSAL)
         return f"{fn.value}({', '.join(args)})"
 
     def op_attention(self, node: Node) -> None:
@@ -337,16 +345,11 @@ class ScopeEmitter:
                         f"{states}, {enc}, {a.chunk}, {a.n_heads}, {a.n_kv_heads}, {a.d_head})[:, -{h}.shape[1]:]")
 
     def op_lm_head(self, node: Node) -> None:
-        src = self.ref(node.inputs[0])
+        vocab, dim = node.params.get("weight", (0, 0))
+        ctor = (f"nn.Linear({self.sizes.field(dim, 'd_model').code}, {self.sizes.field(vocab, 'vocab_size').code}, "
+                f"bias={node.attrs.bias}, **kw)")
         scale = node.attrs.logit_scale
-        suffix = f" * {scale!r}" if scale else ""
-        if node.attrs.tied_to:
-            self.line(node, f"{self.out(node)} = F.linear({src}, {self.need('embedding')}){suffix}  # tied to the token embedding")
-            return
-        vocab, dim = node.params["weight"]
-        self.code.init.append(f"self.{node.name} = nn.Linear({self.sizes.field(dim, 'd_model').code}, "
-                              f"{self.sizes.field(vocab, 'vocab_size').code}, bias={node.attrs.bias}, **kw)")
-        self.line(node, f"{self.out(node)} = self.{node.name}({src}){suffix}")
+        self.own_or_tied(node, ctor, "F.linear", f" * {scale!r}" if scale else "")
 
 
 # the whole file -------------------------------------------------------------------------

@@ -77,21 +77,8 @@ class _KernelScopeEmitter(ScopeEmitter):
         if node.kernel is None:
             return super().op_attention(node)
         a = node.attrs
-        args = [*(self.ref(x) for x in node.inputs[:3]), mask_expr(a.mask), *self.heads(node)]
-        if a.cached:
-            args.append(f"offset={self.need('offset')}")
-        if a.mask.reads_prefix:
-            args.append(f"prefix_len={self.need('prefix_len')}")
-        if a.rotary:
-            args.append(f"rope={self.need('rope')}")
-        if a.alibi:
-            args.append("alibi=True")
-        if a.cached:
-            args += [f"cache={self.need('cache')}", "layer=self.layer"]
-        if a.window:
-            args.append(f"window={a.window}")
-        if a.scale is not None:
-            args.append(f"scale={a.scale!r}")
+        args = [*(self.ref(x) for x in node.inputs[:3]), mask_expr(a.mask), *self.heads(node),
+                *self.attention_kwargs(node, offset=a.cached)]
         self.line(node, f"{self.out(node)} = kernel_attention({', '.join(args)})")
 
     def op_moe(self, node: Node) -> None:

@@ -230,17 +230,25 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
     return F.scaled_dot_product_attention(q_BHTK, k_BGSK, v_BGSK, attn_mask=bias_HTS, scale=scale, enable_gqa=G != H)
 
 
-def masked_attention(q_BTF, k_BTF, v_BTF, mask, *, n_heads, n_kv_heads, offset=0, prefix_len=0, rope=None,
-                     alibi=False, cache=None, layer=None, window=None, scale=None):
-    """Self-attention under a sparse, banded, prefix or full Mask, optionally with ALiBi."""
+def cached_heads(q_BTF, k_BTF, v_BTF, mask, n_heads, n_kv_heads, offset, prefix_len, rope, cache, layer, window):
+    """Heads split, rotary applied, keys and values through the cache, the prefix set on the mask.
+
+    Returns q, k, v, the position of the first key, and the mask.
+    """
     q, k, v = split_heads(q_BTF, n_heads), split_heads(k_BTF, n_kv_heads), split_heads(v_BTF, n_kv_heads)
     if rope is not None:
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
     kv_offset = offset
     if cache is not None:
         k, v, kv_offset = cache.update(layer, k, v, window)
-    if mask.reads_prefix:
-        mask = mask.with_prefix(prefix_len)
+    return q, k, v, kv_offset, mask.with_prefix(prefix_len) if mask.reads_prefix else mask
+
+
+def masked_attention(q_BTF, k_BTF, v_BTF, mask, *, n_heads, n_kv_heads, offset=0, prefix_len=0, rope=None,
+                     alibi=False, cache=None, layer=None, window=None, scale=None):
+    """Self-attention under a sparse, banded, prefix or full Mask, optionally with ALiBi."""
+    q, k, v, kv_offset, mask = cached_heads(q_BTF, k_BTF, v_BTF, mask, n_heads, n_kv_heads, offset, prefix_len, rope,
+                                            cache, layer, window)
     alibi_H = alibi_slopes(n_heads).to(q.device) if alibi else None
     return merge_heads(attend(q, k, v, mask, offset, kv_offset, alibi_H=alibi_H, scale=scale))
 

@@ -239,15 +239,25 @@ def attend(q_BHTK, k_BGSK, v_BGSK, mask, q_offset=0, kv_offset=0, alibi_H=None, 
     return F.scaled_dot_product_attention(q_BHTK, k_BGSK, v_BGSK, attn_mask=bias_HTS, scale=scale, enable_gqa=G != H)
 
 
-def relative_bias_attention(q_BTF, k_BTF, v_BTF, mask, rel_table_NH, *, n_buckets, max_distance, bidirectional,
-                            n_heads, n_kv_heads, offset=0, prefix_len=0, cache=None, layer=None, scale=None):
-    """T5: a learned bias per head for each log-spaced bucket of key-query distance."""
+def cached_heads(q_BTF, k_BTF, v_BTF, mask, n_heads, n_kv_heads, offset, prefix_len, rope, cache, layer, window):
+    """Heads split, rotary applied, keys and values through the cache, the prefix set on the mask.
+
+    Returns q, k, v, the position of the first key, and the mask.
+    """
     q, k, v = split_heads(q_BTF, n_heads), split_heads(k_BTF, n_kv_heads), split_heads(v_BTF, n_kv_heads)
+    if rope is not None:
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
     kv_offset = offset
     if cache is not None:
-        k, v, kv_offset = cache.update(layer, k, v)
-    if mask.reads_prefix:
-        mask = mask.with_prefix(prefix_len)
+        k, v, kv_offset = cache.update(layer, k, v, window)
+    return q, k, v, kv_offset, mask.with_prefix(prefix_len) if mask.reads_prefix else mask
+
+
+def relative_bias_attention(q_BTF, k_BTF, v_BTF, mask, rel_table_NH, *, n_buckets, max_distance, bidirectional,
+                            n_heads, n_kv_heads, offset=0, prefix_len=0, cache=None, layer=None, window=None, scale=None):
+    """T5: a learned bias per head for each log-spaced bucket of key-query distance."""
+    q, k, v, kv_offset, mask = cached_heads(q_BTF, k_BTF, v_BTF, mask, n_heads, n_kv_heads, offset, prefix_len, None,
+                                            cache, layer, window)
     out = attend(q, k, v, mask, offset, kv_offset, rel_table_NH=rel_table_NH,
                  rel_cfg=(n_buckets, max_distance, bidirectional), scale=scale)
     return merge_heads(out)
@@ -370,7 +380,7 @@ class Model(nn.Module):
     def encode(self, encoder_ids):
         """The encoder's output: the memory the decoder's cross-attention reads."""
         embedding = self.embed.tok.weight
-        x_tok = F.embedding(encoder_ids, embedding)  # [B, S, D]
+        x_tok = F.embedding(encoder_ids, embedding)  # tied to the token embedding  # [B, S, D]
         rel_table = self.encoder_embed.rel_bias.weight  # [8, 4]
         x = x_tok
         for block in self.encoder_layers:
