@@ -95,3 +95,40 @@ def test_dump_ir_and_stop_after(tmp_path) -> None:
     assert names == ["00_lowered.ir.txt", "01_fuse_qkv.ir.txt", "02_fuse_glu.ir.txt"]
     assert "rotary" in print_graph(fused)  # fold_rope never ran
     assert set(PASSES) == set(PIPELINE) | {"select_kernels"}
+
+
+def _renamed(graph):
+    """The same graph with every node and value renamed: fusions must find their operands by structure."""
+    from taxonc.compiler.ir.graph import Graph
+
+    out = Graph(graph.name)
+    out.meta = dict(graph.meta)
+    rename: dict[str, str] = {}
+    for name, shape in graph.inputs.items():
+        out.add_input(name, shape)
+        rename[name] = name
+    for i, node in enumerate(graph.nodes()):
+        outputs = {}
+        for value in node.outputs:
+            local = f"v{i}_{value.rpartition('.')[2]}"
+            outputs[local] = graph.values[value]
+            rename[value] = f"{node.scope}.{local}" if node.scope else local
+        out.add(node.op, node.scope, f"n{i}", [rename[v] for v in node.inputs], outputs, node.attrs, dict(node.params),
+                dict(node.roles))
+    out.outputs = [rename[v] for v in graph.outputs]
+    for key in ("residual_in", "residual_out"):
+        out.meta[key] = {scope: rename[v] for scope, v in graph.meta.get(key, {}).items()}
+    if "memory" in graph.meta:
+        out.meta["memory"] = rename[graph.meta["memory"]]
+    return out
+
+
+@pytest.mark.parametrize("name", ["llama", "palm", "t5", "gpt-neox", "gopher", "flamingo", "glam"])
+def test_renamed_nodes_fuse_the_same_way(name: str) -> None:
+    graph = build_graph(scale_spec(load_spec(SPECS / f"{name}.toml").spec, "tiny"))
+    renamed = _renamed(graph)
+    assert {n.name for n in renamed.nodes()}.isdisjoint({n.name for n in graph.nodes()})
+    _, log = run_pipeline(graph)
+    _, renamed_log = run_pipeline(renamed)
+    assert renamed_log.summary() == log.summary() and log.summary()
+    assert renamed_log.refusal_reasons() == log.refusal_reasons()

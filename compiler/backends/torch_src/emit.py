@@ -16,7 +16,7 @@ from typing import Any
 
 from taxonc.kernels.reference.masks import Mask
 
-from ...ir.attrs import Activation, AttentionFn, NormFn, PosTable, RelativeBias
+from ...ir.attrs import Activation, AttentionFn, NormFn, PosTable, RelativeBias, Role
 from ...ir.graph import Graph, Node
 from ...ir.ops import Op
 from ...ir.printer import layer_groups
@@ -548,6 +548,8 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
               "deepnorm_stacks": [s for s in ("layers", "encoder_layers") if any(
                   c["deepnorm_rows"] for c in classes if c["layer_arg"] and stacks[s].scope_class
                   and c["name"] in stacks[s].scope_class.values())],
+              "zero_readout": [name for name, role in graph.param_roles().items()
+                               if role is Role.LM_HEAD] if header.get("zero_readout") else [],
               "imports": imports or []}
     return render("model.py.j2", **params)
 
