@@ -41,7 +41,7 @@ def needed_defs(text: str, defs: dict[str, str]) -> list[str]:
     """Definitions the code lines `text` use, with everything they use, in definition order."""
     code = re.sub(r"#[^\n]*", "", text)
     chosen: set[str] = set()
-    frontier = [name for name in defs if re.search(rf"\b{name}\b", code)]
+    frontier = [name for name in defs if re.search(rf"(?<![\w.]){name}\b", code)]  # not an attribute like self.name
     while frontier:
         name = frontier.pop()
         if name in chosen:
