@@ -260,6 +260,17 @@ def _inspect_model(data: bytes) -> tuple[int, str]:
     return pieces, model_type
 
 
+def _meta_id(piece: str) -> property:
+    """The read-only property `<piece>_id` of Tokenizer: the id of that meta piece, or None
+    where SentencePiece says -1 (the model has it disabled)."""
+
+    def get(self: Tokenizer) -> int | None:
+        i = getattr(self._sp, f"{piece}_id")()
+        return None if i < 0 else i
+
+    return property(get, doc=f"The id of the {piece} meta piece, or None if the model has none.")
+
+
 class Tokenizer:
     """A loaded SentencePiece model (BPE or unigram)."""
 
@@ -309,24 +320,10 @@ class Tokenizer:
     def __len__(self) -> int:
         return self._size
 
-    def _optional(self, i: int) -> int | None:
-        return None if i < 0 else i  # SentencePiece says -1 for a disabled meta piece
-
-    @property
-    def bos_id(self) -> int | None:
-        return self._optional(self._sp.bos_id())
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._optional(self._sp.eos_id())
-
-    @property
-    def pad_id(self) -> int | None:
-        return self._optional(self._sp.pad_id())
-
-    @property
-    def unk_id(self) -> int | None:
-        return self._optional(self._sp.unk_id())
+    bos_id = _meta_id("bos")
+    eos_id = _meta_id("eos")
+    pad_id = _meta_id("pad")
+    unk_id = _meta_id("unk")
 
     def token_id(self, piece: str) -> int | None:
         """The id of `piece`, or None if the vocabulary lacks it (not the unknown id)."""
