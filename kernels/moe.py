@@ -199,9 +199,8 @@ def _build():
         x_ptr, tok_ptr, tile_e_ptr, tile_r0_ptr, tile_r1_ptr, w_ptr, b_ptr, h_ptr,
         n_tiles, F, D,
         stride_xn, stride_xd, stride_we, stride_wf, stride_wd, stride_be, stride_ha, stride_hf,
-        ACT: tl.constexpr, GATED: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
-        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-        GROUP_M: tl.constexpr,
+        ACT: tl.constexpr, GATED: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     ):
         e, _, rows, row_ok, cols, col_ok, cols_ld = _tile_block(
             tile_e_ptr, tile_r0_ptr, tile_r1_ptr, n_tiles, F, BLOCK_M, BLOCK_N, GROUP_M)
