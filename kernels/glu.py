@@ -64,7 +64,7 @@ _KERNELS = None
 def _build():
     """Define the @triton.jit kernels on first use (Triton is imported only here)."""
     # the jit helpers must be module globals: kernels resolve the names they call there
-    global _KERNELS, _act_fwd, _act_both
+    global _KERNELS, _act_fwd, _act_both, _glu_load
     if _KERNELS is not None:
         return _KERNELS
     import triton
@@ -109,24 +109,25 @@ def _build():
         return y, dy
 
     @triton.jit
-    def glu_fwd_kernel(gu_ptr, out_ptr, F_, BLOCK: tl.constexpr, ACT: tl.constexpr):
+    def _glu_load(gu_ptr, F_, BLOCK: tl.constexpr):
+        # program (row, j): columns [j*BLOCK, (j+1)*BLOCK) of the row's gate and up halves, in fp32
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < F_
         gu_row = gu_ptr + row * 2 * F_
         gate = tl.load(gu_row + cols, mask=mask, other=0.0).to(tl.float32)
         up = tl.load(gu_row + F_ + cols, mask=mask, other=0.0).to(tl.float32)
+        return row, cols, mask, gate, up
+
+    @triton.jit
+    def glu_fwd_kernel(gu_ptr, out_ptr, F_, BLOCK: tl.constexpr, ACT: tl.constexpr):
+        row, cols, mask, gate, up = _glu_load(gu_ptr, F_, BLOCK)
         y = _act_fwd(gate, ACT) * up
         tl.store(out_ptr + row * F_ + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def glu_bwd_kernel(gu_ptr, gout_ptr, ggu_ptr, F_, BLOCK: tl.constexpr, ACT: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        mask = cols < F_
-        gu_row = gu_ptr + row * 2 * F_
-        gate = tl.load(gu_row + cols, mask=mask, other=0.0).to(tl.float32)
-        up = tl.load(gu_row + F_ + cols, mask=mask, other=0.0).to(tl.float32)
+        row, cols, mask, gate, up = _glu_load(gu_ptr, F_, BLOCK)
         g = tl.load(gout_ptr + row * F_ + cols, mask=mask, other=0.0).to(tl.float32)
         a, da = _act_both(gate, ACT)
         ggu_row = ggu_ptr + row * 2 * F_

@@ -139,7 +139,7 @@ def default_config(dtype, n_assign, n_experts, gated):
 @functools.cache
 def _build():
     # module globals, not locals: @triton.jit resolves the names a kernel uses in its globals
-    global triton, tl, _sigmoid_mul, _activate, _tile, _moe_up_kernel, _moe_down_kernel
+    global triton, tl, _sigmoid_mul, _activate, _tile, _tile_block, _load_k_cols, _load_k_rows, _moe_up_kernel, _moe_down_kernel
     import triton
     import triton.language as tl
 
@@ -166,26 +166,48 @@ def _build():
         return first + (pid % width) % size, (pid % width) // size
 
     @triton.jit
+    def _tile_block(tile_e_ptr, tile_r0_ptr, tile_r1_ptr, n_tiles, N,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+        # this program's block of the output: expert e (-1 for a surplus tile), sorted rows from
+        # r0 (row_ok: before the tile's r1), columns (col_ok: below N; cols_ld: wrapped into range)
+        tile, pid_n = _tile(tl.program_id(0), n_tiles, tl.cdiv(N, BLOCK_N), GROUP_M)
+        e = tl.load(tile_e_ptr + tile)
+        r0 = tl.load(tile_r0_ptr + tile)
+        rows = r0 + tl.arange(0, BLOCK_M)
+        row_ok = rows < tl.load(tile_r1_ptr + tile)
+        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        return e, r0, rows, row_ok, cols, cols < N, cols % N
+
+    @triton.jit
+    def _load_k_cols(ptrs, k0, ks, K, EVEN_K: tl.constexpr):
+        # a (rows, BLOCK_K) operand tile; past K reads zeros
+        if EVEN_K:
+            return tl.load(ptrs)
+        else:
+            return tl.load(ptrs, mask=(k0 + ks < K)[None, :], other=0.0)
+
+    @triton.jit
+    def _load_k_rows(ptrs, k0, ks, K, EVEN_K: tl.constexpr):
+        # a (BLOCK_K, cols) weight tile; past K reads zeros
+        if EVEN_K:
+            return tl.load(ptrs)
+        else:
+            return tl.load(ptrs, mask=(k0 + ks < K)[:, None], other=0.0)
+
+    @triton.jit
     def _moe_up_kernel(
         x_ptr, tok_ptr, tile_e_ptr, tile_r0_ptr, tile_r1_ptr, w_ptr, b_ptr, h_ptr,
         n_tiles, F, D,
         stride_xn, stride_xd, stride_we, stride_wf, stride_wd, stride_be, stride_ha, stride_hf,
-        ACT: tl.constexpr, GATED: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
-        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-        GROUP_M: tl.constexpr,
+        ACT: tl.constexpr, GATED: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     ):
-        tile, pid_n = _tile(tl.program_id(0), n_tiles, tl.cdiv(F, BLOCK_N), GROUP_M)
-        e = tl.load(tile_e_ptr + tile)
+        e, _, rows, row_ok, cols, col_ok, cols_ld = _tile_block(
+            tile_e_ptr, tile_r0_ptr, tile_r1_ptr, n_tiles, F, BLOCK_M, BLOCK_N, GROUP_M)
         if e < 0:  # surplus tile
             return
-        r0 = tl.load(tile_r0_ptr + tile)
-        r1 = tl.load(tile_r1_ptr + tile)
-        rows = r0 + tl.arange(0, BLOCK_M)
-        row_ok = rows < r1
         tok = tl.load(tok_ptr + rows, mask=row_ok, other=0).to(tl.int64)  # rows past r1 read token 0
-        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        col_ok = cols < F
-        cols_ld = cols % F  # in bounds, so the weight loads need no column mask
+        # cols_ld is in bounds, so the weight loads need no column mask
         ks = tl.arange(0, BLOCK_K)
         x_ptrs = x_ptr + tok[:, None] * stride_xn + ks[None, :] * stride_xd
         w_base = w_ptr + e.to(tl.int64) * stride_we
@@ -194,20 +216,10 @@ def _build():
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, D, BLOCK_K):
-            if EVEN_K:
-                a = tl.load(x_ptrs)
-                wg = tl.load(wg_ptrs)
-            else:
-                k_ok = k0 + ks < D
-                a = tl.load(x_ptrs, mask=k_ok[None, :], other=0.0)
-                wg = tl.load(wg_ptrs, mask=k_ok[:, None], other=0.0)
-            acc = tl.dot(a, wg, acc, input_precision=PRECISION)
+            a = _load_k_cols(x_ptrs, k0, ks, D, EVEN_K)
+            acc = tl.dot(a, _load_k_rows(wg_ptrs, k0, ks, D, EVEN_K), acc, input_precision=PRECISION)
             if GATED:
-                if EVEN_K:
-                    wu = tl.load(wu_ptrs)
-                else:
-                    wu = tl.load(wu_ptrs, mask=k_ok[:, None], other=0.0)
-                acc_up = tl.dot(a, wu, acc_up, input_precision=PRECISION)
+                acc_up = tl.dot(a, _load_k_rows(wu_ptrs, k0, ks, D, EVEN_K), acc_up, input_precision=PRECISION)
                 wu_ptrs += BLOCK_K * stride_wd
             x_ptrs += BLOCK_K * stride_xd
             wg_ptrs += BLOCK_K * stride_wd
@@ -230,31 +242,18 @@ def _build():
         HAS_BIAS: tl.constexpr, HAS_WEIGHT: tl.constexpr, EVEN_K: tl.constexpr, PRECISION: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     ):
-        tile, pid_n = _tile(tl.program_id(0), n_tiles, tl.cdiv(D, BLOCK_N), GROUP_M)
-        e = tl.load(tile_e_ptr + tile)
+        e, r0, rows, row_ok, cols, col_ok, cols_ld = _tile_block(
+            tile_e_ptr, tile_r0_ptr, tile_r1_ptr, n_tiles, D, BLOCK_M, BLOCK_N, GROUP_M)
         if e < 0:
             return
-        r0 = tl.load(tile_r0_ptr + tile)
-        r1 = tl.load(tile_r1_ptr + tile)
-        rows = r0 + tl.arange(0, BLOCK_M)
-        row_ok = rows < r1
         rows_ld = tl.where(row_ok, rows, r0).to(tl.int64)  # rows past r1 re-read row r0
-        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        col_ok = cols < D
-        cols_ld = cols % D
         ks = tl.arange(0, BLOCK_K)
         h_ptrs = h_ptr + rows_ld[:, None] * stride_ha + ks[None, :] * stride_hf
         w_ptrs = w_ptr + e.to(tl.int64) * stride_we + cols_ld[None, :] * stride_wd + ks[:, None] * stride_wf
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, F, BLOCK_K):
-            if EVEN_K:
-                a = tl.load(h_ptrs)
-                w = tl.load(w_ptrs)
-            else:
-                k_ok = k0 + ks < F
-                a = tl.load(h_ptrs, mask=k_ok[None, :], other=0.0)
-                w = tl.load(w_ptrs, mask=k_ok[:, None], other=0.0)
-            acc = tl.dot(a, w, acc, input_precision=PRECISION)
+            acc = tl.dot(_load_k_cols(h_ptrs, k0, ks, F, EVEN_K), _load_k_rows(w_ptrs, k0, ks, F, EVEN_K), acc,
+                         input_precision=PRECISION)
             h_ptrs += BLOCK_K * stride_hf
             w_ptrs += BLOCK_K * stride_wf
         if HAS_BIAS:

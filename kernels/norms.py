@@ -86,8 +86,24 @@ def solu_layer_norm_ref(x, weight, bias, eps):
 
 @functools.lru_cache(maxsize=None)
 def _build():
+    # the jit helper must be a module global: kernels resolve the names they call there
+    global _normalize_store
     import triton
     import triton.language as tl
+
+    @triton.jit
+    def _normalize_store(xc, N, eps, W, B, y_row, cols, mask, HAS_BIAS: tl.constexpr):
+        # y = xc * rstd * w (+ b), rstd = 1 / sqrt(mean(xc^2) + eps), stored at y_row + cols
+        # (xc is 0 at masked columns); returns rstd
+        var = tl.sum(xc * xc, axis=0) / N
+        rstd = 1.0 / tl.sqrt_rn(var + eps)
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        y = xc * rstd * w
+        if HAS_BIAS:
+            b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+            y = y + b
+        tl.store(y_row + cols, y.to(y_row.dtype.element_ty), mask=mask)
+        return rstd
 
     @triton.jit
     def norm_fwd(
@@ -112,15 +128,8 @@ def _build():
             mean = tl.sum(x, axis=0) / N
             xc = tl.where(mask, x - mean, 0.0)
             tl.store(MEAN + row, mean)
-        var = tl.sum(xc * xc, axis=0) / N
-        rstd = 1.0 / tl.sqrt_rn(var + eps)
+        rstd = _normalize_store(xc, N, eps, W, B, Y + row * stride_y, cols, mask, HAS_BIAS)
         tl.store(RSTD + row, rstd)
-        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
-        y = xc * rstd * w
-        if HAS_BIAS:
-            b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
-            y = y + b
-        tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=mask)
 
     @triton.jit
     def norm_bwd(
@@ -184,14 +193,7 @@ def _build():
         # LayerNorm of h (masked columns of h are 0)
         mean = tl.sum(h, axis=0) / N
         hc = tl.where(mask, h - mean, 0.0)
-        var = tl.sum(hc * hc, axis=0) / N
-        rstd = 1.0 / tl.sqrt_rn(var + eps)
-        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
-        y = hc * rstd * w
-        if HAS_BIAS:
-            b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
-            y = y + b
-        tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=mask)
+        _normalize_store(hc, N, eps, W, B, Y + row * stride_y, cols, mask, HAS_BIAS)
 
     return triton, norm_fwd, norm_bwd, solu_ln_fwd
 
@@ -245,16 +247,20 @@ def _check(x, weight, bias, residual):
         raise ValueError("residual must have the shape and dtype of x")
 
 
+def _forward_operands(x, weight, bias):
+    """x as contiguous (rows, n), contiguous weight and bias (or None), and an empty output like x."""
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    bias_c = bias.contiguous() if bias is not None else None
+    return x2, weight.contiguous(), bias_c, torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
 class _NormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, residual, weight, bias, eps, is_rms):
         _, norm_fwd, _, _ = _build()
         shape, n = x.shape, x.shape[-1]
-        x2 = x.reshape(-1, n).contiguous()
+        x2, weight_c, bias_c, y = _forward_operands(x, weight, bias)
         rows = x2.shape[0]
-        weight_c = weight.contiguous()
-        bias_c = bias.contiguous() if bias is not None else None
-        y = torch.empty(shape, dtype=x.dtype, device=x.device)
         rstd = torch.empty(rows, dtype=torch.float32, device=x.device)
         mean = rstd if is_rms else torch.empty(rows, dtype=torch.float32, device=x.device)
         if residual is not None:
@@ -328,12 +334,9 @@ class _SoluLayerNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
         _, _, _, solu_ln_fwd = _build()
-        shape, n = x.shape, x.shape[-1]
-        x2 = x.reshape(-1, n).contiguous()
+        n = x.shape[-1]
+        x2, weight_c, bias_c, y = _forward_operands(x, weight, bias)
         rows = x2.shape[0]
-        weight_c = weight.contiguous()
-        bias_c = bias.contiguous() if bias is not None else None
-        y = torch.empty(shape, dtype=x.dtype, device=x.device)
         block, warps = _settings(n)
         if rows > 0:
             solu_ln_fwd[(rows,)](

@@ -18,14 +18,15 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import sentencepiece as spm
 
 from .errors import TokenizerError
 
+_T = TypeVar("_T")
 ModelType = Literal["bpe", "unigram"]
 MODEL_TYPES: tuple[str, ...] = ("bpe", "unigram")
 
@@ -139,21 +140,27 @@ def _check_special_tokens(tokens: Iterable[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _read(path: Path, what: str, read: Callable[[Path], _T], expected: str = "a file") -> _T:
+    """read(path), with a TokenizerError that names the file as `what` (and says it should be
+    `expected` where it is a directory) when it is missing, a directory, unreadable or not UTF-8."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise TokenizerError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise TokenizerError(f"{what} {path} is a directory, not {expected}") from None
+    except UnicodeDecodeError as err:
+        raise TokenizerError(f"{what} {path} is not UTF-8 (bad byte at offset {err.start})") from None
+    except OSError as err:
+        raise TokenizerError(f"cannot read {what} {path}: {err.strerror}") from None
+
+
 def _read_sentences(paths: Sequence[Path]) -> list[str]:
     # Read here rather than letting SentencePiece open the files: we get clear errors for
     # missing or non-UTF-8 files, and file names with commas need no escaping.
     sentences: list[str] = []
     for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise TokenizerError(f"training text {path} does not exist") from None
-        except IsADirectoryError:
-            raise TokenizerError(f"training text {path} is a directory, not a file") from None
-        except UnicodeDecodeError as err:
-            raise TokenizerError(f"training text {path} is not UTF-8 (bad byte at offset {err.start})") from None
-        except OSError as err:
-            raise TokenizerError(f"cannot read training text {path}: {err.strerror}") from None
+        text = _read(path, "training text", lambda p: p.read_text(encoding="utf-8"))
         sentences.extend(line for line in text.splitlines() if line.strip())
     if not sentences:
         names = ", ".join(str(p) for p in paths)
@@ -260,6 +267,17 @@ def _inspect_model(data: bytes) -> tuple[int, str]:
     return pieces, model_type
 
 
+def _meta_id(piece: str) -> property:
+    """The read-only property `<piece>_id` of Tokenizer: the id of that meta piece, or None
+    where SentencePiece says -1 (the model has it disabled)."""
+
+    def get(self: Tokenizer) -> int | None:
+        i = getattr(self._sp, f"{piece}_id")()
+        return None if i < 0 else i
+
+    return property(get, doc=f"The id of the {piece} meta piece, or None if the model has none.")
+
+
 class Tokenizer:
     """A loaded SentencePiece model (BPE or unigram)."""
 
@@ -272,15 +290,7 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise TokenizerError(f"tokenizer {path} does not exist") from None
-        except IsADirectoryError:
-            raise TokenizerError(f"tokenizer {path} is a directory, not a .model file") from None
-        except OSError as err:
-            raise TokenizerError(f"cannot read tokenizer {path}: {err.strerror}") from None
-        return cls.from_bytes(data, source=str(path))
+        return cls.from_bytes(_read(path, "tokenizer", Path.read_bytes, "a .model file"), source=str(path))
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> Tokenizer:
@@ -309,24 +319,10 @@ class Tokenizer:
     def __len__(self) -> int:
         return self._size
 
-    def _optional(self, i: int) -> int | None:
-        return None if i < 0 else i  # SentencePiece says -1 for a disabled meta piece
-
-    @property
-    def bos_id(self) -> int | None:
-        return self._optional(self._sp.bos_id())
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._optional(self._sp.eos_id())
-
-    @property
-    def pad_id(self) -> int | None:
-        return self._optional(self._sp.pad_id())
-
-    @property
-    def unk_id(self) -> int | None:
-        return self._optional(self._sp.unk_id())
+    bos_id = _meta_id("bos")
+    eos_id = _meta_id("eos")
+    pad_id = _meta_id("pad")
+    unk_id = _meta_id("unk")
 
     def token_id(self, piece: str) -> int | None:
         """The id of `piece`, or None if the vocabulary lacks it (not the unknown id)."""

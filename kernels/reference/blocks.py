@@ -35,18 +35,19 @@ class MoE(nn.Module):
         self.solu_norm = None
         self.aux_loss = None
 
+    def hidden(self, h):
+        """The experts' activation of their first projection (GLU for swiglu/geglu)."""
+        if self.activation in ("swiglu", "geglu"):
+            gate, up = h.chunk(2, dim=-1)
+            return glu(gate, up, self.activation)
+        h = activate(h, self.activation)
+        return self.solu_norm(h) if self.solu_norm is not None else h
+
     def expert(self, e, x_ND):
         h = x_ND @ self.w_in[e].t()
         if self.b_in is not None:
             h = h + self.b_in[e]
-        if self.activation in ("swiglu", "geglu"):
-            gate, up = h.chunk(2, dim=-1)
-            h = glu(gate, up, self.activation)
-        else:
-            h = activate(h, self.activation)
-            if self.solu_norm is not None:
-                h = self.solu_norm(h)
-        y = h @ self.w_out[e].t()
+        y = self.hidden(h) @ self.w_out[e].t()
         return y + self.b_out[e] if self.b_out is not None else y
 
     def gathered(self, x_ND, weight_NK, expert_NK):
@@ -55,14 +56,7 @@ class MoE(nn.Module):
         h = torch.einsum("nd,nkfd->nkf", x_ND, self.w_in[expert_NK])
         if self.b_in is not None:
             h = h + self.b_in[expert_NK]
-        if self.activation in ("swiglu", "geglu"):
-            gate, up = h.chunk(2, dim=-1)
-            h = glu(gate, up, self.activation)
-        else:
-            h = activate(h, self.activation)
-            if self.solu_norm is not None:
-                h = self.solu_norm(h)
-        y = torch.einsum("nkf,nkdf->nkd", h, self.w_out[expert_NK])
+        y = torch.einsum("nkf,nkdf->nkd", self.hidden(h), self.w_out[expert_NK])
         if self.b_out is not None:
             y = y + self.b_out[expert_NK]
         return (y * weight_NK[..., None].to(y.dtype)).sum(1)
@@ -116,6 +110,24 @@ class TanhGate(nn.Module):
         return torch.tanh(self.alpha) * x
 
 
+def encoder_stack(n_layers, dim, norm, attention, device=None, dtype=None):
+    """The layers of a small pre-norm encoder (Flamingo's resampler, RETRO's neighbour
+    encoder) and its final norm: each layer holds the `attention` sublayers, in order (name ->
+    None for a norm of width `dim`, or (in, out) for a Linear without bias), then norm_ff,
+    ff_in and ff_out, a GELU feed-forward of width 4 * dim."""
+    kw = dict(device=device, dtype=dtype)
+    layers = nn.ModuleList()
+    for _ in range(n_layers):
+        layer = nn.Module()
+        for name, shape in attention.items():
+            setattr(layer, name, norm(dim, **kw) if shape is None else nn.Linear(*shape, bias=False, **kw))
+        layer.norm_ff = norm(dim, **kw)
+        layer.ff_in = nn.Linear(dim, 4 * dim, bias=False, **kw)
+        layer.ff_out = nn.Linear(4 * dim, dim, bias=False, **kw)
+        layers.append(layer)
+    return layers, norm(dim, **kw)
+
+
 class PerceiverResampler(nn.Module):
     """Maps any number of media features to a fixed set of latent tokens (Flamingo)."""
 
@@ -124,20 +136,8 @@ class PerceiverResampler(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.latents = nn.Parameter(torch.empty(n_latents, dim, device=device, dtype=dtype))
-        kw = dict(device=device, dtype=dtype)
-        self.layers = nn.ModuleList()
-        for _ in range(n_layers):
-            layer = nn.Module()
-            layer.norm_media = norm(dim, **kw)
-            layer.norm_latents = norm(dim, **kw)
-            layer.q = nn.Linear(dim, dim, bias=False, **kw)
-            layer.kv = nn.Linear(dim, 2 * dim, bias=False, **kw)
-            layer.out = nn.Linear(dim, dim, bias=False, **kw)
-            layer.norm_ff = norm(dim, **kw)
-            layer.ff_in = nn.Linear(dim, 4 * dim, bias=False, **kw)
-            layer.ff_out = nn.Linear(4 * dim, dim, bias=False, **kw)
-            self.layers.append(layer)
-        self.norm_out = norm(dim, **kw)
+        attention = dict(norm_media=None, norm_latents=None, q=(dim, dim), kv=(dim, 2 * dim), out=(dim, dim))
+        self.layers, self.norm_out = encoder_stack(n_layers, dim, norm, attention, device, dtype)
 
     def forward(self, media_BMC):
         B, _, C = media_BMC.shape
@@ -161,24 +161,11 @@ class NeighbourEncoder(nn.Module):
     def __init__(self, d_model, dim, n_layers, n_heads, norm, device=None, dtype=None):
         # norm(width, device=, dtype=) builds the model's norm
         super().__init__()
-        kw = dict(device=device, dtype=dtype)
         self.n_heads = n_heads
-        self.proj_in = nn.Linear(d_model, dim, bias=False, **kw)
-        self.layers = nn.ModuleList()
-        for _ in range(n_layers):
-            layer = nn.Module()
-            layer.norm_self = norm(dim, **kw)
-            layer.qkv = nn.Linear(dim, 3 * dim, bias=False, **kw)
-            layer.out = nn.Linear(dim, dim, bias=False, **kw)
-            layer.norm_cross = norm(dim, **kw)
-            layer.q = nn.Linear(dim, dim, bias=False, **kw)
-            layer.kv = nn.Linear(d_model, 2 * dim, bias=False, **kw)
-            layer.cross_out = nn.Linear(dim, dim, bias=False, **kw)
-            layer.norm_ff = norm(dim, **kw)
-            layer.ff_in = nn.Linear(dim, 4 * dim, bias=False, **kw)
-            layer.ff_out = nn.Linear(4 * dim, dim, bias=False, **kw)
-            self.layers.append(layer)
-        self.norm_out = norm(dim, **kw)
+        self.proj_in = nn.Linear(d_model, dim, bias=False, device=device, dtype=dtype)
+        attention = dict(norm_self=None, qkv=(dim, 3 * dim), out=(dim, dim),
+                         norm_cross=None, q=(dim, dim), kv=(d_model, 2 * dim), cross_out=(dim, dim))
+        self.layers, self.norm_out = encoder_stack(n_layers, dim, norm, attention, device, dtype)
 
     def heads(self, x):
         return x.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)
