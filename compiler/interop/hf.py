@@ -97,8 +97,19 @@ class Arch:
 
 
 _ROPE = {"kind": PositionKind.ROTARY, "fraction": 1.0, "base": ROPE_BASE}
-# GPT-NeoX and BLOOM name their MLP projections alike
-_FC_4H = {"mlp_in": "mlp.dense_h_to_4h", "mlp_out": "mlp.dense_4h_to_h"}
+
+
+def _megatron_layer(attention: str) -> dict[str, str]:
+    """GPT-NeoX's and BLOOM's layer names (Megatron's), `attention` being the attention module's."""
+    return {
+        "ln_attn": "input_layernorm",
+        "qkv": f"{attention}.query_key_value",
+        "attn_out": f"{attention}.dense",
+        "ln_mlp": "post_attention_layernorm",
+        "mlp_in": "mlp.dense_h_to_4h",
+        "mlp_out": "mlp.dense_4h_to_h",
+    }
+
 
 ARCH = {
     "llama": Arch(
@@ -122,14 +133,7 @@ ARCH = {
         position={**_ROPE, "fraction": NEOX_ROTARY_FRACTION}, norm=NormKind.LAYERNORM,
         activation=Activation.GELU, wiring=Wiring.PARALLEL,
         layer_prefix="gpt_neox.layers.{i}.",
-        layer={
-            "ln_attn": "input_layernorm",
-            "ln_mlp": "post_attention_layernorm",
-            "qkv": "attention.query_key_value",
-            "attn_out": "attention.dense",
-            **_FC_4H,
-        },
-        per_head=frozenset({"qkv"}),
+        layer=_megatron_layer("attention"), per_head=frozenset({"qkv"}),
         top={
             "embed.tok.weight": "gpt_neox.embed_in.weight",
             "head.ln_f.weight": "gpt_neox.final_layer_norm.weight",
@@ -142,14 +146,7 @@ ARCH = {
         position={"kind": PositionKind.ALIBI}, norm=NormKind.LAYERNORM, activation=Activation.GELU,
         embedding_norm=True,
         layer_prefix="transformer.h.{i}.",
-        layer={
-            "ln_attn": "input_layernorm",
-            "qkv": "self_attention.query_key_value",
-            "attn_out": "self_attention.dense",
-            "ln_mlp": "post_attention_layernorm",
-            **_FC_4H,
-        },
-        per_head=frozenset({"qkv"}),
+        layer=_megatron_layer("self_attention"), per_head=frozenset({"qkv"}),
         top={
             "embed.tok.weight": "transformer.word_embeddings.weight",
             "embed.norm.weight": "transformer.word_embeddings_layernorm.weight",
