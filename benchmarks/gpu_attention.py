@@ -23,7 +23,6 @@ of this script, not a measurement. FlexAttention and torch.compile are skipped t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _timing import JsonLines, samples_ms  # noqa: E402
 
 WINDOW = 256
 
@@ -47,32 +47,6 @@ def _pairs(T, S, kind, window=WINDOW):
     return T * S
 
 
-def _time_cuda(fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def _time_cpu(fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def bench(emit, device="cuda", warmup=None, reps=None):
     """Time the three attention variants and call emit(record) once per measurement."""
     cuda = device != "cpu"
@@ -84,10 +58,10 @@ def bench(emit, device="cuda", warmup=None, reps=None):
 
     if cuda:
         B, H, T, K, dtype, dname = 4, 32, 2048, 128, torch.bfloat16, "bf16"
-        warmup, reps, timer = warmup or 5, reps or 25, _time_cuda
+        warmup, reps = warmup or 5, reps or 25
     else:
         B, H, T, K, dtype, dname = 1, 2, 32, 16, torch.float32, "fp32"
-        warmup, reps, timer = warmup or 1, reps or 3, _time_cpu
+        warmup, reps = warmup or 1, reps or 3
     S = T
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(B, H, n, K, generator=gen).to(device, dtype) for n in (T, S, S))
@@ -151,8 +125,8 @@ def bench(emit, device="cuda", warmup=None, reps=None):
         if not err <= tol:
             emit({"kernel": name, "provider": "check", "shape": tag, "dtype": dname, "error": f"max diff {err:.3g} > {tol}"})
             continue
-        base_ms = timer(base_fn, warmup, reps)
-        ours_ms = timer(ours[name], warmup, reps)
+        base_ms = statistics.median(samples_ms(base_fn, device, warmup, reps))
+        ours_ms = statistics.median(samples_ms(ours[name], device, warmup, reps))
         for provider, ms in ((base_name, base_ms), ("taxonc-triton", ours_ms)):
             emit({"kernel": name, "provider": provider, "shape": tag, "dtype": dname, "ms": round(ms, 4),
                   "tflops": round(flops / (ms * 1e-3) / 1e12, 2), "ratio": round(ms / base_ms, 3),
@@ -163,15 +137,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    rows = []
-
-    def emit(rec):
-        rows.append(rec)
-        print(json.dumps(rec), flush=True)
-
+    emit = JsonLines()
     bench(emit, device=args.device)
     print(f"\n{'kernel':16} {'provider':14} {'ms':>9} {'TFLOP/s':>8} {'ratio':>6}")
-    for r in rows:
+    for r in emit.records:
         if "ms" in r:
             print(f"{r['kernel']:16} {r['provider']:14} {r['ms']:9.3f} {r['tflops']:8.1f} {r['ratio']:6.2f}")
 

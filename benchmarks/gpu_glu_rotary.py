@@ -28,7 +28,6 @@ skips torch.compile: a smoke test of the harness, not a measurement.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -40,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, when run as a script
 
 import torch  # noqa: E402
+from _timing import JsonLines, sync, timer  # noqa: E402
 
 try:  # installed package, or the repo root's kernels/ when taxonc is not installed (GPU machine)
     from taxonc.kernels.glu import bias_act, bias_act_ref, glu, glu_ref
@@ -118,26 +118,6 @@ def _fwdbwd(fn, inputs, grad_out):
     return call
 
 
-def _timer(device):
-    """time_ms(call, inner): mean ms per call over `inner` back-to-back calls."""
-    if device.startswith("cuda"):
-        def time_ms(call, inner=1):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(inner):
-                call()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / inner
-    else:
-        def time_ms(call, inner=1):
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                call()
-            return (time.perf_counter() - t0) * 1e3 / inner
-    return time_ms
-
-
 def _quantile(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -158,8 +138,7 @@ def bench(emit, device="cuda", reps=20):
     dtype = torch.bfloat16 if on_gpu else torch.float32
     dtype_name = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
     sizes = SIZES["cuda" if on_gpu else "cpu"]
-    time_ms = _timer(device)
-    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    time_ms = timer(device)
     meta = dict(device=torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
                 torch=torch.__version__)
     try:
@@ -185,14 +164,14 @@ def bench(emit, device="cuda", reps=20):
             for p, fn in providers.items():
                 call = _fwd(fn, inputs) if direction == "fwd" else _fwdbwd(fn, inputs, grad_out)
                 try:
-                    sync()
+                    sync(device)
                     t0 = time.perf_counter()
                     call()
-                    sync()
+                    sync(device)
                     compile_s[p] = time.perf_counter() - t0
                     for _ in range(WARMUP):
                         call()
-                    sync()
+                    sync(device)
                 except Exception as exc:  # noqa: BLE001 - a failed provider is reported, not fatal
                     emit(dict(kernel=kname, provider=p, shape=shape, dtype=dtype_name,
                               error=f"{type(exc).__name__}: {exc}"[:500], **meta))
@@ -230,19 +209,10 @@ def main():
     args = ap.parse_args()
     if not args.device.startswith("cuda"):
         os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are first built
-    records = []
-
-    def emit(rec):
-        records.append(rec)
-        line = json.dumps(rec)
-        print(line, flush=True)
-        if args.out:
-            with args.out.open("a") as f:
-                f.write(line + "\n")
-
+    emit = JsonLines(args.out)
     bench(emit, device=args.device, reps=args.reps)
     print(f"\n{'kernel':<22} {'provider':<8} {'ms':>9} {'GB/s':>8} {'vs eager':>9} {'vs compile':>10}")
-    for r in records:
+    for r in emit.records:
         if "ms" not in r:
             print(f"{r['kernel']:<22} {r['provider']:<8} ERROR {r['error']}")
             continue

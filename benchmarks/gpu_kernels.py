@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import torch
 
+from _timing import JsonLines, samples_ms
+
 PARTS = ("norms", "glu_rotary", "attention", "moe", "e2e")
 # bf16 dense peak of an H100 SXM (NVIDIA datasheet); MFU below is relative to it.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
@@ -57,25 +59,10 @@ def _load(path: Path):
 
 
 def _time(fn: Callable[[], Any], device: str, reps: int = 10) -> float:
-    for _ in range(3):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(reps):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-    else:
-        times = []
-        for _ in range(max(2, reps // 5)):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    """Seconds per call: the upper median of `reps` calls on CUDA (max(2, reps // 5) on a CPU)
+    after 3 warm-up calls, each timed alone."""
+    times = samples_ms(fn, device, warmup=3, reps=reps if device == "cuda" else max(2, reps // 5))
+    return sorted(times)[len(times) // 2] / 1e3
 
 
 def bench_e2e(emit: Callable[[dict], None], device: str, e2e_dir: Path) -> None:
@@ -126,17 +113,8 @@ def main() -> None:
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     card = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
-    sink = open(args.out, "a") if args.out else None
+    emit = JsonLines(args.out, extra={"card": card, "torch": torch.__version__})
     start = time.perf_counter()
-
-    def emit(record: dict) -> None:
-        record = {"card": card, "torch": torch.__version__, **record}
-        line = json.dumps(record, default=str)
-        print(line, flush=True)
-        if sink:
-            sink.write(line + "\n")
-            sink.flush()
-
     for part in args.only.split(","):
         elapsed = time.perf_counter() - start
         if elapsed > args.budget_s:

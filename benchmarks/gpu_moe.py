@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, when run as a script
 
 import torch  # noqa: E402
+from _timing import JsonLines, timer  # noqa: E402
 
 SHAPES_CUDA = (
     dict(N=4096, D=4096, F=14336, E=8, k=2, activation="swiglu"),  # Mixtral 8x7B layer
@@ -58,23 +59,6 @@ def _inputs(s, device, dtype, seed=0):
     )
 
 
-def _timer(device):
-    if device == "cuda":
-        def run(fn):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end)
-    else:
-        def run(fn):
-            t = time.perf_counter()
-            fn()
-            return (time.perf_counter() - t) * 1e3
-    return run
-
-
 def _sig(x, digits=4):
     return float(f"{x:.{digits}g}")
 
@@ -92,7 +76,7 @@ def bench(emit, device="cuda"):
         raise RuntimeError("device='cpu' needs TRITON_INTERPRET=1")
     on_cuda = device == "cuda"
     dtype = torch.bfloat16 if on_cuda else torch.float32
-    timed = _timer(device)
+    timed = timer(device)
     providers = {"triton": moe.moe_forward, "eager": moe.moe_forward_ref}
     compile_s = None
     if on_cuda:
@@ -156,7 +140,7 @@ def main():
         import triton
 
         print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}), flush=True)
-    bench(lambda row: print(json.dumps(row), flush=True), device=args.device)
+    bench(JsonLines(), device=args.device)
 
 
 if __name__ == "__main__":

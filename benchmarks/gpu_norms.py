@@ -29,7 +29,6 @@ extras named above.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _timing import JsonLines, sync  # noqa: E402
 
 from taxonc.kernels import norms  # noqa: E402
 
@@ -101,10 +101,6 @@ def bench(emit, device="cuda", *, tokens=None, d=None, reps=None, warmup=None):
     b = (0.1 * torch.randn(d, generator=g)).to(device=dev, dtype=dtype)
     flush = torch.empty(256 * 2**20, dtype=torch.int8, device=dev) if cuda else None
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize(dev)
-
     for kernel, nbytes, providers, ref_fn, args in _cases(x, r, w, b):
         providers = dict(providers)
         if not norms._use_kernel(x):
@@ -117,14 +113,14 @@ def bench(emit, device="cuda", *, tokens=None, d=None, reps=None, warmup=None):
             compiled = torch.compile(ref_fn, dynamic=False)
             t0 = time.perf_counter()
             compiled(*args)
-            sync()
+            sync(dev)
             extra["compile"] = {"compile_s": time.perf_counter() - t0}
             providers["compile"] = lambda c=compiled, a=args: c(*a)
 
         for fn in providers.values():
             for _ in range(warmup):
                 fn()
-        sync()
+        sync(dev)
 
         times = {p: [] for p in providers}
         names = list(providers)
@@ -143,7 +139,7 @@ def bench(emit, device="cuda", *, tokens=None, d=None, reps=None, warmup=None):
                     t0 = time.perf_counter()
                     fn()
                     times[p].append(time.perf_counter() - t0)
-        sync()
+        sync(dev)
 
         ms = {}
         for p, ts in times.items():
@@ -166,15 +162,10 @@ def bench(emit, device="cuda", *, tokens=None, d=None, reps=None, warmup=None):
 
 def main() -> None:
     device = "cpu" if "--cpu" in sys.argv or not torch.cuda.is_available() else "cuda"
-    rows = []
-
-    def emit(rec):
-        rows.append(rec)
-        print(json.dumps(rec), flush=True)
-
+    emit = JsonLines()
     bench(emit, device)
     print(f"\n{'kernel':20s} {'provider':10s} {'ms':>9s} {'GB/s':>8s} {'vs eager':>9s} {'vs compile':>10s}")
-    for rec in rows:
+    for rec in emit.records:
         vc = rec["speedup_vs_compile"]
         print(f"{rec['kernel']:20s} {rec['provider']:10s} {rec['ms']:9.4f} {rec['gbps']:8.1f} "
               f"{rec['speedup_vs_eager']:9.2f} {'-' if vc is None else f'{vc:.2f}':>10s}")

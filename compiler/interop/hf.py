@@ -16,15 +16,16 @@ output dim, `mlp_gate_up` is [gate; up]. GPT-NeoX and BLOOM store their fused
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from taxonc.runtime.artifact import load_source
-from ..spec.kinds import NormKind, PositionKind
-
-ARCHS = ("llama", "neox", "bloom", "opt")
+from ..spec.dump import toml_value
+from ..spec.kinds import (
+    Activation, AttentionKind, NormKind, NormPlacement, ParallelNorms, PositionKind, Structure, Wiring,
+)
 
 # Every projection, norm and embedding is given random values (not HF's zero biases and unit
 # norm scales) so that a wrong mapping of any parameter shows up in the logits.
@@ -58,135 +59,164 @@ TINY = Dims()
 
 
 # --------------------------------------------------------------------------------------------
+# the four architectures, as data
+# --------------------------------------------------------------------------------------------
+
+_BIASED = ("qkv", "attn_out", "mlp_in", "mlp_out", "norm")  # the [bias] keys Arch.biases sets; lm_head is always false
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What one architecture chooses in its taxonc spec and where transformers keeps its weights.
+
+    Weight names: `layer` maps a taxonc parameter of layer i (without .weight/.bias) to its
+    transformers name under `layer_prefix` (with `{i}`); a tuple of names is concatenated
+    along the output dim (separate q/k/v or gate/up projections into taxonc's fused ones).
+    `top` maps the parameters outside the layers, full names on both sides.
+    """
+
+    position: dict[str, object]  # the spec's [position] table
+    norm: NormKind
+    activation: Activation
+    layer_prefix: str
+    layer: dict[str, str | tuple[str, ...]]
+    top: dict[str, str]
+    biases: bool = True  # every projection and norm has a bias (never the lm_head)
+    wiring: Wiring = Wiring.SEQUENTIAL  # PARALLEL means GPT-NeoX's separate norms
+    embedding_norm: bool = False  # a norm right after the token embedding (BLOOM)
+    # layer entries transformers stores per head ([q_h, k_h, v_h] for each head h)
+    per_head: frozenset[str] = frozenset()
+    # the transformers embedding the lm_head is tied to; None: untied, the lm_head is in `top`
+    tied_to: str | None = None
+    # a transformers name -> what older transformers versions called it
+    older_names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        return ("weight", "bias") if self.biases else ("weight",)
+
+
+_ROPE = {"kind": PositionKind.ROTARY, "fraction": 1.0, "base": ROPE_BASE}
+
+
+def _megatron_layer(attention: str) -> dict[str, str]:
+    """GPT-NeoX's and BLOOM's layer names (Megatron's), `attention` being the attention module's."""
+    return {
+        "ln_attn": "input_layernorm",
+        "qkv": f"{attention}.query_key_value",
+        "attn_out": f"{attention}.dense",
+        "ln_mlp": "post_attention_layernorm",
+        "mlp_in": "mlp.dense_h_to_4h",
+        "mlp_out": "mlp.dense_4h_to_h",
+    }
+
+
+ARCH = {
+    "llama": Arch(
+        position=_ROPE, norm=NormKind.RMSNORM, activation=Activation.SWIGLU, biases=False,
+        layer_prefix="model.layers.{i}.",
+        layer={
+            "ln_attn": "input_layernorm",
+            "qkv": tuple(f"self_attn.{r}_proj" for r in "qkv"),
+            "attn_out": "self_attn.o_proj",
+            "ln_mlp": "post_attention_layernorm",
+            "mlp_gate_up": ("mlp.gate_proj", "mlp.up_proj"),
+            "mlp_out": "mlp.down_proj",
+        },
+        top={
+            "embed.tok.weight": "model.embed_tokens.weight",
+            "head.ln_f.weight": "model.norm.weight",
+            "head.lm_head.weight": "lm_head.weight",
+        },
+    ),
+    "neox": Arch(
+        position={**_ROPE, "fraction": NEOX_ROTARY_FRACTION}, norm=NormKind.LAYERNORM,
+        activation=Activation.GELU, wiring=Wiring.PARALLEL,
+        layer_prefix="gpt_neox.layers.{i}.",
+        layer=_megatron_layer("attention"), per_head=frozenset({"qkv"}),
+        top={
+            "embed.tok.weight": "gpt_neox.embed_in.weight",
+            "head.ln_f.weight": "gpt_neox.final_layer_norm.weight",
+            "head.ln_f.bias": "gpt_neox.final_layer_norm.bias",
+            "head.lm_head.weight": "lm_head.weight",
+        },
+        older_names={"lm_head.weight": "embed_out.weight"},  # transformers 4.x
+    ),
+    "bloom": Arch(
+        position={"kind": PositionKind.ALIBI}, norm=NormKind.LAYERNORM, activation=Activation.GELU,
+        embedding_norm=True,
+        layer_prefix="transformer.h.{i}.",
+        layer=_megatron_layer("self_attention"), per_head=frozenset({"qkv"}),
+        top={
+            "embed.tok.weight": "transformer.word_embeddings.weight",
+            "embed.norm.weight": "transformer.word_embeddings_layernorm.weight",
+            "embed.norm.bias": "transformer.word_embeddings_layernorm.bias",
+            "head.ln_f.weight": "transformer.ln_f.weight",
+            "head.ln_f.bias": "transformer.ln_f.bias",
+        },
+        tied_to="transformer.word_embeddings.weight",
+    ),
+    "opt": Arch(
+        # HF's OPTLearnedPositionalEmbedding has max_positions + 2 rows and looks up position + 2,
+        # the same table taxonc builds with position.offset = 2 (rows start at the offset).
+        position={"kind": PositionKind.LEARNED, "offset": OPT_POS_OFFSET}, norm=NormKind.LAYERNORM,
+        activation=Activation.RELU,
+        layer_prefix="model.decoder.layers.{i}.",
+        layer={
+            "ln_attn": "self_attn_layer_norm",
+            "qkv": tuple(f"self_attn.{r}_proj" for r in "qkv"),
+            "attn_out": "self_attn.out_proj",
+            "ln_mlp": "final_layer_norm",
+            "mlp_in": "fc1",
+            "mlp_out": "fc2",
+        },
+        top={
+            "embed.tok.weight": "model.decoder.embed_tokens.weight",
+            "embed.pos.weight": "model.decoder.embed_positions.weight",
+            "head.ln_f.weight": "model.decoder.final_layer_norm.weight",
+            "head.ln_f.bias": "model.decoder.final_layer_norm.bias",
+        },
+        tied_to="model.decoder.embed_tokens.weight",
+    ),
+}
+ARCHS = tuple(ARCH)
+
+
+def _arch(arch: str) -> Arch:
+    if arch not in ARCH:
+        raise ValueError(f"unknown arch {arch!r}; known: {ARCHS}")
+    return ARCH[arch]
+
+
+# --------------------------------------------------------------------------------------------
 # taxonc side
 # --------------------------------------------------------------------------------------------
 
+def spec_tables(arch: str, dims: Dims = TINY) -> dict[str, dict[str, object]]:
+    """The taxonc spec for `arch` at `dims` as TOML tables, every behaviour written out."""
+    a, d = _arch(arch), dims
+    return {
+        "model": {"name": f"hf-{arch}", "structure": Structure.DECODER},
+        "dims": {"n_layers": d.n_layers, "d_model": d.d_model, "n_heads": d.n_heads, "d_ff": d.ff(arch),
+                 "vocab_size": d.vocab_size, "context": d.context},
+        "attention": {"kind": AttentionKind.MULTI_HEAD},
+        "position": a.position,
+        "norm": {"kind": a.norm, "placement": NormPlacement.PRE, "eps": NORM_EPS, "final": True,
+                 **({"embedding": True} if a.embedding_norm else {})},
+        "mlp": {"activation": a.activation},
+        "block": {"wiring": a.wiring,
+                  **({"parallel_norms": ParallelNorms.SEPARATE} if a.wiring is Wiring.PARALLEL else {}),
+                  "tied_embeddings": a.tied_to is not None},
+        "bias": {**dict.fromkeys(_BIASED, a.biases), "lm_head": False},
+        "tokenizer": {"kind": "bpe", "vocab_size": d.vocab_size},
+    }
+
+
 def spec_toml(arch: str, dims: Dims = TINY) -> str:
-    """A standalone taxonc spec for `arch` at `dims`."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; known: {ARCHS}")
-    d = dims
-    common_dims = (
-        f"n_layers = {d.n_layers}\nd_model = {d.d_model}\nn_heads = {d.n_heads}\n"
-        f"d_ff = {d.ff(arch)}\nvocab_size = {d.vocab_size}\ncontext = {d.context}\n"
-    )
-    tokenizer = f'[tokenizer]\nkind = "bpe"\nvocab_size = {d.vocab_size}\n'
-    if arch == "llama":
-        body = f"""
-[position]
-kind = "rotary"
-fraction = 1.0
-base = {ROPE_BASE}
-
-[norm]
-kind = "{NormKind.RMSNORM}"
-placement = "pre"
-eps = {NORM_EPS}
-final = true
-
-[mlp]
-activation = "swiglu"
-
-[block]
-wiring = "sequential"
-tied_embeddings = false
-
-[bias]
-qkv = false
-attn_out = false
-mlp_in = false
-mlp_out = false
-norm = false
-lm_head = false
-"""
-    elif arch == "neox":
-        body = f"""
-[position]
-kind = "rotary"
-fraction = {NEOX_ROTARY_FRACTION}
-base = {ROPE_BASE}
-
-[norm]
-kind = "layernorm"
-placement = "pre"
-eps = {NORM_EPS}
-final = true
-
-[mlp]
-activation = "gelu"
-
-[block]
-wiring = "parallel"
-parallel_norms = "separate"
-tied_embeddings = false
-
-[bias]
-qkv = true
-attn_out = true
-mlp_in = true
-mlp_out = true
-norm = true
-lm_head = false
-"""
-    elif arch == "bloom":
-        body = f"""
-[position]
-kind = "{PositionKind.ALIBI}"
-
-[norm]
-kind = "layernorm"
-placement = "pre"
-eps = {NORM_EPS}
-final = true
-embedding = true
-
-[mlp]
-activation = "gelu"
-
-[block]
-wiring = "sequential"
-tied_embeddings = true
-
-[bias]
-qkv = true
-attn_out = true
-mlp_in = true
-mlp_out = true
-norm = true
-lm_head = false
-"""
-    else:  # opt
-        body = f"""
-[position]
-kind = "learned"
-offset = {OPT_POS_OFFSET}
-
-[norm]
-kind = "layernorm"
-placement = "pre"
-eps = {NORM_EPS}
-final = true
-
-[mlp]
-activation = "relu"
-
-[block]
-wiring = "sequential"
-tied_embeddings = true
-
-[bias]
-qkv = true
-attn_out = true
-mlp_in = true
-mlp_out = true
-norm = true
-lm_head = false
-"""
-    return (
-        f'[model]\nname = "hf-{arch}"\nstructure = "decoder"\n\n'
-        f"[dims]\n{common_dims}\n"
-        f'[attention]\nkind = "multi-head"\n'
-        f"{body}\n{tokenizer}"
+    """A standalone taxonc spec for `arch` at `dims` (no `extends`)."""
+    return "\n".join(
+        f"[{name}]\n" + "".join(f"{key} = {toml_value(value)}\n" for key, value in table.items())
+        for name, table in spec_tables(arch, dims).items()
     )
 
 
@@ -263,8 +293,8 @@ def hf_model(arch: str, dims: Dims = TINY, attn_implementation: str = "sdpa", se
 
     cfg = hf_config(arch, dims, attn_implementation)
     torch.manual_seed(seed)
-    impl = "eager" if arch == "bloom" else attn_implementation
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=impl, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=cfg._attn_implementation,
+                                             dtype=torch.float32)
     randomize_(model, seed)
     return model.eval()
 
@@ -297,96 +327,30 @@ def per_head_qkv_to_stacked(t: torch.Tensor, n_heads: int) -> torch.Tensor:
     return t.reshape(n_heads, 3, d_head, *rest).transpose(0, 1).reshape(3 * n_heads * d_head, *rest).contiguous()
 
 
-def map_llama(sd: dict, n_layers: int, n_heads: int) -> dict:
-    out = {
-        "embed.tok.weight": sd["model.embed_tokens.weight"],
-        "head.ln_f.weight": sd["model.norm.weight"],
-        "head.lm_head.weight": sd["lm_head.weight"],
-    }
-    for i in range(n_layers):
-        p, q = f"model.layers.{i}.", f"layers.{i}."
-        out[q + "ln_attn.weight"] = sd[p + "input_layernorm.weight"]
-        out[q + "qkv.weight"] = torch.cat([sd[p + f"self_attn.{r}_proj.weight"] for r in "qkv"], 0)
-        out[q + "attn_out.weight"] = sd[p + "self_attn.o_proj.weight"]
-        out[q + "ln_mlp.weight"] = sd[p + "post_attention_layernorm.weight"]
-        out[q + "mlp_gate_up.weight"] = torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]], 0)
-        out[q + "mlp_out.weight"] = sd[p + "mlp.down_proj.weight"]
-    return out
-
-
-def map_neox(sd: dict, n_layers: int, n_heads: int) -> dict:
-    out = {
-        "embed.tok.weight": sd["gpt_neox.embed_in.weight"],
-        "head.ln_f.weight": sd["gpt_neox.final_layer_norm.weight"],
-        "head.ln_f.bias": sd["gpt_neox.final_layer_norm.bias"],
-        # transformers 5 names the output projection lm_head; 4.x called it embed_out
-        "head.lm_head.weight": sd["lm_head.weight"] if "lm_head.weight" in sd else sd["embed_out.weight"],
-    }
-    for i in range(n_layers):
-        p, q = f"gpt_neox.layers.{i}.", f"layers.{i}."
-        for wb in ("weight", "bias"):
-            out[q + f"ln_attn.{wb}"] = sd[p + f"input_layernorm.{wb}"]
-            out[q + f"ln_mlp.{wb}"] = sd[p + f"post_attention_layernorm.{wb}"]
-            out[q + f"qkv.{wb}"] = per_head_qkv_to_stacked(sd[p + f"attention.query_key_value.{wb}"], n_heads)
-            out[q + f"attn_out.{wb}"] = sd[p + f"attention.dense.{wb}"]
-            out[q + f"mlp_in.{wb}"] = sd[p + f"mlp.dense_h_to_4h.{wb}"]
-            out[q + f"mlp_out.{wb}"] = sd[p + f"mlp.dense_4h_to_h.{wb}"]
-    return out
-
-
-def _check_tied(sd: dict, embed_key: str) -> None:
-    if "lm_head.weight" in sd and not torch.equal(sd["lm_head.weight"], sd[embed_key]):
+def map_state_dict(arch: str, sd: dict, n_layers: int, n_heads: int) -> dict:
+    """taxonc's state dict from a transformers state dict `sd`, by the table ARCH[arch]."""
+    a = _arch(arch)
+    if a.tied_to is not None and "lm_head.weight" in sd and not torch.equal(sd["lm_head.weight"], sd[a.tied_to]):
         raise ValueError("the transformers model's lm_head is not tied to its embedding; taxonc's is")
 
+    def get(name: str) -> torch.Tensor:
+        return sd[a.older_names[name]] if name not in sd and name in a.older_names else sd[name]
 
-def map_bloom(sd: dict, n_layers: int, n_heads: int) -> dict:
-    _check_tied(sd, "transformer.word_embeddings.weight")
-    out = {
-        "embed.tok.weight": sd["transformer.word_embeddings.weight"],
-        "embed.norm.weight": sd["transformer.word_embeddings_layernorm.weight"],
-        "embed.norm.bias": sd["transformer.word_embeddings_layernorm.bias"],
-        "head.ln_f.weight": sd["transformer.ln_f.weight"],
-        "head.ln_f.bias": sd["transformer.ln_f.bias"],
-    }
+    out = {ours: get(theirs) for ours, theirs in a.top.items()}
     for i in range(n_layers):
-        p, q = f"transformer.h.{i}.", f"layers.{i}."
-        for wb in ("weight", "bias"):
-            out[q + f"ln_attn.{wb}"] = sd[p + f"input_layernorm.{wb}"]
-            out[q + f"qkv.{wb}"] = per_head_qkv_to_stacked(sd[p + f"self_attention.query_key_value.{wb}"], n_heads)
-            out[q + f"attn_out.{wb}"] = sd[p + f"self_attention.dense.{wb}"]
-            out[q + f"ln_mlp.{wb}"] = sd[p + f"post_attention_layernorm.{wb}"]
-            out[q + f"mlp_in.{wb}"] = sd[p + f"mlp.dense_h_to_4h.{wb}"]
-            out[q + f"mlp_out.{wb}"] = sd[p + f"mlp.dense_4h_to_h.{wb}"]
+        p = a.layer_prefix.format(i=i)
+        for wb in a.suffixes:
+            for ours, theirs in a.layer.items():
+                if isinstance(theirs, tuple):
+                    t = torch.cat([sd[f"{p}{name}.{wb}"] for name in theirs], 0)
+                else:
+                    t = sd[f"{p}{theirs}.{wb}"]
+                out[f"layers.{i}.{ours}.{wb}"] = per_head_qkv_to_stacked(t, n_heads) if ours in a.per_head else t
     return out
-
-
-def map_opt(sd: dict, n_layers: int, n_heads: int) -> dict:
-    _check_tied(sd, "model.decoder.embed_tokens.weight")
-    # HF's OPTLearnedPositionalEmbedding has max_positions + 2 rows and looks up position + 2,
-    # the same table taxonc builds with position.offset = 2 (rows start at the offset).
-    out = {
-        "embed.tok.weight": sd["model.decoder.embed_tokens.weight"],
-        "embed.pos.weight": sd["model.decoder.embed_positions.weight"],
-        "head.ln_f.weight": sd["model.decoder.final_layer_norm.weight"],
-        "head.ln_f.bias": sd["model.decoder.final_layer_norm.bias"],
-    }
-    for i in range(n_layers):
-        p, q = f"model.decoder.layers.{i}.", f"layers.{i}."
-        for wb in ("weight", "bias"):
-            out[q + f"ln_attn.{wb}"] = sd[p + f"self_attn_layer_norm.{wb}"]
-            out[q + f"qkv.{wb}"] = torch.cat([sd[p + f"self_attn.{r}_proj.{wb}"] for r in "qkv"], 0)
-            out[q + f"attn_out.{wb}"] = sd[p + f"self_attn.out_proj.{wb}"]
-            out[q + f"ln_mlp.{wb}"] = sd[p + f"final_layer_norm.{wb}"]
-            out[q + f"mlp_in.{wb}"] = sd[p + f"fc1.{wb}"]
-            out[q + f"mlp_out.{wb}"] = sd[p + f"fc2.{wb}"]
-    return out
-
-
-MAPPERS = {"llama": map_llama, "neox": map_neox, "bloom": map_bloom, "opt": map_opt}
 
 
 def map_weights(arch: str, hf: torch.nn.Module, dims: Dims = TINY) -> dict:
-    return MAPPERS[arch](hf.state_dict(), dims.n_layers, dims.n_heads)
+    return map_state_dict(arch, hf.state_dict(), dims.n_layers, dims.n_heads)
 
 
 def build_pair(arch: str, dims: Dims = TINY, attn_implementation: str = "sdpa", seed: int = 0,
