@@ -25,6 +25,7 @@ from typing import Literal
 import sentencepiece as spm
 
 from .errors import TokenizerError
+from .files import why_not_regular
 
 ModelType = Literal["bpe", "unigram"]
 MODEL_TYPES: tuple[str, ...] = ("bpe", "unigram")
@@ -272,6 +273,11 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         path = Path(path)
+        reason = why_not_regular(path)  # a FIFO or /dev/zero would block or read forever
+        if reason == "does not exist":
+            raise TokenizerError(f"tokenizer {path} does not exist")
+        if reason is not None:
+            raise TokenizerError(f"tokenizer {path} {reason}; a tokenizer is a SentencePiece .model file")
         try:
             data = path.read_bytes()
         except FileNotFoundError:
