@@ -54,3 +54,53 @@ def test_header_positions_are_unchanged() -> None:
     assert where["model"] == (1, 1) and where["layers.0"] == (2, 3) and where["layers.0.x"] == (3, 1)
     assert where["layers.1"] == (4, 1) and where["a.b.c"] == (5, 1) and where["d"] == (6, 1)
     assert "e" not in where
+
+
+# ----------------------------------------------------------------------------- model names
+
+def _validate(tmp_path: Path, text: str) -> str:
+    from typer.testing import CliRunner
+
+    from taxonc.compiler.cli import app
+
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "named.toml"
+    spec.write_text(VALID.replace('name = "toy"', text))
+    result = CliRunner().invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "named.toml:2:" in result.output, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("name", ["tiny\\n", "tiny\\r\\n", "\\ntiny"])
+def test_a_name_with_a_newline_is_refused(tmp_path: Path, name: str) -> None:
+    output = _validate(tmp_path, f'name = "{name}"')
+    assert "model.name" in output and "slug" in output
+
+
+def test_a_name_longer_than_the_maximum_is_refused(tmp_path: Path) -> None:
+    output = _validate(tmp_path, f'name = "{"a" * 300}"')
+    assert "model.name" in output and "at most 100 characters" in output
+
+
+def test_a_name_of_the_maximum_length_is_accepted(tmp_path: Path) -> None:
+    from taxonc.compiler.spec import load_spec
+
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "long.toml"
+    spec.write_text(VALID.replace('name = "toy"', f'name = "{"a" * 100}"'))
+    assert load_spec(spec).name == "a" * 100
+
+
+def test_a_lineage_base_with_a_newline_stays_out_of_the_emitted_docstring(tmp_path: Path) -> None:
+    from taxonc.compiler.compile import compile_spec
+
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "derived.toml"
+    spec.write_text(VALID + '\n[lineage]\nbase = "toy\\n"\n')
+    source = compile_spec(spec, scale="tiny").files["model.py"]
+    assert "Derived from toy" not in source
+    compile(source, "model.py", "exec")
