@@ -35,13 +35,25 @@ MLIR_ONLY = " or ".join(b.name for b in BACKENDS.values() if b.exports_mlir) + "
 
 
 def expand(paths: list[Path]) -> list[Path]:
+    """The spec files named or found under the directories named; a directory with none is an error.
+
+    A check pointed at the wrong folder must fail, not pass after checking nothing.
+    """
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(path.rglob("*.toml")))
+            found = sorted(path.rglob("*.toml"))
+            if not found:
+                fail(TaxoncError(f"{path}: no spec files (*.toml) in this directory"))
+            files.extend(found)
         else:
             files.append(path)
     return files
+
+
+def no_model_spec(paths: list[Path]) -> TaxoncError:
+    where = ", ".join(str(p) for p in paths)
+    return TaxoncError(f"{where}: no model spec, only recipes (abstract = true), which describe no model on their own")
 
 
 def cell(value: Any) -> Text:
@@ -68,6 +80,8 @@ def load_models(paths: list[Path]) -> list[Any]:
             problems.extend(exc.problems)
     if problems:
         fail(SpecError(problems))
+    if not loaded:
+        fail(no_model_spec(paths))
     return loaded
 
 
@@ -381,6 +395,8 @@ def check(
         except TaxoncError as exc:
             fail(exc)
         results[path.stem] = check_subject(subject, examples, targets, names)
+    if not results:
+        fail(no_model_spec(paths))
     failed = any(r.ok is False for rs in results.values() for r in rs)
     if as_json:
         print(json.dumps({spec: [r.__dict__ for r in rs] for spec, rs in results.items()}, indent=2))

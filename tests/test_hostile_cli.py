@@ -55,3 +55,38 @@ def test_diff_prints_markup_as_text(marked: Path, tmp_path: Path) -> None:
 def test_validate_and_params_print_markup_paths_as_text(marked: Path) -> None:
     assert "[b]toy.toml" in _ok(["validate", str(marked)])
     assert "toy" in _ok(["params", str(marked)])
+
+
+# ----------------------------------------------------------------------------- paths with no spec
+
+def _one_line(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["validate"], ["params"], ["params", "--json"], ["check", "--only", "param_count"], ["matrix"]])
+def test_an_empty_directory_is_an_error_not_a_pass(tmp_path: Path, command: list[str]) -> None:
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no spec here\n")
+    line = _one_line([*command, str(empty)])
+    assert str(empty) in line and "no spec" in line
+
+
+def test_an_empty_directory_beside_a_spec_is_still_an_error(tmp_path: Path, marked: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = _one_line(["validate", str(marked), str(empty)])
+    assert str(empty) in line
+
+
+@pytest.mark.parametrize("command", [["params"], ["params", "--json"], ["check", "--only", "param_count"]])
+def test_a_path_holding_only_recipes_is_an_error(tmp_path: Path, command: list[str]) -> None:
+    from .conftest import SPECS
+
+    line = _one_line([*command, str(SPECS / "recipes")])
+    assert "recipes" in line and "no model spec" in line
