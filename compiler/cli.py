@@ -11,7 +11,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .backends.registry import BACKENDS, backend_names, get_backend
 from .errors import SpecError, TaxoncError, UsageError
@@ -33,13 +35,30 @@ MLIR_ONLY = " or ".join(b.name for b in BACKENDS.values() if b.exports_mlir) + "
 
 
 def expand(paths: list[Path]) -> list[Path]:
+    """The spec files named or found under the directories named; a directory with none is an error.
+
+    A check pointed at the wrong folder must fail, not pass after checking nothing.
+    """
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(path.rglob("*.toml")))
+            found = sorted(path.rglob("*.toml"))
+            if not found:
+                fail(TaxoncError(f"{path}: no spec files (*.toml) in this directory"))
+            files.extend(found)
         else:
             files.append(path)
     return files
+
+
+def no_model_spec(paths: list[Path]) -> TaxoncError:
+    where = ", ".join(str(p) for p in paths)
+    return TaxoncError(f"{where}: no model spec, only recipes (abstract = true), which describe no model on their own")
+
+
+def cell(value: Any) -> Text:
+    """A table cell holding spec text or a path, shown as written: rich markup in it is not interpreted."""
+    return Text(str(value))
 
 
 def fail(exc: TaxoncError) -> None:
@@ -61,6 +80,8 @@ def load_models(paths: list[Path]) -> list[Any]:
             problems.extend(exc.problems)
     if problems:
         fail(SpecError(problems))
+    if not loaded:
+        fail(no_model_spec(paths))
     return loaded
 
 
@@ -75,10 +96,10 @@ def validate(paths: SpecPaths) -> None:
         try:
             resolved = load_spec(path)
             label = "recipe" if resolved.abstract else resolved.name
-            out.print(f"[green]ok[/]   {path}  ({label})")
+            out.print(f"[green]ok[/]   {escape(str(path))}  ({escape(label)})")
         except SpecError as exc:
             failed += 1
-            err.print(f"[red]fail[/] {path}")
+            err.print(f"[red]fail[/] {escape(str(path))}")
             for problem in exc.problems:
                 err.print("  " + problem.render(), markup=False)
     if failed:
@@ -135,7 +156,7 @@ def show(spec: Annotated[Path, typer.Argument(help="A spec file.")]) -> None:
     except TaxoncError as exc:
         fail(exc)
     s = resolved.spec
-    out.print(f"[bold]{s.model.title or s.model.name}[/]  ({resolved.path}, sha256 {resolved.digest[:12]})")
+    out.print(f"[bold]{escape(s.model.title or s.model.name)}[/]  ({escape(str(resolved.path))}, sha256 {resolved.digest[:12]})")
     if len(resolved.chain) > 1:
         out.print("extends chain: " + " <- ".join(reversed(resolved.chain)), markup=False)
     for line in summary_lines(s):
@@ -155,7 +176,7 @@ def show(spec: Annotated[Path, typer.Argument(help="A spec file.")]) -> None:
         text = value if isinstance(value, str) else json.dumps(value)
         if not s.disclosed and origin.how != "default" and not key.startswith(("model.", "published.")):
             text += "  (assumed)"
-        table.add_row(key, text, f"[{style}]{origin.describe()}[/]")
+        table.add_row(cell(key), cell(text), Text(origin.describe(), style=style))
     out.print(table)
 
 
@@ -173,7 +194,7 @@ def schema(
         from .fsutil import atomic_write_text
 
         atomic_write_text(output, text)
-        out.print(f"wrote {output}")
+        out.print(f"wrote {output}", markup=False)
 
 
 @app.command("compile")
@@ -215,7 +236,7 @@ def compile_cmd(
 
         atomic_write_text(out_dir / "model.mlir", mlir_text)
         counts = verify_mlir(mlir_text)
-        out.print(f"  {out_dir}/model.mlir ({dialect}): {counts.get('matmul', 0)} matmuls, {counts.get('ops', 0)} ops")
+        out.print(f"  {out_dir}/model.mlir ({dialect}): {counts.get('matmul', 0)} matmuls, {counts.get('ops', 0)} ops", markup=False)
     if init_weights:
         from .running import init_weights_file
 
@@ -229,14 +250,14 @@ def compile_cmd(
     from .analysis import forward_flops_per_token
 
     flops = forward_flops_per_token(compiled.spec).total
-    out.print(f"[bold]{summary['name']}[/] ({scale}) -> {out_dir}/model.py")
+    out.print(f"[bold]{escape(summary['name'])}[/] ({escape(scale)}) -> {escape(str(out_dir))}/model.py")
     out.print(f"  params {human(summary['params'])}, forward FLOPs/token {human(flops)}, "
               f"{summary['n_layers']} layers x d_model {summary['d_model']}")
     applied = {k: v for k, v in compiled.log.summary().items() if k not in target.passes}  # the backend's passes select kernels
     out.print("  fusions: " + (", ".join(f"{k} x{v}" for k, v in applied.items()) or "none"))
     for (name, why), count in sorted(compiled.log.refusal_reasons().items()):
         verb = "no kernel" if name in target.passes else "not fused"
-        out.print(f"  [dim]{verb} ({name} x{count}): {why}[/]")
+        out.print(f"  [dim]{verb} ({escape(name)} x{count}): {escape(why)}[/]")
     kernels = Counter(n.kernel.value for n in compiled.graph.nodes() if n.kernel is not None)
     if kernels:
         out.print("  kernels: " + ", ".join(f"{k} x{v}" for k, v in kernels.items()))
@@ -282,16 +303,16 @@ def diff(
     elif markdown:
         sys.stdout.write(render_markdown(d))
     elif d.identical:
-        out.print(f"{a} and {b} resolve to identical specs.")
+        out.print(f"{a} and {b} resolve to identical specs.", markup=False)
     else:
-        out.print(f"[bold]{a}[/] → [bold]{b}[/]")
+        out.print(f"[bold]{escape(str(a))}[/] → [bold]{escape(str(b))}[/]")
         for axis, text in d.summary:
-            out.print(f"  [cyan]{axis}[/]: {text}", markup=True)
+            out.print(f"  [cyan]{escape(axis)}[/]: {escape(text)}")
         table = Table(title="derived figures")
         for col in ("figure", "A", "B", "B/A"):
             table.add_column(col, justify="left" if col == "figure" else "right")
         for key, f in d.figures.items():
-            table.add_row(key, human(f["a"]), human(f["b"]), f"{f['ratio']:.3g}x" if f["ratio"] else "-")
+            table.add_row(cell(key), human(f["a"]), human(f["b"]), f"{f['ratio']:.3g}x" if f["ratio"] else "-")
         out.print(table)
         if d.graph:
             out.print("  graph only in A: " + (", ".join(d.graph["only_a"]) or "nothing"), markup=False)
@@ -303,7 +324,7 @@ def diff(
 
         for c in d.changes:
             if not c.key.endswith(DOC_SUFFIXES):
-                changes.add_row(c.axis, c.key, repr(c.a), repr(c.b), c.origin_a, c.origin_b)
+                changes.add_row(*(cell(v) for v in (c.axis, c.key, repr(c.a), repr(c.b), c.origin_a, c.origin_b)))
         out.print(changes)
     raise typer.Exit(0 if d.identical else 1)
 
@@ -333,7 +354,7 @@ def matrix(
         for col in COLUMNS:
             t.add_column(col)
         for r in table:
-            t.add_row(*(r[c] for c in COLUMNS))
+            t.add_row(*(cell(r[c]) for c in COLUMNS))
         out.print(t)
         return
     if output is None:
@@ -374,6 +395,8 @@ def check(
         except TaxoncError as exc:
             fail(exc)
         results[path.stem] = check_subject(subject, examples, targets, names)
+    if not results:
+        fail(no_model_spec(paths))
     failed = any(r.ok is False for rs in results.values() for r in rs)
     if as_json:
         print(json.dumps({spec: [r.__dict__ for r in rs] for spec, rs in results.items()}, indent=2))
@@ -384,12 +407,12 @@ def check(
         table.add_column(name)
     mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[dim]n/a[/]"}
     for spec, rs in results.items():
-        table.add_row(spec, *(mark[r.ok] for r in rs))
+        table.add_row(cell(spec), *(mark[r.ok] for r in rs))
     out.print(table)
     for spec, rs in results.items():
         for r in rs:
             if r.ok is False:
-                out.print(f"[red]{spec}: {r.name} failed[/]: {r.detail}")
+                out.print(f"[red]{escape(spec)}: {escape(r.name)} failed[/]: {escape(str(r.detail))}")
                 for key, value in r.counterexample.items():
                     out.print(f"    {key}: {value}", markup=False)
     raise typer.Exit(1 if failed else 0)
@@ -477,7 +500,7 @@ def tokenizer_train(
 
     try:
         path = train_tokenizer(input_path, vocab, model_type, output, special_tokens=DEFAULT_SPECIAL_TOKENS)
-        out.print(f"wrote {path} ({Tokenizer.load(path).vocab_size} pieces, {model_type})")
+        out.print(f"wrote {path} ({Tokenizer.load(path).vocab_size} pieces, {model_type})", markup=False)
     except RuntimeFailure as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1)

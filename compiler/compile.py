@@ -85,7 +85,7 @@ def _header(spec: ModelSpec, source: str, digest: str, scale: str) -> dict[str, 
         ("notes", ("str", repr(spec.model.notes))),
     ]
     summary = [line for line in summary_lines(spec) if not line.startswith("Derived from")]
-    if spec.lineage and NAME_RE.match(spec.lineage.base):  # free text stays out of the docstring
+    if spec.lineage and NAME_RE.fullmatch(spec.lineage.base):  # free text stays out of the docstring
         methods = " then ".join(stage.method for stage in spec.lineage.stages)
         summary.append(f"Derived from {spec.lineage.base}" + (f" by {methods}." if methods else "."))
     return {

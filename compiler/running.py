@@ -47,13 +47,17 @@ def _check_fits(compiled) -> None:
 
 def init_weights_file(compiled, out_dir: Path, seed: int) -> Path:
     """Write DIR/weights.safetensors with the emitted model's own (seeded) initialisation."""
-    from taxonc.runtime.artifact import load
+    import torch
+
+    from taxonc.runtime.artifact import import_model
     from taxonc.runtime.weights import save_weights
 
     _check_fits(compiled)
-    artifact = load(out_dir, seed=seed)
+    module = import_model(out_dir / "model.py")  # not load(): weights already there may be another spec's
+    torch.manual_seed(seed)
+    model = module.build().eval()
     path = out_dir / "weights.safetensors"
-    save_weights(artifact.model, path, compiled.digest, compiled.spec.model.name)
+    save_weights(model, path, compiled.digest, compiled.spec.model.name)
     return path
 
 
@@ -62,7 +66,10 @@ def _tokenizer(path: Path | None, artifact_dir: Path | None, spec: dict[str, Any
 
     if path is not None:
         return Tokenizer.load(path)
-    if artifact_dir is not None and (artifact_dir / "tokenizer.model").is_file():
+    from taxonc.runtime.files import present
+
+    # anything at DIR/tokenizer.model (a folder, a dangling link) is read and refused, not skipped
+    if artifact_dir is not None and present(artifact_dir / "tokenizer.model"):
         return Tokenizer.load(artifact_dir / "tokenizer.model")
     return Tokenizer.default()
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .errors import ArtifactError
+from .files import present
 from .weights import load_weights
 
 _counter = itertools.count()
@@ -112,7 +113,12 @@ def read_lock(directory: Path) -> dict[str, Any]:
 
 def load(directory: str | Path, weights: str | Path | None = None, device: str | torch.device | None = None,
          dtype: torch.dtype | None = None, seed: int | None = None) -> Artifact:
-    """Load an artifact. Weights come from `weights`, else DIR/weights.safetensors, else a seeded init."""
+    """Load an artifact. Weights come from `weights`, else DIR/weights.safetensors, else a seeded init.
+
+    Weights must have been saved for this artifact's spec (the lock's spec_sha256) and match the
+    built model's names, shapes and dtypes; anything at DIR/weights.safetensors that is not such
+    a file (a folder, a dangling symlink, a device) is an error, never a silent random init.
+    """
     directory = Path(directory)
     model_py = directory / "model.py"
     if not model_py.is_file():
@@ -127,8 +133,10 @@ def load(directory: str | Path, weights: str | Path | None = None, device: str |
     model = module.build(device=device, dtype=dtype).eval()
     weights_path = Path(weights) if weights is not None else directory / "weights.safetensors"
     meta: dict[str, str] = {}
-    if weights is not None or weights_path.is_file():
-        meta = load_weights(model, weights_path, lock["spec_sha256"])
+    if weights is not None or present(weights_path):  # a dangling link or a folder there is an error, not random weights
+        identity = lock["spec"].get("model") if isinstance(lock["spec"], dict) else None
+        name = identity.get("name") if isinstance(identity, dict) else None
+        meta = load_weights(model, weights_path, lock["spec_sha256"], name if isinstance(name, str) else None)
     else:
         weights_path = None
     return Artifact(directory, module, model, lock, weights_path, meta)

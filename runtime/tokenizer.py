@@ -25,6 +25,7 @@ from typing import Literal, TypeVar
 import sentencepiece as spm
 
 from .errors import TokenizerError
+from .files import why_not_regular
 
 _T = TypeVar("_T")
 ModelType = Literal["bpe", "unigram"]
@@ -290,6 +291,9 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         path = Path(path)
+        reason = why_not_regular(path)  # a FIFO or /dev/zero would block or read forever
+        if reason is not None and reason != "does not exist":
+            raise TokenizerError(f"tokenizer {path} {reason}; a tokenizer is a SentencePiece .model file")
         return cls.from_bytes(_read(path, "tokenizer", Path.read_bytes, "a .model file"), source=str(path))
 
     @classmethod

@@ -9,9 +9,33 @@ from __future__ import annotations
 
 import re
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r'^(\s*)((?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\'))*)\s*=')
 _INLINE_KEY = re.compile(r'(?:^|[{,])\s*([A-Za-z0-9_-]+)\s*=')
+
+
+def _header(line: str) -> tuple[str, str, int] | None:
+    """A table header `[a.b]` or `[[a.b]]`, trailing comment allowed: (bracket, key text, column).
+
+    A linear scan: the regex it replaces (`\\s*([^\\]]+?)\\s*\\]`) backtracked cubically on a
+    long line of `[` and spaces.
+    """
+    body = line.lstrip()
+    if not body.startswith("["):
+        return None
+    column = len(line) - len(body) + 1
+    bracket = "[[" if body.startswith("[[") else "["
+    rest = body[len(bracket):]
+    close = rest.find("]")
+    key = rest[:close].strip() if close != -1 else ""
+    if not key:
+        return None
+    after = rest[close + 1:]
+    if after.startswith("]"):
+        after = after[1:]
+    after = after.lstrip()
+    if after and not after.startswith("#"):
+        return None
+    return bracket, key, column
 
 
 def _split_key(raw: str) -> list[str]:
@@ -30,16 +54,17 @@ def locate_keys(text: str) -> dict[str, tuple[int, int]]:
             if in_multiline in line:
                 in_multiline = None
             continue
-        header = _HEADER.match(line)
+        header = _header(line)
         if header and "=" not in line.split("]")[0]:
-            parts = _split_key(header.group(2))
+            bracket, raw, column = header
+            parts = _split_key(raw)
             path = ".".join(parts)
-            if header.group(1) == "[[":
+            if bracket == "[[":
                 index = array_counts.get(path, 0)
                 array_counts[path] = index + 1
                 parts = parts + [str(index)]
             table = parts
-            where.setdefault(".".join(parts), (lineno, line.index(header.group(1)) + 1))
+            where.setdefault(".".join(parts), (lineno, column))
             continue
         key = _KEY.match(line)
         if not key:

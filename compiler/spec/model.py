@@ -26,7 +26,10 @@ E = TypeVar("E")
 # Enum fields take their TOML spelling (a string) although the model is strict otherwise
 Choice = Annotated[E, Field(strict=False)]
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# Use NAME_RE.fullmatch: with match() and `$`, "tiny\n" would pass (`$` matches before a final newline).
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# A name becomes a directory (out/<name>-tiny) and a module name; file systems cap a name at 255 bytes.
+MAX_NAME = 100
 
 
 class Section(BaseModel):
@@ -63,7 +66,7 @@ ALL_LAYERS = LayerSelector(every=1)
 
 
 class ModelInfo(Section):
-    name: str = Field(description="Slug naming the spec (lowercase letters, digits, '.', '_', '-').")
+    name: str = Field(description="Slug naming the spec (lowercase letters, digits, '.', '_', '-'; at most 100 characters).")
     title: str = Field("", description="Human-readable name, e.g. 'GPT-3 175B'.")
     family: str = Field("", description="Model family this spec belongs to, e.g. 'gpt3'.")
     organization: str = Field("", description="Who built it.")
@@ -82,10 +85,12 @@ class ModelInfo(Section):
     @field_validator("name")
     @classmethod
     def _slug(cls, v: str) -> str:
-        if not NAME_RE.match(v):
+        if not NAME_RE.fullmatch(v):
             raise ValueError(
                 "must be a slug: lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
+        if len(v) > MAX_NAME:
+            raise ValueError(f"is {len(v)} characters long; a name has at most {MAX_NAME} characters")
         return v
 
     @field_validator("released")

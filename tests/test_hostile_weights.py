@@ -1,0 +1,210 @@
+"""Hostile weights and tokenizer files: each is a one-line error with exit code 1, never a silent load.
+
+Weights are bound to their spec (the lock's sha256 in the safetensors metadata) and to the model's
+parameter names, shapes and dtypes; a path that is not a regular file is refused, not replaced by
+random weights or the shipped tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from taxonc.compiler.cli import app
+from taxonc.runtime.weights import NAME_KEY, SPEC_KEY
+
+from .conftest import SPECS
+
+runner = CliRunner()
+LLAMA = SPECS / "llama.toml"
+
+
+def _compile(out: Path, *extra: str) -> Path:
+    result = runner.invoke(app, ["compile", str(LLAMA), "--scale", "tiny", "-o", str(out), "-q", *extra])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hostile-weights")
+    # the same shapes under a different spec: only the spec hash tells them apart
+    return {"llama": _compile(root / "llama", "--init-weights"),
+            "variant": _compile(root / "variant", "--init-weights", "--set", "position.base=500000")}
+
+
+@pytest.fixture
+def artifact(built: dict[str, Path], tmp_path: Path) -> Path:
+    return Path(shutil.copytree(built["llama"], tmp_path / "llama-tiny"))
+
+
+def _error(args: list[str], timeout: int = 120) -> str:
+    """Run the CLI in-process under an alarm (a hang fails instead of blocking) and return its one line."""
+    def hang(signum, frame):
+        raise TimeoutError(f"taxonc {' '.join(args)} did not finish in {timeout} s")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(timeout)
+    try:
+        result = runner.invoke(app, args)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not isinstance(result.exception, TimeoutError), result.exception
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def _run(directory: Path, *extra: str) -> str:
+    return _error(["run", str(directory), "--prompt", "x", "--max-new-tokens", "1", *extra])
+
+
+def test_the_saved_file_carries_the_lock_hash(artifact: Path) -> None:
+    from safetensors import safe_open
+
+    lock = json.loads((artifact / "spec.lock.json").read_text())
+    with safe_open(str(artifact / "weights.safetensors"), framework="pt") as handle:
+        meta = handle.metadata()
+    assert meta[SPEC_KEY] == lock["spec_sha256"] and meta[NAME_KEY] == "llama"
+    ok = runner.invoke(app, ["run", str(artifact), "--prompt", "x", "--max-new-tokens", "1", "--json"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_weights_copied_from_another_compile_are_refused(artifact: Path, built: dict[str, Path]) -> None:
+    shutil.copy(built["variant"] / "weights.safetensors", artifact / "weights.safetensors")
+    line = _run(artifact)
+    assert "weights.safetensors" in line and "llama" in line
+    assert _digest(built["variant"])[:12] in line and _digest(artifact)[:12] in line
+
+
+def test_a_recompiled_changed_spec_does_not_inherit_the_old_weights(artifact: Path) -> None:
+    _compile(artifact, "--set", "position.base=500000")  # no --init-weights: the old file stays
+    line = _run(artifact)
+    assert "weights.safetensors" in line and _digest(artifact)[:12] in line
+
+
+def test_weights_option_from_another_spec_is_refused(artifact: Path, built: dict[str, Path]) -> None:
+    line = _run(artifact, "--weights", str(built["variant"] / "weights.safetensors"))
+    assert "variant" in line and _digest(built["variant"])[:12] in line and _digest(artifact)[:12] in line
+
+
+def _digest(directory: Path) -> str:
+    return json.loads((directory / "spec.lock.json").read_text())["spec_sha256"]
+
+
+def _resave(artifact: Path, change) -> Path:
+    path = artifact / "weights.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+    state = load_file(str(path))
+    change(state)
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.float16, torch.float64])
+def test_a_tensor_of_another_dtype_is_refused_not_cast(artifact: Path, dtype: torch.dtype) -> None:
+    name = "head.ln_f.weight"
+
+    def change(state):
+        state[name] = state[name].to(dtype)
+
+    _resave(artifact, change)
+    line = _run(artifact)
+    assert name in line and "float32" in line and str(dtype).removeprefix("torch.") in line
+
+
+def test_a_header_rewritten_from_f32_to_i32_is_refused(artifact: Path) -> None:
+    path = artifact / "weights.safetensors"
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + size])
+    name = "head.ln_f.weight"
+    assert header[name]["dtype"] == "F32"
+    header[name]["dtype"] = "I32"  # same byte size, so the file stays well formed
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= size
+    text = text.ljust(size)  # safetensors pads its header with spaces
+    path.write_bytes(data[:8] + text + data[8 + size:])
+    line = _run(artifact)
+    assert name in line and "int32" in line
+
+
+def test_weights_without_a_spec_hash_are_refused(artifact: Path) -> None:
+    path = artifact / "weights.safetensors"
+    save_file(load_file(str(path)), str(path))
+    line = _run(artifact)
+    assert "weights.safetensors" in line and "spec" in line
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling symlink", "/dev/zero"])
+def test_a_weights_path_that_is_not_a_regular_file_is_an_error(artifact: Path, tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "w"
+    if kind == "directory":
+        target.mkdir()
+    elif kind == "dangling symlink":
+        target.symlink_to(tmp_path / "nowhere.safetensors")
+    else:
+        target = Path("/dev/zero")
+    line = _run(artifact, "--weights", str(target))
+    assert str(target) in line
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling symlink", "symlink to /dev/zero"])
+def test_the_artifacts_own_weights_path_that_is_not_a_regular_file_is_an_error(artifact: Path, kind: str) -> None:
+    path = artifact / "weights.safetensors"
+    path.unlink()
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "dangling symlink":
+        path.symlink_to(artifact / "nowhere.safetensors")
+    else:
+        path.symlink_to("/dev/zero")
+    line = _run(artifact)
+    assert "weights.safetensors" in line
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling symlink", "symlink to /dev/zero"])
+def test_the_artifacts_tokenizer_path_that_is_not_a_regular_file_is_an_error(artifact: Path, kind: str) -> None:
+    path = artifact / "tokenizer.model"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "dangling symlink":
+        path.symlink_to(artifact / "nowhere.model")
+    else:
+        path.symlink_to("/dev/zero")
+    line = _run(artifact)
+    assert "tokenizer.model" in line
+
+
+@pytest.mark.parametrize("kind", ["directory", "/dev/zero", "fifo"])
+def test_a_tokenizer_option_that_is_not_a_regular_file_is_an_error(artifact: Path, tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "t.model"
+    if kind == "directory":
+        target.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target = Path("/dev/zero")
+    line = _run(artifact, "--tokenizer", str(target))
+    assert str(target) in line
+
+
+def test_init_weights_replaces_another_specs_weights(artifact: Path, built: dict[str, Path]) -> None:
+    shutil.copy(built["variant"] / "weights.safetensors", artifact / "weights.safetensors")
+    _compile(artifact, "--init-weights")
+    ok = runner.invoke(app, ["run", str(artifact), "--prompt", "x", "--max-new-tokens", "1", "--json"])
+    assert ok.exit_code == 0, ok.output
