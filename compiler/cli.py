@@ -376,6 +376,8 @@ def check(
     """Property-test specs at tiny scale: causality, KV cache, counts, backends, GQA, MoE, passes, save/load, TOML."""
     from taxonc.testing import PROPERTIES, check_subject, load_subject
 
+    if examples < 1:  # zero examples would check nothing and pass
+        fail(UsageError(f"--examples must be >= 1 (random examples per sampled property), got {examples}"))
     try:
         targets = tuple(get_backend(name.strip()).name for name in backends.split(",") if name.strip())
     except UsageError as exc:

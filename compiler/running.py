@@ -61,6 +61,16 @@ def init_weights_file(compiled, out_dir: Path, seed: int) -> Path:
     return path
 
 
+def _check_utf8(flag: str, text: str | None) -> None:
+    """Bytes in argv that are not UTF-8 reach Python as surrogate escapes; refuse them by name."""
+    if text is None:
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"{flag} is not valid UTF-8 (an undecodable byte at character {exc.start})") from None
+
+
 def _tokenizer(path: Path | None, artifact_dir: Path | None, spec: dict[str, Any]):
     from taxonc.runtime.tokenizer import Tokenizer
 
@@ -84,7 +94,14 @@ def run_generation(*, target: Path, prompt: str, scale: str, sets: list[str], we
     from taxonc.runtime.sampling import SamplerConfig
     from taxonc.runtime.tokenizer import PHF_BAD, PHF_GOOD
 
-    config = SamplerConfig(**sampler)
+    try:
+        config = SamplerConfig(**sampler)
+    except ValueError as exc:  # an option out of range: a usage error, named by its flag
+        raise UsageError(str(exc)) from None
+    if max_new_tokens < 0:
+        raise UsageError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
+    for flag, text in (("--prompt", prompt), ("--fim-suffix", fim_suffix)):
+        _check_utf8(flag, text)
     if condition not in (None, "good", "bad"):
         raise UsageError(f"--condition is good or bad, not {condition!r}")
     tok = _tokenizer(tokenizer, target if target.is_dir() else None, {})

@@ -10,7 +10,7 @@ import torch
 
 from .errors import RuntimeFailure
 from .inputs import extra_inputs
-from .sampling import SamplerConfig, beam_search, next_token
+from .sampling import SamplerConfig, beam_search, next_token, why_not_finite
 
 
 @dataclass
@@ -43,6 +43,15 @@ def generation_inputs(spec: dict[str, Any], prompt_ids: torch.Tensor, total_len:
     return prompt_ids[:, :1], kw
 
 
+def _checked(logits: torch.Tensor, step: int, budget: int) -> torch.Tensor:
+    """The logits for new token `step` (1-based), or a one-line error when they cannot be decoded."""
+    why = why_not_finite(logits)
+    if why is not None:
+        raise RuntimeFailure(f"the model's logits at decoding step {step} of {budget} {why}: "
+                             "the weights or the computation are broken, so no token is chosen")
+    return logits
+
+
 def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[str, Any], prompt: list[int],
              sampler: SamplerConfig, max_new_tokens: int, seed: int = 0, eos_id: int | None = None,
              on_token: Callable[[int], None] | None = None, prefix_len: int | None = None) -> Generation:
@@ -63,12 +72,13 @@ def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[st
     stopped = "length" if budget == max_new_tokens else "context"
     with torch.inference_mode():
         if sampler.kind == "beam":
-            first = [True]
+            calls = [0]
 
             def step(tokens: torch.Tensor, beam_cache: Any) -> torch.Tensor:
-                extra = kw if first[0] else {k: v.expand(tokens.shape[0], *v.shape[1:]) for k, v in kw.items()}
-                first[0] = False
-                return model(tokens, cache=beam_cache, prefix_len=prefix_len, **extra)[:, -1].float()
+                extra = kw if not calls[0] else {k: v.expand(tokens.shape[0], *v.shape[1:]) for k, v in kw.items()}
+                calls[0] += 1
+                logits = model(tokens, cache=beam_cache, prefix_len=prefix_len, **extra)[:, -1].float()
+                return _checked(logits, calls[0], budget)
 
             start = time.perf_counter()
             out = beam_search(step, decoder_prompt, cache, budget, sampler.num_beams, sampler.length_penalty, eos_id)
@@ -85,7 +95,7 @@ def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[st
         prefill = time.perf_counter() - start
         start = time.perf_counter()
         for i in range(budget):
-            token = int(next_token(logits, sampler, gen)[0])
+            token = int(next_token(_checked(logits, i + 1, budget), sampler, gen)[0])
             new.append(token)
             if on_token:
                 on_token(token)

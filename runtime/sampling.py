@@ -26,10 +26,13 @@ from torch import Tensor
 __all__ = [
     "GREEDY_TEMPERATURE",
     "KINDS",
+    "MAX_BEAMS",
+    "MAX_LENGTH_PENALTY",
     "SamplerConfig",
     "beam_search",
     "filter_logits",
     "next_token",
+    "why_not_finite",
 ]
 
 KINDS = ("greedy", "temperature", "top-k", "top-p", "tail-free", "beam")
@@ -37,6 +40,11 @@ KINDS = ("greedy", "temperature", "top-k", "top-p", "tail-free", "beam")
 # Below this, 1/T overflows the useful range of float32 logits and sampling is argmax in all but name; treating
 # it as greedy makes T -> 0 exactly greedy instead of "greedy unless the top logits are within ~1e-5 of each other".
 GREEDY_TEMPERATURE = 1e-5
+
+# Bounds that keep beam search within memory and float range. Each beam holds a KV cache and ranks
+# 2 * num_beams candidates; length ** length_penalty overflows or collapses to 0 long before |lp| = 2000.
+MAX_BEAMS = 64
+MAX_LENGTH_PENALTY = 10.0
 
 # The option each field is set by on the command line, so validation errors point at what the user typed.
 _FLAG = {"kind": "--sampler", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
@@ -80,11 +88,14 @@ class SamplerConfig:
         n = self.num_beams
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"{_FLAG['num_beams']} must be an integer >= 1, got {n!r}")
+        if n > MAX_BEAMS:
+            raise ValueError(f"{_FLAG['num_beams']} must be at most {MAX_BEAMS}, got {n}")
         if n > 1 and self.kind != "beam":
             raise ValueError(f"{_FLAG['num_beams']} {n} needs {_FLAG['kind']} beam, got {_FLAG['kind']} {self.kind}")
         lp = self.length_penalty
-        if not _is_number(lp) or not math.isfinite(lp):
-            raise ValueError(f"{_FLAG['length_penalty']} must be a finite number, got {lp!r}")
+        if not _is_number(lp) or not math.isfinite(lp) or abs(lp) > MAX_LENGTH_PENALTY:
+            raise ValueError(f"{_FLAG['length_penalty']} must be a number between -{MAX_LENGTH_PENALTY:g} and "
+                             f"{MAX_LENGTH_PENALTY:g}, got {lp!r}")
         needed = _REQUIRED.get(self.kind)
         if needed is not None and getattr(self, needed) is None:
             raise ValueError(f"{_FLAG[needed]} is required with {_FLAG['kind']} {self.kind}")
@@ -152,6 +163,21 @@ def _tail_free(x: Tensor, z: float) -> Tensor:
     return _keep_sorted_prefix(x, order, n_keep)
 
 
+def why_not_finite(logits_BV: Tensor) -> str | None:
+    """Why these next-token logits cannot be decoded ("contain NaN", ...), or None when they can.
+
+    -inf marks a token as impossible and is fine, as long as some token in each row is finite; NaN and +inf come
+    only from broken weights or an overflowing computation, and argmax or softmax over them picks garbage.
+    """
+    if torch.isnan(logits_BV).any():
+        return "contain NaN"
+    if torch.isposinf(logits_BV).any():
+        return "contain +inf"
+    if torch.isneginf(logits_BV).all(dim=-1).any():
+        return "are -inf for every token"
+    return None
+
+
 def filter_logits(logits_BV: Tensor, cfg: SamplerConfig) -> Tensor:
     """Temperature, then top-k, then top-p, then tail-free; removed tokens are -inf.
 
@@ -185,6 +211,9 @@ def next_token(logits_BV: Tensor, cfg: SamplerConfig,
         raise ValueError(f"next_token expects logits [B, V], got shape {tuple(logits_BV.shape)}")
     if cfg.kind == "beam":
         raise ValueError(f"{_FLAG['kind']} beam is not a per-token sampler; use beam_search")
+    why = why_not_finite(logits_BV)
+    if why is not None:
+        raise ValueError(f"the logits {why}; no token can be chosen")
     if cfg.kind == "greedy" or cfg.temperature <= GREEDY_TEMPERATURE:
         return logits_BV.argmax(dim=-1)
     probs_BV = filter_logits(logits_BV, cfg).softmax(dim=-1)

@@ -90,3 +90,15 @@ def test_a_path_holding_only_recipes_is_an_error(tmp_path: Path, command: list[s
 
     line = _one_line([*command, str(SPECS / "recipes")])
     assert "recipes" in line and "no model spec" in line
+
+
+# ----------------------------------------------------------------------------- check options
+
+@pytest.mark.parametrize("examples", ["0", "-3"])
+def test_check_with_no_examples_is_a_usage_error(examples: str) -> None:
+    from .conftest import SPECS
+
+    result = runner.invoke(app, ["check", str(SPECS / "llama.toml"), "--examples", examples])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert len(lines) == 1 and "--examples" in lines[0] and ">= 1" in lines[0], result.output

@@ -8,6 +8,7 @@ random weights or the shipped tokenizer.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -200,3 +201,99 @@ def test_init_weights_replaces_another_specs_weights(artifact: Path, built: dict
     _compile(artifact, "--init-weights")
     ok = runner.invoke(app, ["run", str(artifact), "--prompt", "x", "--max-new-tokens", "1", "--json"])
     assert ok.exit_code == 0, ok.output
+
+
+# ----------------------------------------------------------------------------- generation options
+
+def _usage(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(("option", "allowed"), [
+    (["--max-new-tokens", "-1"], ">= 0"),
+    (["--sampler", "beam", "--num-beams", "1000000"], "at most 64"),
+    (["--sampler", "beam", "--num-beams", "4", "--length-penalty", "2000"], "-10 and 10"),
+    (["--sampler", "beam", "--num-beams", "4", "--length-penalty", "-2000"], "-10 and 10"),
+    (["--sampler", "top-p", "--top-p", "2"], "(0, 1]"),
+])
+def test_a_generation_option_out_of_range_is_a_usage_error(artifact: Path, option: list[str], allowed: str) -> None:
+    line = _usage(["run", str(artifact), "--prompt", "x", *option])
+    assert option[-2] in line and allowed in line
+
+
+@pytest.mark.parametrize("flag", ["--prompt", "--fim-suffix"])
+def test_a_prompt_that_is_not_utf8_is_a_usage_error(artifact: Path, flag: str) -> None:
+    # undecodable bytes in argv reach Python as surrogate escapes
+    args = ["run", str(artifact), "--prompt", "x", "--max-new-tokens", "1", flag, "ab\udcff"]
+    line = _usage(args)
+    assert flag in line and "UTF-8" in line
+
+
+def test_nan_weights_are_an_error_naming_the_step(artifact: Path) -> None:
+    def change(state):
+        state["head.ln_f.weight"][0] = float("nan")
+
+    _resave(artifact, change)
+    line = _run(artifact)
+    assert "NaN" in line and "step 1" in line
+
+
+class _Cache:
+    def reorder(self, index: torch.Tensor) -> None:
+        pass
+
+
+def _broken_model(bad: float, at_step: int, vocab: int = 8):
+    """A fake model whose next-token logits hold `bad` from decoding step `at_step` (1 = the prefill's) on."""
+    calls = [0]
+
+    def model(tokens: torch.Tensor, cache=None, prefix_len: int = 0, **kw) -> torch.Tensor:
+        calls[0] += 1
+        logits = torch.arange(vocab, dtype=torch.float32).repeat(tokens.shape[0], tokens.shape[1], 1)
+        if calls[0] >= at_step:
+            logits[..., 3] = bad
+        return logits
+
+    return model
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("sampler", [dict(kind="greedy"), dict(kind="temperature", temperature=0.7),
+                                     dict(kind="top-k", top_k=3), dict(kind="beam", num_beams=3)])
+def test_non_finite_logits_are_an_error_naming_the_step(bad: float, sampler: dict) -> None:
+    from taxonc.runtime.errors import RuntimeFailure
+    from taxonc.runtime.generate import generate
+    from taxonc.runtime.sampling import SamplerConfig
+
+    spec = {"dims": {"context": 64, "vocab_size": 8}, "model": {"structure": "decoder"}}
+    with pytest.raises(RuntimeFailure) as info:
+        generate(_broken_model(bad, at_step=3), _Cache, spec, [1, 2], SamplerConfig(**sampler), 6)
+    message = str(info.value)
+    assert "\n" not in message and "step 3" in message
+    assert ("NaN" if bad != bad else "inf") in message
+
+
+def test_all_minus_inf_logits_are_an_error() -> None:
+    from taxonc.runtime.errors import RuntimeFailure
+    from taxonc.runtime.generate import generate
+    from taxonc.runtime.sampling import SamplerConfig
+
+    def model(tokens, cache=None, prefix_len=0, **kw):
+        return torch.full((tokens.shape[0], tokens.shape[1], 8), -math.inf)
+
+    spec = {"dims": {"context": 64, "vocab_size": 8}, "model": {"structure": "decoder"}}
+    with pytest.raises(RuntimeFailure, match="step 1"):
+        generate(model, _Cache, spec, [1], SamplerConfig("temperature"), 4)
+
+
+def test_minus_inf_logits_for_some_tokens_are_fine() -> None:
+    from taxonc.runtime.generate import generate
+    from taxonc.runtime.sampling import SamplerConfig
+
+    spec = {"dims": {"context": 64, "vocab_size": 8}, "model": {"structure": "decoder"}}
+    out = generate(_broken_model(-math.inf, at_step=1), _Cache, spec, [1], SamplerConfig("temperature"), 4)
+    assert len(out.new_ids) == 4 and 3 not in out.new_ids
