@@ -104,3 +104,94 @@ def test_a_lineage_base_with_a_newline_stays_out_of_the_emitted_docstring(tmp_pa
     source = compile_spec(spec, scale="tiny").files["model.py"]
     assert "Derived from toy" not in source
     compile(source, "model.py", "exec")
+
+
+# ----------------------------------------------------------------------------- deep nesting
+
+def _one_line_validate(spec: Path, code: int = 1) -> str:
+    """`taxonc validate` in a fresh process (a RecursionError or a hang cannot hide), its single error line."""
+    done = subprocess.run([sys.executable, "-m", "taxonc.compiler.cli", "validate", str(spec)], capture_output=True,
+                          text=True, timeout=LIMIT_S, cwd=ROOT)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "RecursionError" not in done.stderr, done.stderr[-2000:]
+    problems = [line for line in done.stderr.splitlines() if line.startswith("  ")]
+    assert len(problems) == 1, done.stderr
+    return problems[0]
+
+
+DEEP = 500
+
+
+@pytest.mark.parametrize("value", [
+    "[" * DEEP + "]" * DEEP,
+    "{a = " * DEEP + "1" + "}" * DEEP,
+    "[{a = " * (DEEP // 2) + "1" + "}]" * (DEEP // 2),
+    "[" * 10 * DEEP + "]" * 10 * DEEP,
+])
+def test_deep_nesting_in_a_value_is_a_clean_error_with_the_line(tmp_path: Path, value: str) -> None:
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "deep.toml"
+    spec.write_text(VALID + f"\n[notes]\nx = {value}\n")
+    line = _one_line_validate(spec)
+    lines = VALID.count("\n") + 3
+    assert f"deep.toml:{lines}:" in line and "nested" in line and "at most 32" in line
+
+
+@pytest.mark.parametrize("key", ["[" + ".".join(["a"] * DEEP) + "]\nx = 1", ".".join(["a"] * 5 * DEEP) + " = 1"])
+def test_deep_nesting_in_keys_is_a_clean_error(tmp_path: Path, key: str) -> None:
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "deep.toml"
+    spec.write_text(VALID + "\n" + key + "\n")
+    line = _one_line_validate(spec)
+    assert "deep.toml" in line and "nested" in line and "at most 32" in line
+
+
+def test_nesting_within_the_maximum_is_parsed(tmp_path: Path) -> None:
+    from taxonc.compiler.errors import SpecError
+    from taxonc.compiler.spec import load_spec
+
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "ok.toml"
+    spec.write_text(VALID + "\n[notes]\nx = " + "[" * 30 + "]" * 30 + "\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    assert all("nested" not in p.message for p in info.value.problems)
+
+
+# ----------------------------------------------------------------------------- files that are not regular
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "directory", "too large"])
+def test_a_spec_path_that_is_not_a_small_regular_file_is_an_error(tmp_path: Path, kind: str) -> None:
+    import os
+
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "odd.toml"
+    if kind == "fifo":
+        os.mkfifo(spec)
+    elif kind == "/dev/zero":
+        spec.symlink_to("/dev/zero")
+    elif kind == "directory":
+        spec.mkdir()  # found by a directory search, but not a file
+    else:
+        spec.write_text(VALID + "#" * (1 << 20) + "\n")
+    line = _one_line_validate(tmp_path if kind == "directory" else spec)
+    assert spec.name in line
+    assert ("1 MiB" in line) if kind == "too large" else ("regular file" in line or "directory" in line)
+
+
+def test_a_fifo_in_a_searched_folder_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    import os
+
+    from .test_spec_errors import VALID
+
+    (tmp_path / "good.toml").write_text(VALID)
+    os.mkfifo(tmp_path / "pipe.toml")
+    for command in (["validate"], ["params"]):
+        done = subprocess.run([sys.executable, "-m", "taxonc.compiler.cli", *command, str(tmp_path)], capture_output=True,
+                              text=True, timeout=LIMIT_S, cwd=ROOT)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "pipe.toml" in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -11,7 +11,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,11 @@ from .model import ModelSpec
 from .schema_walk import allowed_keys, leaf_paths, strip_tags
 
 LOADER_KEYS = ("extends", "abstract")
+
+# Bounds on what a spec file may hold. Real specs are a few KiB and nest four levels; the bounds keep a hostile
+# file from hanging the reader (a FIFO, /dev/zero, a huge file) or exhausting the parser's recursion.
+MAX_SPEC_BYTES = 1 << 20
+MAX_DEPTH = 32
 
 # Placeholder values that let a recipe (abstract = true) be checked for unknown keys and
 # wrong types without pretending it describes a model.
@@ -119,28 +126,130 @@ def _merge(base: _Raw, child: dict[str, Any], child_origins: dict[str, str]) -> 
     return _Raw(data, origins, abstract=False)
 
 
-def _parse(path: Path, ctx: _Context) -> dict[str, Any] | None:
+class SpecFileError(Exception):
+    """A spec path that cannot be read as a spec file; the message completes "FILE: "."""
+
+
+def read_spec_bytes(path: Path) -> bytes:
+    """The bytes of a regular file of at most MAX_SPEC_BYTES; anything else raises SpecFileError.
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO or a device
+    is refused instead of read forever, and nothing can be swapped in between the check and the read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SpecFileError("dangling symlink" if path.is_symlink() else "file not found") from None
+    except IsADirectoryError:
+        raise SpecFileError("is a directory, not a spec file") from None
+    except OSError as exc:
+        raise SpecFileError(f"cannot read: {exc.strerror or type(exc).__name__}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise SpecFileError("is a directory, not a spec file")
+        if not stat.S_ISREG(mode):
+            raise SpecFileError("is not a regular file (a device, FIFO or socket); a spec must be a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecFileError(f"cannot read: {exc.strerror or type(exc).__name__}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecFileError(f"larger than {MAX_SPEC_BYTES >> 20} MiB, the most a spec file may hold")
+    return data
+
+
+def _too_deep_at(text: str, limit: int = MAX_DEPTH) -> tuple[int, int] | None:
+    """The (line, column) where arrays and inline tables first nest deeper than `limit`, or None.
+
+    A linear scan that skips strings and comments: it runs before the TOML parser, whose recursion
+    a deep enough value would exhaust. Header brackets count too, but they close on their own line.
+    """
+    depth, line, start, i, n = 0, 1, 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line, start = line + 1, i + 1
+        elif c == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif c in "\"'":
+            quote = c * 3 if text.startswith(c * 3, i) else c
+            j = i + len(quote)
+            while j < n and not text.startswith(quote, j):
+                if c == '"' and text[j] == "\\":
+                    j += 1
+                elif text[j] == "\n":
+                    if len(quote) == 1:
+                        break  # an unterminated string: the parser reports it
+                    line, start = line + 1, j + 1
+                j += 1
+            i = j + len(quote)
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return line, i - start + 1
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+        i += 1
+    return None
+
+
+def _deepest_key(data: dict[str, Any], limit: int = MAX_DEPTH) -> str | None:
+    """A dotted key nested deeper than `limit` tables (dotted keys and headers nest without brackets), or None."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while stack:
+        value, parts = stack.pop()
+        if len(parts) > limit:
+            return ".".join(parts)
+        if isinstance(value, dict):
+            stack.extend((v, parts + (str(k),)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, parts + (str(k),)) for k, v in enumerate(value))
+    return None
+
+
+def _parse(path: Path, ctx: _Context, given: Path | None = None) -> dict[str, Any] | None:
     file = display_path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        ctx.add(file, "", "file not found")
+        text = read_spec_bytes(path).decode("utf-8")
+    except SpecFileError as exc:
+        if given is not None and given.is_symlink():  # name the path the user gave, and where it leads
+            ctx.add(display_path(given), "", f"{exc} (it links to {path})")
+        else:
+            ctx.add(file, "", str(exc))
         return None
     except UnicodeDecodeError as exc:
         ctx.add(file, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
         return None
-    except OSError as exc:
-        ctx.add(file, "", f"cannot read: {exc.strerror}")
+    too_deep = f"nested too deeply: arrays, inline tables and tables may nest at most {MAX_DEPTH} levels"
+    where = _too_deep_at(text)
+    if where is not None:
+        ctx.problems.append(Problem(file, "", too_deep, *where))
         return None
     ctx.positions[file] = locate_keys(text)
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
+    except RecursionError:  # a nesting the scan above did not see
+        ctx.add(file, "", too_deep)
+        return None
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         line, col = (int(match.group(1)), int(match.group(2))) if match else (None, None)
         ctx.problems.append(Problem(file, "", f"malformed TOML: {message}", line, col))
         return None
+    deep = _deepest_key(data)
+    if deep is not None:
+        shown = deep if len(deep) <= 60 else deep[:60] + "..."
+        pos = find_position(ctx.positions[file], deep)
+        ctx.problems.append(Problem(file, shown, too_deep, *(pos or (None, None))))
+        return None
+    return data
 
 
 def _resolve_target(path: Path, target: str) -> Path:
@@ -157,7 +266,7 @@ def _nearby_specs(path: Path, target: str) -> str:
 
 
 def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None:
-    path = path.resolve()
+    given, path = path, path.resolve()
     if path in stack:
         cycle = " -> ".join(display_path(p) for p in stack + (path,))
         ctx.add(display_path(stack[-1]), "extends", f"extends cycle: {cycle}")
@@ -165,7 +274,7 @@ def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None
     if path in ctx.cache:
         return ctx.cache[path]
     file = display_path(path)
-    data = _parse(path, ctx)
+    data = _parse(path, ctx, given)
     if data is None:
         ctx.cache[path] = None
         return None
@@ -306,6 +415,9 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Reso
 def is_abstract(path: str | Path) -> bool:
     """True for recipe files (abstract = true), which describe no model on their own."""
     try:
-        return bool(tomllib.loads(Path(path).read_text("utf-8")).get("abstract", False))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        text = read_spec_bytes(Path(path)).decode("utf-8")
+        if _too_deep_at(text) is not None:
+            return False  # load_spec reports it
+        return bool(tomllib.loads(text).get("abstract", False))
+    except (SpecFileError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         return False
