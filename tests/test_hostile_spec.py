@@ -195,3 +195,62 @@ def test_a_fifo_in_a_searched_folder_is_an_error_not_a_hang(tmp_path: Path) -> N
                               text=True, timeout=LIMIT_S, cwd=ROOT)
         assert done.returncode == 1, done.stdout + done.stderr
         assert "pipe.toml" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+# ----------------------------------------------------------------------------- sizes
+
+@pytest.mark.parametrize(("key", "value", "maximum"), [
+    ("dims.n_layers", 1_000_000_000, 1024),
+    ("dims.d_model", 1 << 20, 131072),
+    ("dims.vocab_size", 1 << 30, 1 << 22),
+    ("dims.context", 1 << 30, 1 << 22),
+    ("dims.d_ff", 1 << 30, 1 << 20),
+    ("dims.n_heads", 1 << 20, 4096),
+])
+def test_a_size_above_its_maximum_is_refused_at_validation(tmp_path: Path, key: str, value: int, maximum: int) -> None:
+    from .test_spec_errors import VALID
+
+    section, name = key.split(".")
+    text = VALID.replace(f"[{section}]\n", f"[{section}]\n{name} = {value}\n", 1)
+    if f"\n{name} = " in VALID:
+        text = "\n".join(line for line in VALID.splitlines() if not line.startswith(f"{name} = "))
+        text = text.replace(f"[{section}]\n", f"[{section}]\n{name} = {value}\n", 1) + "\n"
+    spec = tmp_path / "huge.toml"
+    spec.write_text(text)
+    line = _one_line_validate(spec)
+    assert "huge.toml:" in line and key in line and f"at most {maximum}" in line
+
+
+def test_a_huge_ff_ratio_is_refused(tmp_path: Path) -> None:
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "huge.toml"
+    spec.write_text(VALID.replace("d_model = 64", "d_model = 64\nff_ratio = 1e12"))
+    line = _one_line_validate(spec)
+    assert "dims.ff_ratio" in line and "less than or equal to 64" in line
+
+
+def test_a_huge_moe_is_refused(tmp_path: Path) -> None:
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "huge.toml"
+    spec.write_text(VALID + "\n[moe]\nn_experts = 100000\ntop_k = 2\n")
+    line = _one_line_validate(spec)
+    assert "moe.n_experts" in line and "at most 4096" in line
+
+
+@pytest.mark.parametrize("command", [["params"], ["compile", "--scale", "tiny", "-q"], ["compile", "--scale", "tiny", "-q", "--set", "dims.n_layers=2"]])
+def test_params_and_compile_of_a_billion_layers_fail_fast(tmp_path: Path, command: list[str]) -> None:
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "huge.toml"
+    spec.write_text(VALID.replace("n_layers = 4", "n_layers = 1000000000"))
+    extra = ["-o", str(tmp_path / "out")] if command[0] == "compile" else []
+    done = subprocess.run([sys.executable, "-m", "taxonc.compiler.cli", command[0], str(spec), *command[1:], *extra],
+                          capture_output=True, text=True, timeout=LIMIT_S, cwd=ROOT)
+    if "--set" in command:  # the override brings it back in range
+        assert done.returncode == 0, done.stderr
+        return
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "dims.n_layers" in done.stderr and "at most 1024" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

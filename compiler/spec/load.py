@@ -351,6 +351,8 @@ def _problem_from_error(err: dict[str, Any], raw: _Raw, ctx: _Context, top_file:
         message = "missing 'kind'"
     elif kind == "missing":
         message = "required key is missing"
+    elif kind == "less_than_equal" and isinstance(err["input"], int):  # a size bound
+        message = f"{err['input']!r} is too large: at most {err['ctx']['le']} is allowed"
     elif "input" in err and kind.endswith("_type"):
         message = f"{message}, got {type(err['input']).__name__} {err['input']!r}"
     ctx.add(file, dotted, message, allowed, hint)

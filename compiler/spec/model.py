@@ -16,6 +16,23 @@ from .kinds import (Activation, AttentionKind, CrossAttentionKind, DeepnormScali
                     ParallelNorms, PositionKind, Router, SparseKind, Structure, Wiring)
 
 PosInt = Annotated[int, Field(gt=0)]
+
+# Upper bounds on sizes, far above every published model, so that a typo or a hostile spec is refused
+# at validation instead of exhausting memory while per-layer or per-row data is built.
+MAX_LAYERS = 1024
+MAX_WIDTH = 1 << 17         # d_model, d_head, d_embed and other widths: 131072
+MAX_FF = 1 << 20            # MLP hidden widths: 1048576
+MAX_HEADS = 4096
+MAX_VOCAB = 1 << 22         # 4194304
+MAX_CONTEXT = 1 << 22       # 4194304 tokens
+MAX_EXPERTS = 4096
+MAX_FF_RATIO = 64
+Layers = Annotated[int, Field(gt=0, le=MAX_LAYERS)]
+Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
+FFWidth = Annotated[int, Field(gt=0, le=MAX_FF)]
+Heads = Annotated[int, Field(gt=0, le=MAX_HEADS)]
+Vocab = Annotated[int, Field(gt=0, le=MAX_VOCAB)]
+Tokens = Annotated[int, Field(gt=0, le=MAX_CONTEXT)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -114,46 +131,48 @@ class Published(Section):
 
 
 class Dims(Section):
-    n_layers: PosInt = Field(description="Decoder (or only) stack depth.")
-    d_model: PosInt = Field(description="Residual stream width.")
-    n_heads: PosInt = Field(description="Query heads per attention layer.")
-    d_head: PosInt | None = Field(None, description="Per-head width; defaults to d_model / n_heads.")
-    d_ff: PosInt | None = Field(None, description="MLP hidden width; defaults to ff_ratio * d_model.")
-    ff_ratio: PosFloat = Field(4.0, description="MLP width as a multiple of d_model, used when d_ff is not given.")
-    ff_multiple_of: PosInt = Field(
+    n_layers: Layers = Field(description="Decoder (or only) stack depth.")
+    d_model: Width = Field(description="Residual stream width.")
+    n_heads: Heads = Field(description="Query heads per attention layer.")
+    d_head: Width | None = Field(None, description="Per-head width; defaults to d_model / n_heads.")
+    d_ff: FFWidth | None = Field(None, description="MLP hidden width; defaults to ff_ratio * d_model.")
+    ff_ratio: Annotated[float, Field(gt=0, le=MAX_FF_RATIO, allow_inf_nan=False)] = Field(
+        4.0, description="MLP width as a multiple of d_model, used when d_ff is not given."
+    )
+    ff_multiple_of: Width = Field(
         1, description="Round a ratio-derived d_ff up to a multiple of this (LLaMA uses 256)."
     )
-    vocab_size: PosInt = Field(description="Rows of the token embedding (padded size, if padded).")
-    d_embed: PosInt | None = Field(
+    vocab_size: Vocab = Field(description="Rows of the token embedding (padded size, if padded).")
+    d_embed: Width | None = Field(
         None,
         description="Token-embedding width when it differs from d_model; bias-free projections map it in and "
         "out of the residual stream (OPT-350M).",
     )
-    context: PosInt = Field(description="Training context length in tokens (decoder side).")
+    context: Tokens = Field(description="Training context length in tokens (decoder side).")
     source: str = Field("", description="Where the dimensions come from.")
 
 
 class Encoder(Section):
-    n_layers: PosInt = Field(description="Encoder depth.")
-    context: PosInt = Field(description="Encoder input length in tokens.")
-    d_ff: PosInt | None = Field(None, description="Encoder MLP width; defaults to the decoder's.")
+    n_layers: Layers = Field(description="Encoder depth.")
+    context: Tokens = Field(description="Encoder input length in tokens.")
+    d_ff: FFWidth | None = Field(None, description="Encoder MLP width; defaults to the decoder's.")
     source: str = Field("", description="Where the encoder figures come from.")
 
 
 class StridedSparsity(Section):
     kind: Literal[SparseKind.STRIDED]
-    stride: PosInt = Field(description="Attend to the previous `stride` tokens and every stride-th token before.")
+    stride: Tokens = Field(description="Attend to the previous `stride` tokens and every stride-th token before.")
 
 
 class FixedSparsity(Section):
     kind: Literal[SparseKind.FIXED]
-    block: PosInt = Field(description="Block length; each token attends within its block.")
-    summary: PosInt = Field(1, description="Last `summary` positions of each block are visible to all later tokens.")
+    block: Tokens = Field(description="Block length; each token attends within its block.")
+    summary: Tokens = Field(1, description="Last `summary` positions of each block are visible to all later tokens.")
 
 
 class BandedSparsity(Section):
     kind: Literal[SparseKind.LOCALLY_BANDED]
-    window: PosInt = Field(description="Each token attends to itself and the window-1 tokens before it.")
+    window: Tokens = Field(description="Each token attends to itself and the window-1 tokens before it.")
 
 
 Sparsity = Annotated[Union[StridedSparsity, FixedSparsity, BandedSparsity], Field(discriminator="kind")]
@@ -163,7 +182,7 @@ class Attention(Section):
     kind: Choice[AttentionKind] = Field(
         AttentionKind.MULTI_HEAD, description="How keys and values are shared across query heads."
     )
-    n_kv_heads: PosInt | None = Field(None, description="Key/value heads (grouped-query only).")
+    n_kv_heads: Heads | None = Field(None, description="Key/value heads (grouped-query only).")
     sparse: Sparsity | None = Field(None, description="Sparse pattern used on `sparse_layers`; dense elsewhere.")
     sparse_layers: LayerSelector | None = Field(
         None, description="Layers that use the sparse pattern (default: all layers)."
@@ -209,8 +228,8 @@ class RelativeXLPosition(Section):
 
 class RelativeBiasPosition(Section):
     kind: Literal[PositionKind.RELATIVE_BIAS]
-    n_buckets: PosInt = Field(32, description="Log-spaced distance buckets (T5).")
-    max_distance: PosInt = Field(128, description="Distance at which buckets saturate.")
+    n_buckets: Tokens = Field(32, description="Log-spaced distance buckets (T5).")
+    max_distance: Tokens = Field(128, description="Distance at which buckets saturate.")
     per_layer: bool = Field(False, description="One bias table per layer; T5 shares the first layer's.")
 
 
@@ -278,8 +297,8 @@ class Bias(Section):
 
 
 class Moe(Section):
-    n_experts: PosInt = Field(description="Experts per MoE layer.")
-    top_k: PosInt = Field(description="Experts each token is routed to.")
+    n_experts: Annotated[int, Field(gt=0, le=MAX_EXPERTS)] = Field(description="Experts per MoE layer.")
+    top_k: Annotated[int, Field(gt=0, le=MAX_EXPERTS)] = Field(description="Experts each token is routed to.")
     layers: LayerSelector = Field(ALL_LAYERS, description="Decoder layers whose MLP is a mixture of experts.")
     encoder_layers: LayerSelector | None = Field(
         None, description="Encoder layers whose MLP is a mixture of experts (encoder-decoder only)."
@@ -289,7 +308,7 @@ class Moe(Section):
         Router.SOFTMAX_TOP_K, description="softmax-top-k: GShard/GLaM gating renormalised over the chosen experts; switch: top-1 with the raw softmax weight."
     )
     load_balance_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(0.01, description="Weight of the auxiliary load-balancing loss.")
-    d_ff: PosInt | None = Field(None, description="Expert hidden width; defaults to the dense d_ff.")
+    d_ff: FFWidth | None = Field(None, description="Expert hidden width; defaults to the dense d_ff.")
     activation: Choice[Activation] | None = Field(
         None, description="Expert activation when it differs from the dense MLP's (GLaM: GeGLU dense layers, GeLU experts)."
     )
@@ -307,12 +326,14 @@ class GatedCrossAttention(Section):
 
     kind: Literal[CrossAttentionKind.GATED]
     layers: LayerSelector = Field(description="Decoder layers preceded by a gated cross-attention block.")
-    media_dim: PosInt = Field(description="Width of the vision encoder's features (an input tensor).")
-    n_latents: PosInt = Field(64, description="Latent queries of the Perceiver resampler (visual tokens per image).")
-    resampler_layers: PosInt = Field(6, description="Depth of the Perceiver resampler.")
-    resampler_heads: PosInt = Field(8, description="Heads in the resampler's attention.")
-    n_heads: PosInt | None = Field(None, description="Heads in the cross-attention (default: the decoder's).")
-    ff_ratio: PosFloat = Field(4.0, description="MLP width multiple inside each gated block.")
+    media_dim: Width = Field(description="Width of the vision encoder's features (an input tensor).")
+    n_latents: Tokens = Field(64, description="Latent queries of the Perceiver resampler (visual tokens per image).")
+    resampler_layers: Layers = Field(6, description="Depth of the Perceiver resampler.")
+    resampler_heads: Heads = Field(8, description="Heads in the resampler's attention.")
+    n_heads: Heads | None = Field(None, description="Heads in the cross-attention (default: the decoder's).")
+    ff_ratio: Annotated[float, Field(gt=0, le=MAX_FF_RATIO, allow_inf_nan=False)] = Field(
+        4.0, description="MLP width multiple inside each gated block."
+    )
     source: str = Field("", description="Where the cross-attention facts come from.")
 
 
@@ -321,12 +342,12 @@ class ChunkedCrossAttention(Section):
 
     kind: Literal[CrossAttentionKind.CHUNKED]
     layers: LayerSelector = Field(description="Decoder layers with chunked cross-attention.")
-    chunk_size: PosInt = Field(64, description="Tokens per chunk; each chunk retrieves its own neighbours.")
-    n_neighbours: PosInt = Field(2, description="Neighbours retrieved per chunk.")
-    neighbour_len: PosInt = Field(128, description="Tokens per neighbour (chunk plus continuation).")
-    encoder_layers: PosInt = Field(2, description="Depth of the neighbour encoder.")
-    encoder_d_model: PosInt = Field(description="Width of the neighbour encoder.")
-    encoder_n_heads: PosInt = Field(description="Heads of the neighbour encoder.")
+    chunk_size: Tokens = Field(64, description="Tokens per chunk; each chunk retrieves its own neighbours.")
+    n_neighbours: Tokens = Field(2, description="Neighbours retrieved per chunk.")
+    neighbour_len: Tokens = Field(128, description="Tokens per neighbour (chunk plus continuation).")
+    encoder_layers: Layers = Field(2, description="Depth of the neighbour encoder.")
+    encoder_d_model: Width = Field(description="Width of the neighbour encoder.")
+    encoder_n_heads: Heads = Field(description="Heads of the neighbour encoder.")
     source: str = Field("", description="Where the cross-attention facts come from.")
 
 
@@ -336,7 +357,7 @@ CrossAttention = Annotated[Union[GatedCrossAttention, ChunkedCrossAttention], Fi
 class Tokenizer(Section):
     kind: Literal["bpe", "sentencepiece"] = Field("bpe", description="Byte-level BPE (GPT-2 style) or SentencePiece.")
     algorithm: Literal["bpe", "unigram"] = Field("bpe", description="SentencePiece model type.")
-    vocab_size: PosInt | None = Field(None, description="Real tokens; may be below dims.vocab_size when the embedding is padded.")
+    vocab_size: Vocab | None = Field(None, description="Real tokens; may be below dims.vocab_size when the embedding is padded.")
     byte_fallback: bool = Field(True, description="Unknown characters fall back to bytes, so any text encodes.")
     special_tokens: list[str] = Field(default_factory=list, description="Extra tokens the model was trained with.")
     source: str = Field("", description="Where the tokenizer facts come from.")
@@ -354,7 +375,7 @@ class BatchStep(Section):
 
 class Mup(Section):
     enabled: bool = Field(False, description="Maximal Update Parametrisation: 1/d_head attention scale, width-scaled init and learning rates.")
-    base_d_model: PosInt | None = Field(None, description="Width at which hyperparameters were tuned.")
+    base_d_model: Width | None = Field(None, description="Width at which hyperparameters were tuned.")
 
 
 class FillInTheMiddle(Section):
