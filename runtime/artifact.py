@@ -6,6 +6,7 @@ import atexit
 import importlib.util
 import itertools
 import json
+import os
 import re
 import shutil
 import sys
@@ -127,6 +128,9 @@ def load(directory: str | Path, weights: str | Path | None = None, device: str |
     header = re.search(r"^# spec sha256: ([0-9a-f]{64})$", model_py.read_text(errors="replace"), re.MULTILINE)
     if not header or header.group(1) != lock["spec_sha256"]:
         raise ArtifactError(f"{directory}: model.py and spec.lock.json come from different specs")
+    if lock.get("backend") == "triton" and not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        raise ArtifactError(f"{directory}: compiled for the Triton backend, which needs a CUDA GPU; "
+                            "on a CPU set TRITON_INTERPRET=1 (about 1000x slower) or compile with --backend torch")
     module = import_model(model_py)
     if seed is not None:
         torch.manual_seed(seed)

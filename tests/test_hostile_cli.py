@@ -102,3 +102,20 @@ def test_check_with_no_examples_is_a_usage_error(examples: str) -> None:
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.strip().splitlines() if line]
     assert len(lines) == 1 and "--examples" in lines[0] and ">= 1" in lines[0], result.output
+
+
+def test_a_triton_artifact_on_a_cpu_without_the_interpreter_says_what_to_set(tmp_path, monkeypatch) -> None:
+    import torch
+
+    from taxonc.compiler.compile import compile_spec, write_artifact
+    from taxonc.runtime import load
+    from taxonc.runtime.errors import ArtifactError
+
+    from .conftest import SPECS
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs Triton kernels natively")
+    write_artifact(compile_spec(SPECS / "llama.toml", backend="triton", scale="tiny"), tmp_path)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ArtifactError, match="TRITON_INTERPRET=1"):
+        load(tmp_path)
