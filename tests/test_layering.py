@@ -1,4 +1,4 @@
-"""Imports go one way: the layering table of /work/shared/design.md ("Packages and layering").
+"""Imports go one way: the layering table of design.md (the shared architecture document) ("Packages and layering").
 
 Every Python file of the three top-level packages is parsed with `ast`; every import is read,
 wherever it sits (module level, inside a function, under `if TYPE_CHECKING:`), whether it is

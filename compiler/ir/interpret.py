@@ -84,11 +84,10 @@ def _module(node: Node) -> torch.nn.Module:
     a = node.attrs
     with torch.device("meta"):
         if node.op == Op.MOE:
-            p = {name for name in node.params}
             m = blocks.MoE(1, a.d_ff, a.n_experts, a.top_k, a.capacity_factor, a.router.value, a.activation.value,
-                           "b_in" in p, "b_out" in p)
+                           "b_in" in node.params, "b_out" in node.params)
             if a.activation is Activation.SOLU:
-                m.solu_norm = _norm_factory(a.norm_kind, a.eps, "solu_norm.bias" in p)(a.d_ff)
+                m.solu_norm = _norm_factory(a.norm_kind, a.eps, "solu_norm.bias" in node.params)(a.d_ff)
             return m
         norm = _norm_factory(a.norm_kind, a.eps, a.bias)
         if node.op == Op.RESAMPLER:

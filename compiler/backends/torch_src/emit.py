@@ -58,6 +58,16 @@ class ScopeCode:
     result: str = "x"
 
 
+def shared_name(graph: Graph, value: str) -> str:
+    """What a value read across scopes is called in Model.forward and in block arguments."""
+    if value in graph.inputs:
+        return value
+    if value == graph.meta.get("memory"):
+        return "memory"  # the encoder's output, whichever op produced it
+    local = value.rpartition(".")[2]
+    return _SHARED.get(local, local)
+
+
 def mask_expr(mask: Mask) -> str:
     """The Mask as source text of the emitted module (which carries Mask and MaskKind)."""
     sizes = "".join(f", {f.name}={getattr(mask, f.name)!r}" for f in fields(mask)[1:]
@@ -86,11 +96,7 @@ class ScopeEmitter:
         return name
 
     def shared_name(self, value: str) -> str:
-        if value in self.g.inputs:
-            return value
-        if value == self.g.meta.get("memory"):
-            return "memory"  # the encoder's output, whichever op produced it
-        return _SHARED.get(value.rpartition(".")[2], value.rpartition(".")[2])
+        return shared_name(self.g, value)
 
     def ref(self, value: str) -> str:
         if value == self.residual_in:
@@ -135,8 +141,8 @@ class ScopeEmitter:
 
     def node_norm(self, node: Node) -> str:
         width = node.params["weight"][0]
-        code = self.sizes.field(width, "d_model").code if width != derive(self.spec).d_ff else self.sizes.field(width, "d_ff").code
-        return self.norm_ctor(node.attrs.kind, code, node.attrs.eps, node.attrs.bias)
+        name = "d_model" if width == self.sizes.values["d_model"] else "d_ff"  # SoLU's norm is MLP-wide
+        return self.norm_ctor(node.attrs.kind, self.sizes.field(width, name).code, node.attrs.eps, node.attrs.bias)
 
     def own_or_tied(self, node: Node, ctor: str, tied_fn: str, suffix: str = "") -> None:
         """A module of its own, or a function of the token embedding it is tied to."""
@@ -161,9 +167,8 @@ class ScopeEmitter:
         a, src = node.attrs, self.ref(node.inputs[0])
         if a.kind is PosTable.LEARNED:
             rows, dim = node.params["weight"]
-            rows_code = f"CONFIG.context + {a.offset}" if a.offset and rows == self.spec.dims.context + a.offset else str(rows)
-            if not a.offset and rows == self.spec.dims.context:
-                rows_code = "CONFIG.context"
+            named = rows == self.spec.dims.context + a.offset
+            rows_code = ("CONFIG.context" + (f" + {a.offset}" if a.offset else "")) if named else str(rows)
             self.code.init.append(f"self.{node.name} = nn.Embedding({rows_code}, {self.sizes.field(dim, 'd_model').code}, **kw)")
             offset = f" + {a.offset}" if a.offset else ""
             self.line(node, f"{self.out(node)} = {src} + self.{node.name}({self.positions(src)}{offset})")
@@ -406,6 +411,7 @@ class _Stack:
         self.needs: set[str] = set()
         self.exports: set[str] = set()
         self.scope_class: dict[str, str] = {}
+        self.deepnorm_scaled = False  # some layer has rows DeepNorm's beta scales
 
     @property
     def carried(self) -> list[str]:
@@ -431,7 +437,7 @@ class _Inline:
     needs: list[str]
 
 
-def _inline(code: ScopeCode, shared_name, target: str) -> _Inline:
+def _inline(graph: Graph, code: ScopeCode, target: str) -> _Inline:
     entries = []
     names = []
     for line in code.init:
@@ -453,7 +459,7 @@ def _inline(code: ScopeCode, shared_name, target: str) -> _Inline:
     elif code.result != target:
         body.append(f"{target} = {code.result}")
     for value in code.exports:
-        local, name = value[len(code.scope) + 1:], shared_name(value)
+        local, name = value[len(code.scope) + 1:], shared_name(graph, value)
         if local != name:
             body.append(f"{name} = {local}")
     return _Inline(init, body, code.needs)
@@ -476,7 +482,6 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
     emitter = emitter or ScopeEmitter
     sizes = Sizes(spec)
     arch = derive(spec)
-    shared_name = emitter(graph, spec, "", sizes).shared_name
     classes: list[dict[str, Any]] = []
     stacks: dict[str, _Stack] = {"layers": _Stack(), "encoder_layers": _Stack()}
     groups = layer_groups(graph)
@@ -496,8 +501,9 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
             what = "; " + ", ".join(bits)
         s = stacks[stack]
         s.needs.update(code.needs)
-        s.exports.update(shared_name(v) for v in code.exports)
+        s.exports.update(shared_name(graph, v) for v in code.exports)
         scaled = deepnorm_rows(graph, f"{stack}.{indices[0]}") if header.get("deepnorm_beta", 1.0) != 1.0 else []
+        s.deepnorm_scaled = s.deepnorm_scaled or bool(scaled)
         cls = {"name": name, "doc": f"Layers {_listing(indices)}{what}.", "init": code.init, "layer_arg": True,
                "deepnorm_rows": scaled}
         layer_code.append((cls, code, stack))
@@ -506,7 +512,7 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
             s.scope_class[f"{stack}.{i}"] = name
     for cls, code, stack in layer_code:
         s = stacks[stack]
-        local = {shared_name(v): v[len(code.scope) + 1:] for v in code.exports}
+        local = {shared_name(graph, v): v[len(code.scope) + 1:] for v in code.exports}
         returns = [code.result] + [local.get(n, n) for n in s.carried]
         cls["signature"] = _signature("x", _ordered(s.needs))
         cls["forward"] = code.forward + [f"return {', '.join(returns)}"]
@@ -515,7 +521,7 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
     for scope in [s for s in graph.scopes() if not _LAYER.match(s)]:
         code = emitter(graph, spec, scope, sizes).emit()
         if scope in _INLINE:
-            inline[scope] = _inline(code, shared_name, "logits" if scope == "head" else "x")
+            inline[scope] = _inline(graph, code, "logits" if scope == "head" else "x")
             model_init += inline[scope].init
             continue
         classes.append({"name": _class_name(scope), "doc": f"The {scope.replace('_', ' ')} of the model.",
@@ -545,9 +551,7 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
               "example_lines": [_EXAMPLE[n](spec) for n in extra_inputs],
               "uses_math": bool(re.search(r"\bmath\.", chosen)), "uses_replace": bool(re.search(r"\breplace\(", chosen)),
               "uses_enum": "MaskKind" in needed, "has_moe": spec.moe is not None,
-              "deepnorm_stacks": [s for s in ("layers", "encoder_layers") if any(
-                  c["deepnorm_rows"] for c in classes if c["layer_arg"] and stacks[s].scope_class
-                  and c["name"] in stacks[s].scope_class.values())],
+              "deepnorm_stacks": [name for name, s in stacks.items() if s.deepnorm_scaled],
               "zero_readout": [name for name, role in graph.param_roles().items()
                                if role is Role.LM_HEAD] if header.get("zero_readout") else [],
               "imports": imports or []}
