@@ -505,6 +505,7 @@ def run(
     fim_suffix: Annotated[Optional[str], typer.Option("--fim-suffix", help="Fill in the middle between the prompt and this suffix.")] = None,
     condition: Annotated[Optional[str], typer.Option("--condition", help="Prepend a feedback control token: good or bad.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming.")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for decoding (default: 1 below 100M parameters, else torch's default).")] = None,
 ) -> None:
     """Generate text: load or initialise weights, tokenize, sample, stream."""
     from taxonc.runtime.errors import RuntimeFailure
@@ -516,7 +517,7 @@ def run(
                        sampler=dict(kind=sampler, temperature=temperature, top_k=top_k, top_p=top_p, tfs=tfs,
                                     num_beams=num_beams, length_penalty=length_penalty),
                        max_new_tokens=max_new_tokens, seed=seed, fim_suffix=fim_suffix, condition=condition,
-                       as_json=as_json, out=out, err=err)
+                       as_json=as_json, out=out, err=err, threads=threads)
     except TaxoncError as exc:
         fail(exc)
     except (RuntimeFailure, ValueError) as exc:
