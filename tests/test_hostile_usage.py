@@ -156,3 +156,50 @@ def test_run_reports_the_threads_it_used(given: str | None, used: int) -> None:
         assert report["threads"] == used and 0 < report["params"] < SMALL_MODEL_PARAMS
     finally:
         torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- leftovers and defaults
+
+def test_check_leaves_no_temporary_directory(tmp_path: Path) -> None:
+    """In its own process, as a user runs it: what the process removes at exit counts as removed."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = subprocess.run([sys.executable, "-m", "taxonc.compiler.cli", "check", LLAMA, "--only", "save_load,toml_round_trip",
+                           "--examples", "1"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert list(scratch.iterdir()) == []
+
+
+def test_saved_weights_get_the_usual_permissions_not_0600(tmp_path: Path) -> None:
+    """The umask decides, as for any file a command writes; mkstemp's 0600 does not leak through."""
+    import os
+    import stat
+
+    out = tmp_path / "art"
+    result = runner.invoke(app, ["compile", LLAMA, "--scale", "tiny", "-q", "-o", str(out), "--init-weights"])
+    assert result.exit_code == 0, result.output
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("weights.safetensors", "model.py"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_run_of_a_triton_artifact_on_a_cpu_without_the_interpreter_says_what_to_set(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs Triton kernels natively")
+    out = tmp_path / "triton"
+    result = runner.invoke(app, ["compile", LLAMA, "--scale", "tiny", "-q", "-o", str(out), "--backend", "triton"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    line = _line(["run", str(out), "--prompt", "x", "--max-new-tokens", "1"], code=1)
+    assert "TRITON_INTERPRET=1" in line
