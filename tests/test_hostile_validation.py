@@ -198,6 +198,13 @@ def test_identity_problems_come_with_schema_and_rule_problems(tmp_path: Path) ->
     assert {p.key for p in _problems(child)} == {"model.title", "dims.n_heads", "mlp.activation"}
 
 
+def test_identity_problems_come_with_loader_problems(tmp_path: Path) -> None:
+    child = _child(tmp_path, '[model]\nname = "child"\ntitle = "Child"\n')
+    child.write_text(child.read_text().replace('extends = "base"', 'extends = ["base", "bsae2"]'))
+    keys = [p.key for p in _problems(child)]
+    assert keys[0] == "extends" and {"model.paper", "published", "training.tokens"} <= set(keys)
+
+
 def test_validate_names_the_identity_problem_with_its_line(tmp_path: Path) -> None:
     child = _child(tmp_path, 'inherits = ["model.paper", "model.organization", "model.released", "published"]\n'
                              '[model]\nname = "child"\ntitle = "Child"\n\n[training]\nlr = 1e-4\n')

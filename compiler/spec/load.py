@@ -416,10 +416,13 @@ def _drop_implied_missing(problems: list[Problem]) -> list[Problem]:
 
 
 def _delete(data: Any, parts: list[str]) -> None:
-    """Remove the value at a dotted path (list items by index), if it is there."""
+    """Remove the table entry at a dotted path (list items addressed by index), if it is there."""
     for part in parts[:-1]:
-        data = data.get(part) if isinstance(data, dict) else data[int(part)] if isinstance(data, list) and part.isdigit() and int(part) < len(data) else None
-        if data is None:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
             return
     if isinstance(data, dict):
         data.pop(parts[-1], None)
@@ -469,7 +472,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Reso
     raw = _load_raw(path, ctx, ())
     file = display_path(path)
     if raw is None or ctx.problems:
-        raise SpecError(ctx.problems or [Problem(file, "", "could not be loaded")])
+        raise SpecError(ctx.problems + ctx.deferred or [Problem(file, "", "could not be loaded")])
     data = raw.data
     if overrides:
         raw = _merge(raw, overrides, {leaf: "--set" for leaf in _leaves(overrides)})
