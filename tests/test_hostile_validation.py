@@ -102,6 +102,31 @@ def test_a_choice_is_suggested_across_case_and_synonyms(tmp_path: Path, old: str
     assert problem.hint == f"did you mean {meant!r}?", problem.render()
 
 
+@pytest.mark.parametrize(("old", "new", "meant"), [
+    ("n_layers = 4", "num_hidden_layers = 4", "dims.n_layers"),
+    ("d_model = 64", "hidden_size = 64", "dims.d_model"),
+    ("n_heads = 4", "N_Heads = 4", "dims.n_heads"),
+    ("context = 128", "block_size = 128", "dims.context"),
+    ('[norm]\nkind = "layernorm"', '[norm]\nkind = "layernorm"\nrms_norm_eps = 1e-6', "norm.eps"),
+])
+def test_a_key_from_another_codebase_is_suggested(tmp_path: Path, old: str, new: str, meant: str) -> None:
+    """HF config.json and nanoGPT names: one problem, the unknown key with our name, not also 'missing'."""
+    (problem,) = problems_for(tmp_path, edit(old, new))
+    assert problem.message == "unknown key" and problem.hint == f"did you mean {meant.rsplit('.', 1)[1]!r}?"
+
+
+def test_every_key_synonym_names_a_real_key() -> None:
+    from pydantic import BaseModel
+
+    from taxonc.compiler.spec import model
+    from taxonc.compiler.spec.schema_walk import KEY_SYNONYMS
+
+    keys = {name for cls in vars(model).values() if isinstance(cls, type) and issubclass(cls, BaseModel)
+            for name in cls.model_fields}
+    assert set(KEY_SYNONYMS.values()) <= keys
+    assert not set(KEY_SYNONYMS) & keys, "a synonym that is itself a key would shadow it"
+
+
 def test_every_synonym_names_a_real_choice() -> None:
     values = {m.value for enum in vars(kinds).values() if isinstance(enum, type) and issubclass(enum, StrEnum) and enum is not StrEnum
               for m in enum}

@@ -130,12 +130,12 @@ def suggest_choice(value: object, allowed: tuple[str, ...] | list[str], synonyms
 
     table = CHOICE_SYNONYMS if synonyms is None else synonyms
     word = normalise_choice(str(value))
-    bare = {a.replace("-", ""): a for a in allowed}
+    bare = {a.replace("-", "").replace("_", ""): a for a in allowed}
     if word in allowed:
         return word
     if word.replace("-", "") in bare:
         return bare[word.replace("-", "")]
-    target = table.get(word) or table.get(word.replace("-", ""))
+    target = next((table[w] for w in (word, word.replace("-", "_"), word.replace("-", "")) if w in table), None)
     if target is not None and str(target) in allowed:
         return str(target)
     close = difflib.get_close_matches(word, list(allowed), n=1)

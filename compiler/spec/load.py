@@ -28,7 +28,7 @@ from .identity import INHERITS_KEY, REPLACED_TABLES, check_identity, read_inheri
 from .kinds import suggest_choice
 from .locate import find_position, locate_keys
 from .model import ModelSpec
-from .schema_walk import allowed_keys, leaf_paths, strip_tags
+from .schema_walk import KEY_SYNONYMS, allowed_keys, leaf_paths, strip_tags
 
 LOADER_KEYS = ("extends", "abstract", INHERITS_KEY)
 
@@ -377,9 +377,9 @@ def _problem_from_error(err: dict[str, Any], raw: _Raw, ctx: _Context, top_file:
     if kind == "extra_forbidden":
         options = allowed_keys(model_cls)
         leaf = dotted.rsplit(".", 1)[-1]
-        close = difflib.get_close_matches(leaf, options, n=1)
+        close = suggest_choice(leaf, options, KEY_SYNONYMS)
         message = "unknown key"
-        hint = f"did you mean {close[0]!r}?" if close else ""
+        hint = f"did you mean {close!r}?" if close else ""
         allowed = tuple(options)
     elif kind in ("literal_error", "enum"):
         allowed = tuple(re.findall(r"'([^']*)'", err["ctx"]["expected"]))
