@@ -489,7 +489,7 @@ Sampler = Annotated[str, typer.Option("--sampler", help="greedy, temperature, to
 def run(
     target: Annotated[Path, typer.Argument(help="A spec file, or a directory from taxonc compile.")],
     prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")],
-    scale: Annotated[str, typer.Option("--scale", help="full or tiny (spec files only)")] = "full",
+    scale: Annotated[Optional[str], typer.Option("--scale", help="full or tiny (spec files only; default full)")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key (spec files only).")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="A safetensors file for the model.")] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A SentencePiece model (default: DIR/tokenizer.model, else the shipped one).")] = None,
@@ -512,8 +512,11 @@ def run(
 
     from .running import run_generation
 
+    if target.is_dir() and (sets or scale is not None):  # a compiled directory is fixed; ignoring them would mislead
+        flag = "--set" if sets else "--scale"
+        fail(UsageError(f"{flag} applies to a spec file; {target} is compiled already (compile the spec again with {flag})"))
     try:
-        run_generation(target=target, prompt=prompt, scale=scale, sets=sets or [], weights=weights, tokenizer=tokenizer,
+        run_generation(target=target, prompt=prompt, scale=scale or "full", sets=sets or [], weights=weights, tokenizer=tokenizer,
                        sampler=dict(kind=sampler, temperature=temperature, top_k=top_k, top_p=top_p, tfs=tfs,
                                     num_beams=num_beams, length_penalty=length_penalty),
                        max_new_tokens=max_new_tokens, seed=seed, fim_suffix=fim_suffix, condition=condition,
