@@ -194,7 +194,7 @@ def show(
         fail(exc)
     s = resolved.spec
     if as_json:
-        print(json.dumps({"name": s.model.name, "title": s.model.title, "file": resolved.path, "sha256": resolved.digest,
+        print(json.dumps({"name": None if resolved.abstract else s.model.name, "title": s.model.title, "file": resolved.path, "sha256": resolved.digest,
                           "recipe": resolved.abstract, "chain": list(resolved.chain), "summary": summary_lines(s),
                           "values": _origin_json(resolved)}, indent=2))
         return

@@ -114,6 +114,11 @@ def test_show_json_gives_every_value_with_its_origin() -> None:
     assert values["norm.eps"]["origin"] in ("inherited", "default")
 
 
+def test_show_json_of_a_recipe_names_no_model() -> None:
+    shown = json.loads(runner.invoke(app, ["show", "--json", str(SPECS / "recipes" / "gpt.toml")]).stdout)
+    assert shown["recipe"] is True and shown["name"] is None
+
+
 def test_show_json_marks_assumed_values_of_undisclosed_models() -> None:
     shown = json.loads(runner.invoke(app, ["show", "--json", str(SPECS / "gpt4.toml")]).stdout)
     assert shown["values"]["dims.n_layers"]["assumed"] is True and shown["values"]["model.name"]["assumed"] is False
