@@ -85,25 +85,45 @@ def load_models(paths: list[Path]) -> list[Any]:
     return loaded
 
 
-@app.command()
-def validate(paths: SpecPaths) -> None:
-    """Check spec files; print every problem with file, key and line."""
+def check_spec(path: Path) -> tuple[Any, list[Any]]:
+    """(the resolved spec or None, every problem): the spec layer's, and the published-count rule's."""
+    from .analysis.published import published_problems
     from .spec import load_spec
 
-    failed = 0
+    try:
+        resolved = load_spec(path)
+    except SpecError as exc:
+        return None, exc.problems
+    return resolved, published_problems(resolved)
+
+
+@app.command()
+def validate(
+    paths: SpecPaths,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per spec (a list for several): ok, name, problems.")] = False,
+) -> None:
+    """Check spec files; print every problem with file, key and line."""
     files = expand(paths)
+    reports = []
     for path in files:
-        try:
-            resolved = load_spec(path)
+        resolved, problems = check_spec(path)
+        reports.append({"file": str(path), "ok": not problems, "name": resolved.name if resolved and not resolved.abstract else None,
+                        "recipe": bool(resolved and resolved.abstract), "problems": [p.to_json() for p in problems]})
+        if as_json:
+            continue
+        if not problems:
             label = "recipe" if resolved.abstract else resolved.name
             out.print(f"[green]ok[/]   {escape(str(path))}  ({escape(label)})")
-        except SpecError as exc:
-            failed += 1
+        else:
             err.print(f"[red]fail[/] {escape(str(path))}")
-            for problem in exc.problems:
+            for problem in problems:
                 err.print("  " + problem.render(), markup=False)
-    if failed:
+    failed = sum(not r["ok"] for r in reports)
+    if as_json:
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    elif failed:
         err.print(f"{failed} of {len(files)} spec(s) invalid")
+    if failed:
         raise typer.Exit(1)
 
 
@@ -145,8 +165,25 @@ def params(
                 out.print(f"  {key:40s} {value:>18,d}")
 
 
+def _origin_json(resolved: Any) -> dict[str, Any]:
+    """{dotted key: {value, origin, file, assumed}} for every resolved value, as `show` prints them."""
+    s = resolved.spec
+    dump = s.model_dump(mode="json")
+    values: dict[str, Any] = {}
+    for key, origin in resolved.origins.items():
+        value: Any = dump
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        assumed = not s.disclosed and origin.how != "default" and not key.startswith(("model.", "published."))
+        values[key] = {"value": value, "origin": origin.how, "file": origin.file, "assumed": assumed}
+    return values
+
+
 @app.command()
-def show(spec: Annotated[Path, typer.Argument(help="A spec file.")]) -> None:
+def show(
+    spec: Annotated[Path, typer.Argument(help="A spec file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: name, file, sha256, chain, summary, values with origins.")] = False,
+) -> None:
     """Print the resolved spec with each value's origin, and a plain-words summary."""
     from .describe import summary_lines
     from .spec import load_spec
@@ -156,6 +193,11 @@ def show(spec: Annotated[Path, typer.Argument(help="A spec file.")]) -> None:
     except TaxoncError as exc:
         fail(exc)
     s = resolved.spec
+    if as_json:
+        print(json.dumps({"name": None if resolved.abstract else s.model.name, "title": s.model.title, "file": resolved.path, "sha256": resolved.digest,
+                          "recipe": resolved.abstract, "chain": list(resolved.chain), "summary": summary_lines(s),
+                          "values": _origin_json(resolved)}, indent=2))
+        return
     out.print(f"[bold]{escape(s.model.title or s.model.name)}[/]  ({escape(str(resolved.path))}, sha256 {resolved.digest[:12]})")
     if len(resolved.chain) > 1:
         out.print("extends chain: " + " <- ".join(reversed(resolved.chain)), markup=False)
@@ -165,16 +207,13 @@ def show(spec: Annotated[Path, typer.Argument(help="A spec file.")]) -> None:
     table.add_column("key")
     table.add_column("value")
     table.add_column("origin")
-    dump = s.model_dump(mode="json")
-    for key, origin in resolved.origins.items():
-        value: Any = dump
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
+    for key, entry in _origin_json(resolved).items():
+        value, origin = entry["value"], resolved.origins[key]
         if value is None or value == "" or value == []:
             continue
         style = {"written": "green", "inherited": "cyan", "default": "dim"}[origin.how]
         text = value if isinstance(value, str) else json.dumps(value)
-        if not s.disclosed and origin.how != "default" and not key.startswith(("model.", "published.")):
+        if entry["assumed"]:
             text += "  (assumed)"
         table.add_row(cell(key), cell(text), Text(origin.describe(), style=style))
     out.print(table)
@@ -450,7 +489,7 @@ Sampler = Annotated[str, typer.Option("--sampler", help="greedy, temperature, to
 def run(
     target: Annotated[Path, typer.Argument(help="A spec file, or a directory from taxonc compile.")],
     prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")],
-    scale: Annotated[str, typer.Option("--scale", help="full or tiny (spec files only)")] = "full",
+    scale: Annotated[Optional[str], typer.Option("--scale", help="full or tiny (spec files only; default full)")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key (spec files only).")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="A safetensors file for the model.")] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A SentencePiece model (default: DIR/tokenizer.model, else the shipped one).")] = None,
@@ -466,18 +505,22 @@ def run(
     fim_suffix: Annotated[Optional[str], typer.Option("--fim-suffix", help="Fill in the middle between the prompt and this suffix.")] = None,
     condition: Annotated[Optional[str], typer.Option("--condition", help="Prepend a feedback control token: good or bad.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming.")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for decoding (default: 1 below 100M parameters, else torch's default).")] = None,
 ) -> None:
     """Generate text: load or initialise weights, tokenize, sample, stream."""
     from taxonc.runtime.errors import RuntimeFailure
 
     from .running import run_generation
 
+    if target.is_dir() and (sets or scale is not None):  # a compiled directory is fixed; ignoring them would mislead
+        flag = "--set" if sets else "--scale"
+        fail(UsageError(f"{flag} applies to a spec file; {target} is compiled already (compile the spec again with {flag})"))
     try:
-        run_generation(target=target, prompt=prompt, scale=scale, sets=sets or [], weights=weights, tokenizer=tokenizer,
+        run_generation(target=target, prompt=prompt, scale=scale or "full", sets=sets or [], weights=weights, tokenizer=tokenizer,
                        sampler=dict(kind=sampler, temperature=temperature, top_k=top_k, top_p=top_p, tfs=tfs,
                                     num_beams=num_beams, length_penalty=length_penalty),
                        max_new_tokens=max_new_tokens, seed=seed, fim_suffix=fim_suffix, condition=condition,
-                       as_json=as_json, out=out, err=err)
+                       as_json=as_json, out=out, err=err, threads=threads)
     except TaxoncError as exc:
         fail(exc)
     except (RuntimeFailure, ValueError) as exc:

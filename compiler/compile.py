@@ -42,6 +42,11 @@ class Compiled:
         }
 
 
+# The deepest spec key has three parts (training.batch_ramp.start_tokens); a few more still get "unknown key",
+# and anything deeper is refused before it is nested, so a hostile key cannot exhaust recursion later.
+MAX_SET_PARTS = 8
+
+
 def parse_sets(items: list[str]) -> dict[str, Any]:
     """--set dims.n_layers=4 --set model.notes="x" -> nested overrides, values parsed as TOML."""
     import tomllib
@@ -49,16 +54,28 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise UsageError(f"--set wants key=value, got {item!r}")
+        parts = key.split(".")
+        if len(parts) > MAX_SET_PARTS:
+            raise UsageError(f"--set key {key[:60]!r}{'...' if len(key) > 60 else ''} has {len(parts)} parts; "
+                             f"spec keys have at most 3 (at most {MAX_SET_PARTS} are accepted)")
+        if any(not part.strip() for part in parts):
+            raise UsageError(f"--set key {key!r} has an empty part; write dotted keys like dims.n_layers")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw  # a bare word is a string
+        except RecursionError:
+            raise UsageError(f"--set {key}: the value is nested too deeply") from None
         node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--set {key}: {'.'.join(parts[:depth + 1])} is already set to a value, not a table")
+        if isinstance(node.get(parts[-1]), dict):
+            raise UsageError(f"--set {key}: already set as a table by another --set {key}.*")
         node[parts[-1]] = value
     return out
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from .analysis import params_report, within_tolerance
 from .describe import human
 from .spec import is_abstract, load_spec
+from .spec.identity import IDENTITY_FIELDS
 from .spec.model import ModelSpec
 from .spec.schema_walk import union_members
 
@@ -113,7 +114,11 @@ def _table_rows(model: type[BaseModel], prefix: str, rows: list[str], seen: set[
 def spec_reference() -> str:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|",
             "| `extends` | string or list of strings | - | Spec(s) this file inherits from, as paths relative to it (`.toml` optional). Bases must agree on every value the file does not set. |",
-            "| `abstract` | bool | `false` | A recipe: a partial spec other specs extend. |"]
+            "| `abstract` | bool | `false` | A recipe: a partial spec other specs extend. |",
+            "| `inherits` | list of " + " \\| ".join(f"`{f}`" for f in IDENTITY_FIELDS) + " | `[]` | Identity fields this spec "
+            "takes from the model spec it extends, saying the base's value is true of it too. A spec that extends a model "
+            "spec (not a recipe) writes each identity field its base sets or lists it here; see "
+            "[usage](usage.md#identity-what-extends-does-not-copy-silently). |"]
     _table_rows(ModelSpec, "", rows, set())
     return "\n".join(rows)
 

@@ -21,6 +21,10 @@ class Problem:
     allowed: tuple[str, ...] = ()
     hint: str = ""
 
+    def to_json(self) -> dict[str, object]:
+        return {"file": self.file, "key": self.key, "line": self.line, "column": self.column, "message": self.message,
+                "allowed": list(self.allowed), "hint": self.hint}
+
     def render(self) -> str:
         where = self.file
         if self.line is not None:

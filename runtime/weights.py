@@ -26,9 +26,10 @@ def save_weights(model: torch.nn.Module, path: str | Path, spec_sha256: str, spe
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; weights get the usual permissions
     try:
         save_file(tensors, tmp, metadata={SPEC_KEY: spec_sha256, NAME_KEY: spec_name})
+        # after the write: safetensors leaves the file 0600 whatever its mode was; weights get the usual permissions
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -7,7 +7,12 @@ import os
 import subprocess
 import sys
 
+from taxonc.compiler.spec.identity import IDENTITY_FIELDS
+
 from .conftest import ROOT
+
+# For a scratch spec that extends a real one only to vary its architecture: it takes the base's identity as is.
+INHERIT_IDENTITY = "inherits = [" + ", ".join(f'"{field}"' for field in IDENTITY_FIELDS) + "]\n"
 
 
 def run_script(path: str, *args: str, timeout: float = 600) -> list[dict]:

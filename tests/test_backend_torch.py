@@ -21,6 +21,7 @@ from taxonc.runtime.artifact import load_source
 from taxonc.runtime.inputs import extra_inputs
 
 from .conftest import SPECS
+from .helpers import INHERIT_IDENTITY
 from .spec_sets import MODEL_FILES, selected, spec_params
 
 IDS = [p.stem for p in MODEL_FILES]
@@ -139,7 +140,8 @@ def test_spec_strings_cannot_inject_code(tmp_path: Path) -> None:
     base = str((SPECS / "gpt3").resolve())
     spec = tmp_path / "evil.toml"
     spec.write_text(
-        f"extends = {toml_string(base)}\n[model]\nname = \"evil\"\n"
+        f"extends = {toml_string(base)}\n{INHERIT_IDENTITY.replace(chr(34) + 'model.title' + chr(34) + ', ', '')}"
+        "[model]\nname = \"evil\"\n"
         f"title = {toml_string(chr(39) * 3 + code + chr(10) + '#')}\n"
         f"notes = {toml_string(chr(34) * 3 + chr(10) + code + chr(10) + chr(34) * 3)}\n"
         f"[lineage]\nbase = {toml_string(chr(34) + '); ' + code + '; (' + chr(34))}\n"
@@ -154,7 +156,7 @@ def test_spec_strings_cannot_inject_code(tmp_path: Path) -> None:
 
 def test_mup_scales_attention_logits_and_init(tmp_path: Path) -> None:
     spec = tmp_path / "mup.toml"
-    spec.write_text(f'extends = {toml_string(str((SPECS / "llama-7b").resolve()))}\n[model]\nname = "mup"\n'
+    spec.write_text(f'extends = {toml_string(str((SPECS / "llama-7b").resolve()))}\n{INHERIT_IDENTITY}[model]\nname = "mup"\n'
                     "[training.mup]\nenabled = true\nbase_d_model = 1024\n")
     compiled = compile_spec(spec, scale="tiny")
     source = compiled.files["model.py"]

@@ -10,13 +10,14 @@ from taxonc.compiler.spec.derive import derive
 from taxonc.compiler.spec.dump import toml_string
 
 from .conftest import SPECS
+from .helpers import INHERIT_IDENTITY
 from taxonc.runtime.artifact import load_source
 
 
 def test_encoder_decoder_with_shared_xl_biases_counts_each_stacks_biases(tmp_path: Path) -> None:
     """Encoder and decoder embeddings each hold their own shared Transformer-XL u and w."""
     spec = tmp_path / "t5-xl.toml"
-    spec.write_text(f'extends = {toml_string(str((SPECS / "t5").resolve()))}\n[model]\nname = "t5-xl"\n'
+    spec.write_text(f'extends = {toml_string(str((SPECS / "t5").resolve()))}\n{INHERIT_IDENTITY}[model]\nname = "t5-xl"\n'
                     '[position]\nkind = "relative-xl"\nshared_biases = true\n')
     compiled = compile_spec(spec)
     model = load_source(compiled.files["model.py"], "t5_xl").build(device="meta")

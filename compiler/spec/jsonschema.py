@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .identity import IDENTITY_FIELDS, INHERITS_KEY
 from .model import ModelSpec
 
 
@@ -31,6 +32,10 @@ def spec_json_schema() -> dict[str, Any]:
     schema["properties"]["extends"] = {
         "description": "Spec(s) to inherit from, as paths relative to this file (.toml optional).",
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+    }
+    schema["properties"][INHERITS_KEY] = {
+        "description": "Identity fields taken from the model spec this file extends (the base's value is true of this model too).",
+        "type": "array", "items": {"enum": list(IDENTITY_FIELDS)},
     }
     schema["properties"]["abstract"] = {
         "description": "A recipe: a partial spec that other specs extend, not a model by itself.",

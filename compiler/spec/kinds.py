@@ -85,3 +85,58 @@ class Router(StrEnum):
 class CrossAttentionKind(StrEnum):
     GATED = "gated"      # Flamingo: tanh-gated cross-attention to resampled media
     CHUNKED = "chunked"  # RETRO: chunked cross-attention to retrieved neighbours
+
+
+# Spellings people bring from papers and other codebases (HF configs, Megatron, litgpt), mapped to ours. Only
+# suggestions: a spec must still use the canonical name. Keys are written normalised (see `normalise_choice`), and
+# a synonym is offered only for a field whose allowed values include its target, so "fixed" (a sparse pattern) is
+# never turned into a position scheme.
+CHOICE_SYNONYMS: dict[str, str] = {
+    # attention
+    "mha": AttentionKind.MULTI_HEAD, "mqa": AttentionKind.MULTI_QUERY, "gqa": AttentionKind.GROUPED_QUERY,
+    "local": SparseKind.LOCALLY_BANDED, "sliding-window": SparseKind.LOCALLY_BANDED, "banded": SparseKind.LOCALLY_BANDED,
+    # positions
+    "rope": PositionKind.ROTARY, "rotary-embedding": PositionKind.ROTARY, "absolute": PositionKind.LEARNED,
+    "learned-absolute": PositionKind.LEARNED, "sinusoid": PositionKind.SINUSOIDAL, "sin-cos": PositionKind.SINUSOIDAL,
+    "transformer-xl": PositionKind.RELATIVE_XL, "t5": PositionKind.RELATIVE_BIAS, "t5-bias": PositionKind.RELATIVE_BIAS,
+    "nope": PositionKind.NONE,
+    # norms and their placement
+    "ln": NormKind.LAYERNORM, "layer-norm": NormKind.LAYERNORM, "rms": NormKind.RMSNORM, "rms-norm": NormKind.RMSNORM,
+    "deep-norm": NormKind.DEEPNORM, "post-ln": NormPlacement.POST, "post-norm": NormPlacement.POST,
+    "pre-ln": NormPlacement.PRE, "pre-norm": NormPlacement.PRE,
+    # activations
+    "swish-glu": Activation.SWIGLU, "silu-glu": Activation.SWIGLU, "gelu-glu": Activation.GEGLU,
+    # structure and wiring
+    "decoder-only": Structure.DECODER, "causal": Structure.DECODER, "causal-lm": Structure.DECODER,
+    "enc-dec": Structure.ENCODER_DECODER, "seq2seq": Structure.ENCODER_DECODER,
+    "serial": Wiring.SEQUENTIAL,
+    # routers
+    "top-k": Router.SOFTMAX_TOP_K, "gshard": Router.SOFTMAX_TOP_K, "top-1": Router.SWITCH,
+}
+
+
+def normalise_choice(value: str) -> str:
+    """Case, surrounding space and '_' versus '-' never matter to a suggestion: 'Layer_Norm' -> 'layer-norm'."""
+    return value.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def suggest_choice(value: object, allowed: tuple[str, ...] | list[str], synonyms: dict[str, str] | None = None) -> str | None:
+    """The allowed value a mistyped choice most likely means, or None.
+
+    Tried in order: the same word up to case and separators ('RMSNorm' -> 'rmsnorm', 'grouped_query'), a known
+    synonym ('rope' -> 'rotary'), then the closest spelling (difflib).
+    """
+    import difflib
+
+    table = CHOICE_SYNONYMS if synonyms is None else synonyms
+    word = normalise_choice(str(value))
+    bare = {a.replace("-", "").replace("_", ""): a for a in allowed}
+    if word in allowed:
+        return word
+    if word.replace("-", "") in bare:
+        return bare[word.replace("-", "")]
+    target = next((table[w] for w in (word, word.replace("-", "_"), word.replace("-", "")) if w in table), None)
+    if target is not None and str(target) in allowed:
+        return str(target)
+    close = difflib.get_close_matches(word, list(allowed), n=1)
+    return close[0] if close else None

@@ -8,25 +8,29 @@ the child does not write itself, so the result never depends on their order.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import errno
 import hashlib
 import json
 import os
 import re
 import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from ..errors import Problem, SpecError
+from .identity import INHERITS_KEY, REPLACED_TABLES, check_identity, read_inherits
+from .kinds import suggest_choice
 from .locate import find_position, locate_keys
 from .model import ModelSpec
-from .schema_walk import allowed_keys, leaf_paths, strip_tags
+from .schema_walk import KEY_SYNONYMS, allowed_keys, leaf_paths, strip_tags
 
-LOADER_KEYS = ("extends", "abstract")
+LOADER_KEYS = ("extends", "abstract", INHERITS_KEY)
 
 # Bounds on what a spec file may hold. Real specs are a few KiB and nest four levels; the bounds keep a hostile
 # file from hanging the reader (a FIFO, /dev/zero, a huge file) or exhausting the parser's recursion.
@@ -60,10 +64,18 @@ class ResolvedSpec:
     chain: tuple[str, ...]
     digest: str
     abstract: bool = False
+    positions: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return self.spec.model.name
+
+    def problem(self, key: str, message: str, allowed: tuple[str, ...] = (), hint: str = "") -> Problem:
+        """A problem about a resolved value, placed in the file (and at the line) that wrote it."""
+        origin = self.origins.get(key)
+        file = origin.file if origin is not None and origin.file not in (None, "--set") else self.path
+        line, col = find_position(self.positions.get(file, {}), key) or (None, None)
+        return Problem(file, key, message, line, col, allowed, hint)
 
 
 @dataclass
@@ -76,20 +88,35 @@ class _Raw:
 class _Context:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.deferred: list[Problem] = []
         self.positions: dict[str, dict[str, tuple[int, int]]] = {}
         self.cache: dict[Path, _Raw | None] = {}
 
-    def add(self, file: str, key: str, message: str, allowed: tuple[str, ...] = (), hint: str = "") -> None:
+    def add(self, file: str, key: str, message: str, allowed: tuple[str, ...] = (), hint: str = "",
+            deferred: bool = False) -> None:
+        """Record a problem; a deferred one does not stop schema and rule checks, and is reported with them."""
         pos = find_position(self.positions.get(file, {}), key)
         line, col = pos if pos else (None, None)
-        self.problems.append(Problem(file, key, message, line, col, allowed, hint))
+        (self.deferred if deferred else self.problems).append(Problem(file, key, message, line, col, allowed, hint))
 
 
 def display_path(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, RuntimeError, OSError):  # RuntimeError: a symlink loop, which resolves nowhere
         return str(path)
+
+
+def is_symlink_loop(path: Path) -> bool:
+    """True when following `path`'s links never ends (ELOOP); Path.is_file() would only say False."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+SYMLINK_LOOP = "symlink loop: following its links never reaches a file"
 
 
 def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -266,7 +293,11 @@ def _nearby_specs(path: Path, target: str) -> str:
 
 
 def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None:
-    given, path = path, path.resolve()
+    given = path
+    if is_symlink_loop(given):
+        ctx.add(display_path(given), "", SYMLINK_LOOP)
+        return None
+    path = path.resolve()
     if path in stack:
         cycle = " -> ".join(display_path(p) for p in stack + (path,))
         ctx.add(display_path(stack[-1]), "extends", f"extends cycle: {cycle}")
@@ -279,6 +310,8 @@ def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None
         ctx.cache[path] = None
         return None
     extends = data.pop("extends", [])
+    inherits_written = INHERITS_KEY in data
+    inherits, inherits_problems = read_inherits(data.pop(INHERITS_KEY, []))
     abstract = data.pop("abstract", False)
     if not isinstance(abstract, bool):
         ctx.add(file, "abstract", "must be true or false")
@@ -289,14 +322,20 @@ def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None
         extends = []
 
     bases: list[_Raw] = []
+    model_bases: list[tuple[str, dict[str, Any]]] = []  # (file, leaves) of each base that is not a recipe
     for target in extends:
         base_path = _resolve_target(path, target)
+        if is_symlink_loop(base_path):
+            ctx.add(file, "extends", f"{target!r} is a {SYMLINK_LOOP} ({display_path(base_path)})")
+            continue
         if not base_path.is_file():
             ctx.add(file, "extends", f"no spec {target!r} (looked for {display_path(base_path)})", hint=_nearby_specs(path, target))
             continue
         base = _load_raw(base_path, ctx, stack + (path,))
         if base is not None:
             bases.append(base)
+            if not base.abstract:
+                model_bases.append((display_path(base_path), _leaves(base.data)))
 
     own_leaves = _leaves(data)
     own_origins = {leaf: file for leaf in own_leaves}
@@ -313,6 +352,13 @@ def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None
                 )
             combined.setdefault(leaf, (value, base.origins.get(leaf)))
         merged = _merge(merged, base.data, dict(base.origins))
+    for key, message, allowed, hint in inherits_problems + check_identity(own_leaves, inherits, model_bases, inherits_written):
+        ctx.add(file, key, message, allowed, hint, deferred=True)
+    if model_bases:  # this model's published figures replace its base model's, never merge with them
+        for table in REPLACED_TABLES:
+            if isinstance(data.get(table), dict):
+                merged.data = {k: v for k, v in merged.data.items() if k != table}
+                merged.origins = {k: f for k, f in merged.origins.items() if k != table and not k.startswith(table + ".")}
     result = _merge(merged, data, own_origins)
     result.abstract = abstract
     ctx.cache[path] = result
@@ -331,21 +377,21 @@ def _problem_from_error(err: dict[str, Any], raw: _Raw, ctx: _Context, top_file:
     if kind == "extra_forbidden":
         options = allowed_keys(model_cls)
         leaf = dotted.rsplit(".", 1)[-1]
-        close = difflib.get_close_matches(leaf, options, n=1)
+        close = suggest_choice(leaf, options, KEY_SYNONYMS)
         message = "unknown key"
-        hint = f"did you mean {close[0]!r}?" if close else ""
+        hint = f"did you mean {close!r}?" if close else ""
         allowed = tuple(options)
     elif kind in ("literal_error", "enum"):
         allowed = tuple(re.findall(r"'([^']*)'", err["ctx"]["expected"]))
-        close = difflib.get_close_matches(str(err["input"]), allowed, n=1)
+        close = suggest_choice(err["input"], allowed)
         message = f"{err['input']!r} is not a valid choice"
-        hint = f"did you mean {close[0]!r}?" if close else ""
+        hint = f"did you mean {close!r}?" if close else ""
     elif kind == "union_tag_invalid":
         allowed = tuple(re.findall(r"'([^']*)'", err["ctx"]["expected_tags"]))
-        close = difflib.get_close_matches(str(err["ctx"]["tag"]), allowed, n=1)
+        close = suggest_choice(err["ctx"]["tag"], allowed)
         dotted = f"{dotted}.kind" if dotted else "kind"
         message = f"{err['ctx']['tag']!r} is not a valid kind"
-        hint = f"did you mean {close[0]!r}?" if close else ""
+        hint = f"did you mean {close!r}?" if close else ""
     elif kind == "union_tag_not_found":
         dotted = f"{dotted}.kind"
         message = "missing 'kind'"
@@ -369,6 +415,49 @@ def _drop_implied_missing(problems: list[Problem]) -> list[Problem]:
     return [p for p in problems if not (p.message == "required key is missing" and p.key in suggested)]
 
 
+def _delete(data: Any, parts: list[str]) -> None:
+    """Remove the table entry at a dotted path (list items addressed by index), if it is there."""
+    for part in parts[:-1]:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return
+    if isinstance(data, dict):
+        data.pop(parts[-1], None)
+
+
+def _parsed_sections(data: dict[str, Any], errors: list[dict[str, Any]]) -> tuple[ModelSpec | None, frozenset[str]]:
+    """The spec as far as the schema accepted it, and the top-level sections it rejected.
+
+    An unknown key means nothing, so it is dropped and its section still counts as parsed. A section with
+    a wrong or missing value is rejected: it is replaced by its default (a placeholder where it is
+    required), and the caller skips the cross-field rules that read it. None when nothing can be salvaged.
+    """
+    repaired = copy.deepcopy(data)
+    rejected: set[str] = set()
+    for err in errors:
+        if not err["loc"]:
+            return None, frozenset()
+        if err["type"] == "extra_forbidden":
+            _delete(repaired, strip_tags(err["loc"])[0].split("."))
+        else:
+            rejected.add(str(err["loc"][0]))
+    for section in rejected:
+        declared = ModelSpec.model_fields.get(section)
+        if declared is None:
+            continue
+        if declared.is_required():
+            repaired[section] = copy.deepcopy(_ABSTRACT_FILLER[section])
+        else:
+            repaired.pop(section, None)
+    try:
+        return ModelSpec.model_validate(repaired), frozenset(rejected)
+    except (ValidationError, KeyError):
+        return None, frozenset()
+
+
 def spec_digest(spec: ModelSpec) -> str:
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -383,7 +472,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Reso
     raw = _load_raw(path, ctx, ())
     file = display_path(path)
     if raw is None or ctx.problems:
-        raise SpecError(ctx.problems or [Problem(file, "", "could not be loaded")])
+        raise SpecError(ctx.problems + ctx.deferred or [Problem(file, "", "could not be loaded")])
     data = raw.data
     if overrides:
         raw = _merge(raw, overrides, {leaf: "--set" for leaf in _leaves(overrides)})
@@ -393,14 +482,19 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Reso
     try:
         spec = ModelSpec.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
+        errors = exc.errors()
+        for err in errors:
             _problem_from_error(err, raw, ctx, file)
-        raise SpecError(_drop_implied_missing(ctx.problems)) from None
+        spec, rejected = _parsed_sections(data, errors)
+        if spec is not None and not raw.abstract:  # rules over what did parse: one run lists every problem
+            for key, message, allowed in check_rules(spec, skip=rejected):
+                ctx.add(raw.origins.get(key, file), key, message, allowed)
+        raise SpecError(_drop_implied_missing(ctx.problems) + ctx.deferred) from None
     if not raw.abstract:
         for key, message, allowed in check_rules(spec):
             ctx.add(raw.origins.get(key, file), key, message, allowed)
-    if ctx.problems:
-        raise SpecError(ctx.problems)
+    if ctx.problems or ctx.deferred:
+        raise SpecError(ctx.problems + ctx.deferred)
     origins: dict[str, Origin] = {}
     for leaf in leaf_paths(spec):
         writer = raw.origins.get(leaf) or next(
@@ -411,7 +505,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Reso
         else:
             origins[leaf] = Origin("written" if writer in (file, "--set") else "inherited", writer)
     chain = tuple(dict.fromkeys(raw.origins.values()))
-    return ResolvedSpec(spec, file, origins, chain, spec_digest(spec), raw.abstract)
+    return ResolvedSpec(spec, file, origins, chain, spec_digest(spec), raw.abstract, ctx.positions)
 
 
 def is_abstract(path: str | Path) -> bool:

@@ -80,6 +80,21 @@ def strip_tags(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
     return ".".join(parts), owner
 
 
+# Names other codebases give our keys (HF config.json, nanoGPT, Megatron), for the did-you-mean of an unknown key.
+# A synonym is offered only where its target is a key of the table it was written in.
+KEY_SYNONYMS: dict[str, str] = {
+    "n_layer": "n_layers", "num_hidden_layers": "n_layers", "num_layers": "n_layers",
+    "n_embd": "d_model", "hidden_size": "d_model", "dim": "d_model", "n_head": "n_heads",
+    "num_attention_heads": "n_heads", "head_dim": "d_head", "intermediate_size": "d_ff", "ffn_dim": "d_ff",
+    "vocab": "vocab_size", "block_size": "context", "max_position_embeddings": "context", "n_positions": "context",
+    "seq_len": "context", "num_key_value_heads": "n_kv_heads", "n_kv_head": "n_kv_heads", "n_query_groups": "n_kv_heads",
+    "rope_theta": "base", "rotary_pct": "fraction", "partial_rotary_factor": "fraction",
+    "layer_norm_eps": "eps", "rms_norm_eps": "eps", "layer_norm_epsilon": "eps", "norm_eps": "eps",
+    "hidden_act": "activation", "tie_word_embeddings": "tied_embeddings", "num_experts": "n_experts",
+    "num_experts_per_tok": "top_k",
+}
+
+
 def allowed_keys(model_cls: type[BaseModel] | None) -> list[str]:
     return sorted(model_cls.model_fields) if model_cls else []
 
