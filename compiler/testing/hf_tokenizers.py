@@ -3,7 +3,8 @@
 Nothing is downloaded: each builder trains on Python standard-library source (the same text on
 every machine with the same Python) and writes what a Hub model directory holds for that style:
 
-    byte_level_bpe(dir, "gpt2")     tokenizer.json: GPT-2/GPT-NeoX byte-level BPE, no BOS
+    byte_level_bpe(dir, "gpt2")     tokenizer.json: GPT-2 (and OPT's merges) byte-level BPE, no BOS
+    byte_level_bpe(dir, "neox")     tokenizer.json: GPT-NeoX/Pythia: NFC first, <|endoftext|>=0, <|padding|>=1
     byte_level_bpe(dir, "llama3")   tokenizer.json: LLaMA-3 split regex, byte level, BOS added
     metaspace_bpe(dir)              tokenizer.json: LLaMA/Mistral-style "▁" BPE with byte fallback
     sentencepiece_bpe(dir)          tokenizer.model: LLaMA-style SentencePiece BPE, byte fallback
@@ -24,8 +25,8 @@ import sysconfig
 from pathlib import Path
 from typing import Literal
 
-ByteLevelStyle = Literal["gpt2", "llama3"]
-BUILDERS = ("gpt2", "llama3", "metaspace", "sp-bpe", "sp-unigram")
+ByteLevelStyle = Literal["gpt2", "neox", "llama3"]
+BUILDERS = ("gpt2", "neox", "llama3", "metaspace", "sp-bpe", "sp-unigram")
 # Trained pieces before special tokens: every builder's tokenizer then fits a tiny-scale model's
 # 512-row embedding (the largest has 404 ids).
 VOCAB_SIZE = 400
@@ -77,13 +78,17 @@ def _config(tokenizer_class: str, ids: dict[str, int], **extra) -> dict:
 
 
 def byte_level_bpe(out: Path, style: ByteLevelStyle = "gpt2", vocab_size: int = VOCAB_SIZE) -> Path:
-    """A GPT-2 (also GPT-NeoX, OPT's merges) or LLaMA-3 style byte-level BPE in `out`."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    """A GPT-2 (also OPT's merges), GPT-NeoX or LLaMA-3 style byte-level BPE in `out`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
     if style == "gpt2":
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         specials = ["<|endoftext|>"]
+    elif style == "neox":
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
+        specials = ["<|endoftext|>", "<|padding|>"]
     else:
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
@@ -91,13 +96,19 @@ def byte_level_bpe(out: Path, style: ByteLevelStyle = "gpt2", vocab_size: int = 
         ])
         specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+    first = specials if style == "neox" else []  # GPT-NeoX numbers its special tokens first
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, special_tokens=first,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus_lines(), trainer)
-    ids = {t: tok.get_vocab_size() + n for n, t in enumerate(specials)}
+    ids = {t: (n if first else tok.get_vocab_size() + n) for n, t in enumerate(specials)}
     tok.add_special_tokens(specials)
     out.mkdir(parents=True, exist_ok=True)
-    if style == "gpt2":
+    if style == "neox":
+        tok.post_processor = processors.ByteLevel(trim_offsets=True)
+        config = _config("GPTNeoXTokenizer", ids, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                         unk_token="<|endoftext|>", pad_token="<|padding|>", add_bos_token=False, add_eos_token=False,
+                         add_prefix_space=False)
+    elif style == "gpt2":
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
         config = _config("GPT2Tokenizer", ids, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                          unk_token="<|endoftext|>", add_prefix_space=False)
@@ -185,7 +196,7 @@ def sentencepiece_unigram(out: Path, vocab_size: int = VOCAB_SIZE, extra_ids: in
 
 def build(kind: str, out: Path, vocab_size: int = VOCAB_SIZE) -> Path:
     """One of BUILDERS into `out` (made if missing); returns `out`."""
-    makers = {"gpt2": lambda: byte_level_bpe(out, "gpt2", vocab_size),
+    makers = {"gpt2": lambda: byte_level_bpe(out, "gpt2", vocab_size), "neox": lambda: byte_level_bpe(out, "neox", vocab_size),
               "llama3": lambda: byte_level_bpe(out, "llama3", vocab_size),
               "metaspace": lambda: metaspace_bpe(out, vocab_size), "sp-bpe": lambda: sentencepiece_bpe(out, vocab_size),
               "sp-unigram": lambda: sentencepiece_unigram(out, vocab_size)}
