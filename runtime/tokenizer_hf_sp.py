@@ -107,8 +107,7 @@ class HFSentencePieceTokenizer:
         self.config = config
         self.source = str(path)
         self._sp = Tokenizer.load(path)  # regular file, size and format checks
-        data = self._sp._sp.serialized_model_proto()
-        self._raw = spm.SentencePieceProcessor(model_proto=raw_pieces_model(data)) if self.style is SpStyle.LLAMA else None
+        self._raw = self._raw_processor() if self.style is SpStyle.LLAMA else None
         self._added = self._added_tokens(config)
         self.vocab_size = max(self._sp.vocab_size, max(self._added.values(), default=-1) + 1)
         self._by_id = {i: t for t, i in self._added.items()}
@@ -128,6 +127,13 @@ class HFSentencePieceTokenizer:
         self._decoder = self._make_decoder()
         self.groups_byte_runs = self.style is SpStyle.LLAMA  # its decoder is ByteFallback
         self._cleanup = config.clean_up_tokenization_spaces and self._sp.type != "bpe"
+
+    def _raw_processor(self) -> spm.SentencePieceProcessor:
+        try:
+            return spm.SentencePieceProcessor(model_proto=raw_pieces_model(self._sp._sp.serialized_model_proto()))
+        except (ValueError, RuntimeError, OSError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TokenizerError(f"tokenizer {self.source}: its normaliser cannot be set as LLaMA's ({reason})") from None
 
     # --- vocabulary
 

@@ -40,11 +40,11 @@ class JsonTokenizer:
 
         self.source = str(path)
         text, data = read_json_text(path, "tokenizer", MAX_JSON_BYTES)  # JSON errors with line and column first
-        try:
-            tok = Tokenizer.from_str(text)
-        except Exception as err:  # the library raises plain Exception for every malformed file
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise TokenizerError(f"tokenizer {path} is not a tokenizers file ({reason[:200]})") from None
+        tok = self._call(Tokenizer.from_str, text, doing="is not a tokenizers file")
+        # transformers' tokenizer(prompt) pads and truncates nothing, whatever the file says
+        # (and a file's fixed padding length of 10**12 would exhaust memory at the first encode)
+        tok.no_padding()
+        tok.no_truncation()
         config = config or TokenizerConfig()
         self.config = config
         have = {t.content: (i, t) for i, t in tok.get_added_tokens_decoder().items()}
@@ -76,6 +76,17 @@ class JsonTokenizer:
         self.groups_byte_runs = "ByteFallback" in json.dumps(data.get("decoder"))
         self._special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
 
+    def _call(self, fn, *args, doing: str, **kwargs):
+        """fn(*args) from the tokenizers library, whose failures (a plain Exception, or a Rust panic,
+        which is not an Exception) become a one-line TokenizerError naming the file."""
+        try:
+            return fn(*args, **kwargs)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TokenizerError(f"tokenizer {self.source} {doing} ({reason[:200]})") from None
+
     def _template(self, processors):
         """transformers' update_post_processor: "[BOS] $A [EOS]" as add_bos_token and add_eos_token say."""
         bos = (self.config.special("bos_token"), self.bos_id) if self.config.add_bos_token and self.bos_id is not None else None
@@ -106,12 +117,12 @@ class JsonTokenizer:
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, not {type(text).__name__}")
-        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+        return self._call(self._tok.encode, text, add_special_tokens=add_special_tokens, doing="cannot encode the text").ids
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = [int(i) for i in ids]
         self.check_ids(ids)
-        text = self._tok.decode(ids, skip_special_tokens=True)
+        text = self._call(self._tok.decode, ids, skip_special_tokens=True, doing="cannot decode the ids")
         return clean_up_tokenization(text) if self._cleanup else text
 
     def check_ids(self, ids: Iterable[int]) -> None:

@@ -212,6 +212,29 @@ def test_a_damaged_file_is_a_one_line_error_naming_it(folders, tmp_path, kind, n
     assert str(path) in one_line(err)
 
 
+@pytest.mark.parametrize(("edit", "says"), [
+    # padding and truncation are off for prompts, as in transformers: a fixed padding length of
+    # 10**12 would otherwise abort the process when allocating
+    ({"padding": {"strategy": {"Fixed": 10**12}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
+                  "pad_type_id": 0, "pad_token": "<unk>"}}, None),
+    ({"truncation": {"max_length": 1, "stride": 0, "strategy": "LongestFirst", "direction": "Right"}}, None),
+    ({"model": {"type": "Unigram", "unk_id": None, "vocab": []}}, "cannot encode"),
+    ({"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}}, "not a tokenizers file"),
+    ({"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "("}, "behavior": "Isolated", "invert": False}},
+     "not a tokenizers file"),
+])
+def test_a_hostile_tokenizer_json_is_refused_or_harmless(folders, tmp_path, edit, says):
+    folder = shutil.copytree(folders["metaspace"], tmp_path / "dir")
+    data = json.loads((folder / "tokenizer.json").read_text())
+    (folder / "tokenizer.json").write_text(json.dumps({**data, **edit}))
+    if says is None:
+        assert tokenizer_in(folder).encode("hello world") == tokenizer_in(folders["metaspace"]).encode("hello world")
+        return
+    with pytest.raises(TokenizerError) as err:
+        tokenizer_in(folder).encode("hello world")
+    assert str(folder / "tokenizer.json") in one_line(err) and says in one_line(err)
+
+
 def test_an_oversized_tokenizer_is_refused_unread(folders, tmp_path, monkeypatch):
     from taxonc.runtime import tokenizer, tokenizer_json
 
