@@ -11,8 +11,12 @@ tokenizer_config.json, is done here the same way:
 - decode skips special tokens, as generated text is shown; `clean_up_tokenization_spaces`
   applies to non-BPE models only, as in transformers 5.
 
-A model class that rebuilds its pipeline in code (transformers' LlamaTokenizer, GPT2Tokenizer)
-agrees with tokenizer.json for every file transformers itself writes; this reads the file.
+transformers 5 rebuilds some classes' pipelines in code around the file's vocabulary and
+merges. For GPT2Tokenizer and GPTNeoXTokenizer the rebuilt pipeline is the one their files
+hold. LlamaTokenizer's differs from LLaMA-2's and Mistral's files (those prepend "▁" to every
+stretch between added tokens, as a normaliser), so for that class the pipeline is rebuilt here
+the same way: no normaliser, a "▁" before the first stretch only (every stretch with
+`legacy: true`, none with `add_prefix_space: false`), and its decoder.
 """
 
 from __future__ import annotations
@@ -26,8 +30,21 @@ from .errors import TokenizerError
 from .hf_tokenizer_config import TokenizerConfig, clean_up_tokenization, read_json_text
 
 JSON_FILE = "tokenizer.json"
+LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast")
 # Gemma's tokenizer.json, among the largest real ones, is 34 MB.
 MAX_JSON_BYTES = 256 << 20
+
+
+def _as_transformers_llama(tok, config: TokenizerConfig) -> None:
+    """The pipeline transformers 5's LlamaTokenizer builds around a file's vocabulary and merges."""
+    from tokenizers import decoders, pre_tokenizers
+
+    prefix = config.add_prefix_space is not False
+    scheme = ("always" if config.legacy else "first") if prefix else "never"
+    tok.normalizer = None
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme, split=False)
+    steps = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
 
 
 class JsonTokenizer:
@@ -45,6 +62,8 @@ class JsonTokenizer:
         # (and a file's fixed padding length of 10**12 would exhaust memory at the first encode)
         tok.no_padding()
         tok.no_truncation()
+        if config is not None and config.tokenizer_class in LLAMA_CLASSES and type(tok.model).__name__ == "BPE":
+            _as_transformers_llama(tok, config)
         config = config or TokenizerConfig()
         self.config = config
         have = {t.content: (i, t) for i, t in tok.get_added_tokens_decoder().items()}

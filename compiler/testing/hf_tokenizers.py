@@ -7,6 +7,8 @@ every machine with the same Python) and writes what a Hub model directory holds 
     byte_level_bpe(dir, "neox")     tokenizer.json: GPT-NeoX/Pythia: NFC first, <|endoftext|>=0, <|padding|>=1
     byte_level_bpe(dir, "llama3")   tokenizer.json: LLaMA-3 split regex, byte level, BOS added
     metaspace_bpe(dir)              tokenizer.json: LLaMA/Mistral-style "▁" BPE with byte fallback
+    metaspace_bpe(dir, legacy=True) tokenizer.json as LLaMA-2's: the "▁" prefix as a normaliser
+                                    (transformers 5 replaces that pipeline with its own)
     sentencepiece_bpe(dir)          tokenizer.model: LLaMA-style SentencePiece BPE, byte fallback
     sentencepiece_unigram(dir)      tokenizer.model: T5-style SentencePiece unigram, EOS appended
 
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 ByteLevelStyle = Literal["gpt2", "neox", "llama3"]
-BUILDERS = ("gpt2", "neox", "llama3", "metaspace", "sp-bpe", "sp-unigram")
+BUILDERS = ("gpt2", "neox", "llama3", "metaspace", "llama2", "sp-bpe", "sp-unigram")
 # Trained pieces before special tokens: every builder's tokenizer then fits a tiny-scale model's
 # 512-row embedding (the largest has 404 ids).
 VOCAB_SIZE = 400
@@ -122,13 +124,19 @@ def byte_level_bpe(out: Path, style: ByteLevelStyle = "gpt2", vocab_size: int = 
     return out
 
 
-def metaspace_bpe(out: Path, vocab_size: int = VOCAB_SIZE) -> Path:
-    """A LLaMA/Mistral-style tokenizer.json: "▁" for spaces, one prefix "▁", byte fallback, BOS."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def metaspace_bpe(out: Path, vocab_size: int = VOCAB_SIZE, legacy: bool = False) -> Path:
+    """A LLaMA/Mistral-style tokenizer.json: "▁" for spaces, one prefix "▁", byte fallback, BOS.
+
+    legacy=True writes the pipeline of LLaMA-2's and Mistral-7B-v0.1's files: a normaliser that
+    prepends "▁" to every stretch between added tokens and no pre-tokeniser."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     meta = ["<unk>", "<s>", "</s>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    if legacy:
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                      decoders.Strip(" ", 1, 0)])
     byte_pieces = [f"<0x{b:02X}>" for b in range(256)]
@@ -198,7 +206,8 @@ def build(kind: str, out: Path, vocab_size: int = VOCAB_SIZE) -> Path:
     """One of BUILDERS into `out` (made if missing); returns `out`."""
     makers = {"gpt2": lambda: byte_level_bpe(out, "gpt2", vocab_size), "neox": lambda: byte_level_bpe(out, "neox", vocab_size),
               "llama3": lambda: byte_level_bpe(out, "llama3", vocab_size),
-              "metaspace": lambda: metaspace_bpe(out, vocab_size), "sp-bpe": lambda: sentencepiece_bpe(out, vocab_size),
+              "metaspace": lambda: metaspace_bpe(out, vocab_size), "llama2": lambda: metaspace_bpe(out, vocab_size, True),
+              "sp-bpe": lambda: sentencepiece_bpe(out, vocab_size),
               "sp-unigram": lambda: sentencepiece_unigram(out, vocab_size)}
     if kind not in makers:
         raise ValueError(f"tokenizer kind must be one of {', '.join(BUILDERS)}, not {kind!r}")
