@@ -1,26 +1,22 @@
 """tokenizer.model of a Hugging Face directory: SentencePiece pieces, transformers' conventions.
 
-transformers 5 never runs SentencePiece on these files; it rebuilds a pipeline per tokenizer
-class. SentencePiece still gives the pieces; this module adds what the class does around them:
+transformers 5 never runs SentencePiece on these files; it builds its class's pipeline
+(hf_pipelines.py: LLaMA or T5) around the pieces. SentencePiece still gives the pieces here;
+this module does what the class does around them:
 
-LLAMA (LlamaTokenizer, LlamaTokenizerFast)
-    no normalisation; " " becomes "▁"; one "▁" goes before the text unless it starts with a
-    space ("first"; `legacy: true` puts one before every stretch between added tokens);
-    BOS/EOS as `add_bos_token`/`add_eos_token` say; decode turns "▁" into spaces, joins
-    byte-fallback pieces and drops one leading space.
-T5 (T5Tokenizer, T5TokenizerFast)
-    the model's own normalisation (NFKC, whitespace runs collapsed, one "▁" per word);
-    EOS always appended; decode drops the first piece's "▁".
+LLAMA  the model with identity normalisation and no dummy prefix is given the text with " " as
+       "▁" and the class's one "▁" prefix; BOS/EOS as `add_bos_token`/`add_eos_token` say.
+T5     the model's own normalisation, then a split on Unicode whitespace (as transformers'
+       WhitespaceSplit) and one "▁" per word; EOS always appended.
 
 Added tokens (tokenizer_config.json's added_tokens_decoder, and the named special tokens) are
 matched whole in the raw text first, longest first, and each stretch between them is encoded
-on its own, as transformers does. Decoding skips special tokens. Other classes are refused by
-name: guessing a convention would give a silently different prompt.
+on its own, as transformers does. Decoding skips special tokens and uses the class's decoder.
+Other classes are refused by name: guessing a convention would give a silently different prompt.
 """
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,25 +25,14 @@ import sentencepiece as spm
 
 from .decode_stream import DecodeStream
 from .errors import TokenizerError
+from .hf_pipelines import CLASS_CONVENTIONS, SPACE, Convention, decoder, prepend_scheme
 from .hf_tokenizer_config import AddedToken, TokenizerConfig, clean_up_tokenization
 from .tokenizer import Tokenizer, _proto_fields, _read_varint
 
 
-class SpStyle(enum.Enum):
-    LLAMA = "llama"
-    T5 = "t5"
-
-
-SP_CLASSES: dict[str, SpStyle] = {
-    "LlamaTokenizer": SpStyle.LLAMA,
-    "LlamaTokenizerFast": SpStyle.LLAMA,
-    "T5Tokenizer": SpStyle.T5,
-    "T5TokenizerFast": SpStyle.T5,
-}
-_SPACE = "\u2581"
 # Unicode White_Space (Rust's char::is_whitespace, which transformers' T5 WhitespaceSplit uses);
 # Python's str.split() also splits on \x1c-\x1f, which are not White_Space.
-_WHITE_SPACE = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+_WHITESPACE = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
 # NormalizerSpec (sentencepiece_model.proto): ModelProto field 3; its name, charsmap, dummy
 # prefix and whitespace-collapsing fields.
 _NORMALIZER, _NAME, _CHARSMAP, _DUMMY_PREFIX, _COLLAPSE = 3, 1, 2, 3, 4
@@ -100,14 +85,14 @@ class HFSentencePieceTokenizer:
     def __init__(self, path: Path, config: TokenizerConfig):
         cls = config.tokenizer_class
         where = config.files[0] if config.files else str(path)
-        if cls not in SP_CLASSES:
+        if cls not in CLASS_CONVENTIONS:
             raise TokenizerError(f"{where}: tokenizer_class {cls!r} is not one taxonc can run from a tokenizer.model; "
-                                 f"supported: {', '.join(SP_CLASSES)} (or give a tokenizer.json)")
-        self.style = SP_CLASSES[cls]
+                                 f"supported: {', '.join(CLASS_CONVENTIONS)} (or give a tokenizer.json)")
+        self.style = CLASS_CONVENTIONS[cls]
         self.config = config
         self.source = str(path)
         self._sp = Tokenizer.load(path)  # regular file, size and format checks
-        self._raw = self._raw_processor() if self.style is SpStyle.LLAMA else None
+        self._raw = self._raw_processor() if self.style is Convention.LLAMA else None
         self._added = self._added_tokens(config)
         self.vocab_size = max(self._sp.vocab_size, max(self._added.values(), default=-1) + 1)
         self._by_id = {i: t for t, i in self._added.items()}
@@ -116,16 +101,15 @@ class HFSentencePieceTokenizer:
         self.bos_id, self.eos_id, self.pad_id, self.unk_id = (
             self._added.get(config.special(n)) for n in ("bos_token", "eos_token", "pad_token", "unk_token"))
         add_bos = bool(config.add_bos_token) and self.bos_id is not None
-        add_eos = self.style is SpStyle.T5 or bool(config.add_eos_token)
-        self._head = [self.bos_id] if add_bos and self.style is SpStyle.LLAMA else []
+        add_eos = self.style is Convention.T5 or bool(config.add_eos_token)
+        self._head = [self.bos_id] if add_bos and self.style is Convention.LLAMA else []
         self._tail = [self.eos_id] if add_eos and self.eos_id is not None else []
-        self._prefix_every_stretch = bool(config.legacy)
-        self._prefix = config.add_prefix_space is not False
+        self._prefix = prepend_scheme(config)
         self._matched = sorted(self._added, key=lambda t: (-len(t), t))  # longest first: leftmost-longest
         alternatives = (f"(?P<t{n}>{self._pattern(t)})" for n, t in enumerate(self._matched))
         self._split = re.compile("|".join(alternatives)) if self._matched else None
-        self._decoder = self._make_decoder()
-        self.groups_byte_runs = self.style is SpStyle.LLAMA  # its decoder is ByteFallback
+        self._decoder = decoder(self.style, config)
+        self.groups_byte_runs = self.style is Convention.LLAMA  # its decoder is ByteFallback
         self._cleanup = config.clean_up_tokenization_spaces and self._sp.type != "bpe"
 
     def _raw_processor(self) -> spm.SentencePieceProcessor:
@@ -169,14 +153,6 @@ class HFSentencePieceTokenizer:
         left, right = (r"\s*" if flags.lstrip else ""), (r"\s*" if flags.rstrip else "")
         return left + core + right
 
-    def _make_decoder(self):
-        from tokenizers import decoders
-
-        if self.style is SpStyle.T5:
-            return decoders.Metaspace(replacement=_SPACE, prepend_scheme="always", split=True)
-        steps = [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
-        return decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if self._prefix else []))
-
     @property
     def stop_ids(self) -> tuple[int, ...]:
         return self.config.stop_ids or ((self.eos_id,) if self.eos_id is not None else ())
@@ -194,12 +170,13 @@ class HFSentencePieceTokenizer:
     # --- text
 
     def _stretch(self, text: str, at_start: bool) -> list[int]:
-        if self.style is SpStyle.T5:  # normalised, then split on White_Space; each word gets its "▁"
-            normalized = self._sp._sp.normalize(text).replace(_SPACE, " ")
-            return self._sp.encode(" ".join(w for w in _WHITE_SPACE.split(normalized) if w))
-        text = text.replace(" ", _SPACE)
-        if self._prefix and (at_start or self._prefix_every_stretch) and text and not text.startswith(_SPACE):
-            text = _SPACE + text
+        if self.style is Convention.T5:  # normalised, then split on White_Space; each word gets its "▁"
+            normalized = self._sp._sp.normalize(text).replace(SPACE, " ")
+            return self._sp.encode(" ".join(w for w in _WHITESPACE.split(normalized) if w))
+        text = text.replace(" ", SPACE)
+        wanted = self._prefix == "always" or (self._prefix == "first" and at_start)
+        if wanted and text and not text.startswith(SPACE):
+            text = SPACE + text
         return self._raw.encode(text) if text else []
 
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:

@@ -11,12 +11,8 @@ tokenizer_config.json, is done here the same way:
 - decode skips special tokens, as generated text is shown; `clean_up_tokenization_spaces`
   applies to non-BPE models only, as in transformers 5.
 
-transformers 5 rebuilds some classes' pipelines in code around the file's vocabulary and
-merges. For GPT2Tokenizer and GPTNeoXTokenizer the rebuilt pipeline is the one their files
-hold. LlamaTokenizer's differs from LLaMA-2's and Mistral's files (those prepend "▁" to every
-stretch between added tokens, as a normaliser), so for that class the pipeline is rebuilt here
-the same way: no normaliser, a "▁" before the first stretch only (every stretch with
-`legacy: true`, none with `add_prefix_space: false`), and its decoder.
+Where transformers 5 replaces the file's pipeline with its class's own (LLaMA, T5), the
+class's pipeline is used here too (hf_pipelines.py).
 """
 
 from __future__ import annotations
@@ -27,24 +23,12 @@ from pathlib import Path
 
 from .decode_stream import DecodeStream
 from .errors import TokenizerError
+from .hf_pipelines import CLASS_CONVENTIONS, Convention, rebuild, t5_post_processor
 from .hf_tokenizer_config import TokenizerConfig, clean_up_tokenization, read_json_text
 
 JSON_FILE = "tokenizer.json"
-LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast")
 # Gemma's tokenizer.json, among the largest real ones, is 34 MB.
 MAX_JSON_BYTES = 256 << 20
-
-
-def _as_transformers_llama(tok, config: TokenizerConfig) -> None:
-    """The pipeline transformers 5's LlamaTokenizer builds around a file's vocabulary and merges."""
-    from tokenizers import decoders, pre_tokenizers
-
-    prefix = config.add_prefix_space is not False
-    scheme = ("always" if config.legacy else "first") if prefix else "never"
-    tok.normalizer = None
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme, split=False)
-    steps = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
-    tok.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
 
 
 class JsonTokenizer:
@@ -62,10 +46,11 @@ class JsonTokenizer:
         # (and a file's fixed padding length of 10**12 would exhaust memory at the first encode)
         tok.no_padding()
         tok.no_truncation()
-        if config is not None and config.tokenizer_class in LLAMA_CLASSES and type(tok.model).__name__ == "BPE":
-            _as_transformers_llama(tok, config)
         config = config or TokenizerConfig()
         self.config = config
+        convention = CLASS_CONVENTIONS.get(config.tokenizer_class or "")
+        if convention is not None:
+            rebuild(tok, data, convention, config)
         have = {t.content: (i, t) for i, t in tok.get_added_tokens_decoder().items()}
         for i, entry in sorted(config.added.items()):
             old = have.get(entry.content)
@@ -86,7 +71,9 @@ class JsonTokenizer:
         self.eos_id = self._id("eos_token", tok)
         self.pad_id = self._id("pad_token", tok)
         self.unk_id = self._id("unk_token", tok)
-        if config.add_bos_token is not None or config.add_eos_token is not None or tok.post_processor is None:
+        if convention is Convention.T5 and self.eos_id is not None:
+            tok.post_processor = t5_post_processor(config.special("eos_token"), self.eos_id)
+        elif config.add_bos_token is not None or config.add_eos_token is not None or tok.post_processor is None:
             tok.post_processor = self._template(processors)
         vocab = tok.get_vocab(with_added_tokens=True)
         self.vocab_size = max(vocab.values(), default=-1) + 1

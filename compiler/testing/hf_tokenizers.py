@@ -11,6 +11,8 @@ every machine with the same Python) and writes what a Hub model directory holds 
                                     (transformers 5 replaces that pipeline with its own)
     sentencepiece_bpe(dir)          tokenizer.model: LLaMA-style SentencePiece BPE, byte fallback
     sentencepiece_unigram(dir)      tokenizer.model: T5-style SentencePiece unigram, EOS appended
+    sentencepiece_unigram(dir, json=True)  the same plus the tokenizer.json converted from it, as
+                                    T5's and Switch's folders hold (the .json is read first)
 
 plus tokenizer_config.json naming the class transformers' AutoTokenizer builds for it, and the
 special tokens. The pipelines written here are the ones transformers' own class rebuilds from
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 ByteLevelStyle = Literal["gpt2", "neox", "llama3"]
-BUILDERS = ("gpt2", "neox", "llama3", "metaspace", "llama2", "sp-bpe", "sp-unigram")
+BUILDERS = ("gpt2", "neox", "llama3", "metaspace", "llama2", "sp-bpe", "sp-unigram", "t5-json")
 # Trained pieces before special tokens: every builder's tokenizer then fits a tiny-scale model's
 # 512-row embedding (the largest has 404 ids).
 VOCAB_SIZE = 400
@@ -183,9 +185,10 @@ def sentencepiece_bpe(out: Path, vocab_size: int = VOCAB_SIZE) -> Path:
     return out
 
 
-def sentencepiece_unigram(out: Path, vocab_size: int = VOCAB_SIZE, extra_ids: int = 4) -> Path:
+def sentencepiece_unigram(out: Path, vocab_size: int = VOCAB_SIZE, extra_ids: int = 4, json: bool = False) -> Path:
     """A T5-style tokenizer.model: unigram, NFKC, pad=0 eos=1 unk=2, no BOS, `extra_ids` sentinels
-    <extra_id_N> added after the pieces (in reverse, as T5 numbers them), EOS appended."""
+    <extra_id_N> added after the pieces (in reverse, as T5 numbers them), EOS appended; with
+    json=True also its tokenizer.json."""
     data = _train_sentencepiece(model_type="unigram", vocab_size=vocab_size, pad_id=0, eos_id=1, unk_id=2,
                                 bos_id=-1)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +202,32 @@ def sentencepiece_unigram(out: Path, vocab_size: int = VOCAB_SIZE, extra_ids: in
     _write_json(out / "tokenizer_config.json", _config(
         "T5Tokenizer", ids, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=extra_ids,
         additional_special_tokens=sentinels))
+    if json:
+        _t5_tokenizer_json(out, data, ids)
     return out
+
+
+def _t5_tokenizer_json(out: Path, data: bytes, ids: dict[str, int]) -> None:
+    """tokenizer.json for a T5 SentencePiece model, laid out as transformers' converter wrote T5's:
+    the model's character map then runs of spaces collapsed, a "▁" before every word, EOS after."""
+    import sentencepiece as spm
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    from taxonc.runtime.tokenizer import _proto_fields
+
+    sp = spm.SentencePieceProcessor(model_proto=data)
+    spec = next(v for f, v in _proto_fields(data) if f == 3)  # NormalizerSpec
+    charsmap = next(v for f, v in _proto_fields(spec) if f == 2)  # its precompiled_charsmap
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=ids["<unk>"], byte_fallback=False))
+    tok.normalizer = normalizers.Sequence([normalizers.Precompiled(charsmap), normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    for token, _ in sorted(ids.items(), key=lambda kv: kv[1]):
+        tok.add_special_tokens([AddedToken(token, special=True, normalized=False)])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", ids["</s>"])])
+    tok.save(str(out / "tokenizer.json"))
 
 
 def build(kind: str, out: Path, vocab_size: int = VOCAB_SIZE) -> Path:
@@ -208,7 +236,8 @@ def build(kind: str, out: Path, vocab_size: int = VOCAB_SIZE) -> Path:
               "llama3": lambda: byte_level_bpe(out, "llama3", vocab_size),
               "metaspace": lambda: metaspace_bpe(out, vocab_size), "llama2": lambda: metaspace_bpe(out, vocab_size, True),
               "sp-bpe": lambda: sentencepiece_bpe(out, vocab_size),
-              "sp-unigram": lambda: sentencepiece_unigram(out, vocab_size)}
+              "sp-unigram": lambda: sentencepiece_unigram(out, vocab_size),
+              "t5-json": lambda: sentencepiece_unigram(out, vocab_size, json=True)}
     if kind not in makers:
         raise ValueError(f"tokenizer kind must be one of {', '.join(BUILDERS)}, not {kind!r}")
     return makers[kind]()
