@@ -321,6 +321,11 @@ class Tokenizer:
     def default(cls) -> Tokenizer:
         return cls.load(default_tokenizer_path())
 
+    @property
+    def processor(self) -> spm.SentencePieceProcessor:
+        """The SentencePiece processor itself (its normaliser and pieces, for HF conventions)."""
+        return self._sp
+
     # --- vocabulary
 
     @property

@@ -80,19 +80,17 @@ class HFSentencePieceTokenizer:
     """A tokenizer.model with the tokenizer_config.json beside it; encode() gives what
     transformers' AutoTokenizer gives for the prompt, decode() what it shows for generated ids."""
 
-    kind = "tokenizer.model"
-
     def __init__(self, path: Path, config: TokenizerConfig):
         cls = config.tokenizer_class
         where = config.files[0] if config.files else str(path)
         if cls not in CLASS_CONVENTIONS:
             raise TokenizerError(f"{where}: tokenizer_class {cls!r} is not one taxonc can run from a tokenizer.model; "
                                  f"supported: {', '.join(CLASS_CONVENTIONS)} (or give a tokenizer.json)")
-        self.style = CLASS_CONVENTIONS[cls]
+        self.convention = CLASS_CONVENTIONS[cls]
         self.config = config
         self.source = str(path)
         self._sp = Tokenizer.load(path)  # regular file, size and format checks
-        self._raw = self._raw_processor() if self.style is Convention.LLAMA else None
+        self._raw = self._raw_processor() if self.convention is Convention.LLAMA else None
         self._added = self._added_tokens(config)
         self.vocab_size = max(self._sp.vocab_size, max(self._added.values(), default=-1) + 1)
         self._by_id = {i: t for t, i in self._added.items()}
@@ -101,20 +99,20 @@ class HFSentencePieceTokenizer:
         self.bos_id, self.eos_id, self.pad_id, self.unk_id = (
             self._added.get(config.special(n)) for n in ("bos_token", "eos_token", "pad_token", "unk_token"))
         add_bos = bool(config.add_bos_token) and self.bos_id is not None
-        add_eos = self.style is Convention.T5 or bool(config.add_eos_token)
-        self._head = [self.bos_id] if add_bos and self.style is Convention.LLAMA else []
+        add_eos = self.convention is Convention.T5 or bool(config.add_eos_token)
+        self._head = [self.bos_id] if add_bos and self.convention is Convention.LLAMA else []
         self._tail = [self.eos_id] if add_eos and self.eos_id is not None else []
         self._prefix = prepend_scheme(config)
         self._matched = sorted(self._added, key=lambda t: (-len(t), t))  # longest first: leftmost-longest
         alternatives = (f"(?P<t{n}>{self._pattern(t)})" for n, t in enumerate(self._matched))
         self._split = re.compile("|".join(alternatives)) if self._matched else None
-        self._decoder = decoder(self.style, config)
-        self.groups_byte_runs = self.style is Convention.LLAMA  # its decoder is ByteFallback
+        self._decoder = decoder(self.convention, config)
+        self.groups_byte_runs = self.convention is Convention.LLAMA  # its decoder is ByteFallback
         self._cleanup = config.clean_up_tokenization_spaces and self._sp.type != "bpe"
 
     def _raw_processor(self) -> spm.SentencePieceProcessor:
         try:
-            return spm.SentencePieceProcessor(model_proto=raw_pieces_model(self._sp._sp.serialized_model_proto()))
+            return spm.SentencePieceProcessor(model_proto=raw_pieces_model(self._sp.processor.serialized_model_proto()))
         except (ValueError, RuntimeError, OSError) as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise TokenizerError(f"tokenizer {self.source}: its normaliser cannot be set as LLaMA's ({reason})") from None
@@ -170,8 +168,8 @@ class HFSentencePieceTokenizer:
     # --- text
 
     def _stretch(self, text: str, at_start: bool) -> list[int]:
-        if self.style is Convention.T5:  # normalised, then split on White_Space; each word gets its "▁"
-            normalized = self._sp._sp.normalize(text).replace(SPACE, " ")
+        if self.convention is Convention.T5:  # normalised, then split on White_Space; each word gets its "▁"
+            normalized = self._sp.processor.normalize(text).replace(SPACE, " ")
             return self._sp.encode(" ".join(w for w in _WHITESPACE.split(normalized) if w))
         text = text.replace(" ", SPACE)
         wanted = self._prefix == "always" or (self._prefix == "first" and at_start)
@@ -194,7 +192,7 @@ class HFSentencePieceTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         ids = [int(i) for i in ids]
         self.check_ids(ids)
-        tokens = [self._by_id.get(i) or self._sp._sp.id_to_piece(i) for i in ids if i not in self._special]
+        tokens = [self._by_id.get(i) or self._sp.processor.id_to_piece(i) for i in ids if i not in self._special]
         text = self._decoder.decode(tokens)
         return clean_up_tokenization(text) if self._cleanup else text
 
@@ -211,4 +209,4 @@ class HFSentencePieceTokenizer:
         return DecodeStream(self)
 
     def __repr__(self) -> str:
-        return f"HFSentencePieceTokenizer({self.style.value}, {self.vocab_size} ids from {self.source})"
+        return f"HFSentencePieceTokenizer({self.convention.value}, {self.vocab_size} ids from {self.source})"

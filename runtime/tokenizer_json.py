@@ -34,8 +34,6 @@ MAX_JSON_BYTES = 256 << 20
 class JsonTokenizer:
     """A tokenizer.json tokenizer; encode() gives the prompt ids transformers' tokenizer(prompt) gives."""
 
-    kind = "tokenizer.json"
-
     def __init__(self, path: Path, config: TokenizerConfig | None = None):
         from tokenizers import AddedToken, Tokenizer, processors
 
