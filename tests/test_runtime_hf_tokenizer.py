@@ -167,7 +167,9 @@ def test_tokenizer_json_wins_over_tokenizer_model(folders, tmp_path):
     (both / "tokenizer.json").unlink()
     assert format_in(both) is TokenizerFormat.HF_SENTENCEPIECE
     (both / "tokenizer_config.json").unlink()
-    assert format_in(both) is TokenizerFormat.SENTENCEPIECE and isinstance(tokenizer_in(both), Tokenizer)
+    plain = tokenizer_in(both)
+    assert format_in(both) is TokenizerFormat.SENTENCEPIECE and isinstance(plain, Tokenizer)
+    assert isinstance(plain, TextTokenizer) and plain.encode("x y") == plain.encode("x y", add_special_tokens=False)
     assert tokenizer_in(tmp_path / "nothing-here") is None
 
 
@@ -267,6 +269,15 @@ def test_bad_config_values_name_the_key(folders, tmp_path, edit, says):
         tokenizer_in(folder)
     msg = one_line(err)
     assert "tokenizer_config.json" in msg and says in msg
+
+
+@pytest.mark.parametrize("value", ["</s>", [1, "2"], -3, True])
+def test_a_bad_generation_config_names_its_key(folders, tmp_path, value):
+    folder = shutil.copytree(folders["gpt2"], tmp_path / "dir")
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": value}))
+    with pytest.raises(TokenizerError) as err:
+        tokenizer_in(folder)
+    assert "generation_config.json: eos_token_id must be a token id" in one_line(err)
 
 
 def test_out_of_range_ids_name_the_file(folders):
