@@ -31,11 +31,28 @@ JSON_FILE = "tokenizer.json"
 MAX_JSON_BYTES = 256 << 20
 
 
+def _add_config_tokens(tok, config: TokenizerConfig) -> None:
+    """What transformers adds from tokenizer_config.json: its added tokens where the file lacks
+    them (or flags them otherwise), then every named special token not yet an added token."""
+    from tokenizers import AddedToken
+
+    have = {t.content: t for t in tok.get_added_tokens_decoder().values()}
+    for _, entry in sorted(config.added.items()):
+        old = have.get(entry.content)
+        if old is None or old.special != entry.special:
+            tok.add_tokens([AddedToken(entry.content, single_word=entry.single_word, lstrip=entry.lstrip,
+                                       rstrip=entry.rstrip, normalized=entry.normalized, special=entry.special)])
+    have = {t.content for t in tok.get_added_tokens_decoder().values()}
+    missing = [t for t in [*config.specials.values(), *config.extra_specials] if t not in have]
+    if missing:
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in dict.fromkeys(missing)])
+
+
 class JsonTokenizer:
     """A tokenizer.json tokenizer; encode() gives the prompt ids transformers' tokenizer(prompt) gives."""
 
     def __init__(self, path: Path, config: TokenizerConfig | None = None):
-        from tokenizers import AddedToken, Tokenizer, processors
+        from tokenizers import Tokenizer, processors
 
         self.source = str(path)
         text, data = read_json_text(path, "tokenizer", MAX_JSON_BYTES)  # JSON errors with line and column first
@@ -48,19 +65,8 @@ class JsonTokenizer:
         self.config = config
         convention = CLASS_CONVENTIONS.get(config.tokenizer_class or "")
         if convention is not None:
-            rebuild(tok, data, convention, config)
-        have = {t.content: (i, t) for i, t in tok.get_added_tokens_decoder().items()}
-        for i, entry in sorted(config.added.items()):
-            old = have.get(entry.content)
-            if old is None or old[1].special != entry.special:
-                token = AddedToken(entry.content, single_word=entry.single_word, lstrip=entry.lstrip,
-                                   rstrip=entry.rstrip, normalized=entry.normalized, special=entry.special)
-                tok.add_tokens([token])
-        named = [*config.specials.values(), *config.extra_specials]
-        have = {t.content for t in tok.get_added_tokens_decoder().values()}
-        missing = [AddedToken(t, special=True, normalized=False) for t in named if t not in have]
-        if missing:
-            tok.add_special_tokens(missing)
+            self._call(rebuild, tok, data, convention, config, doing=f"cannot take {config.tokenizer_class}'s pipeline")
+        self._call(_add_config_tokens, tok, config, doing="cannot take the config's added tokens")
         for i, entry in config.added.items():
             if tok.token_to_id(entry.content) != i:
                 raise TokenizerError(f"{config.files[0] if config.files else path}: added_tokens_decoder gives "
@@ -77,7 +83,7 @@ class JsonTokenizer:
         self.vocab_size = max(vocab.values(), default=-1) + 1
         self._cleanup = config.clean_up_tokenization_spaces and type(tok.model).__name__ != "BPE"
         self._tok = tok
-        self.groups_byte_runs = "ByteFallback" in json.dumps(data.get("decoder"))
+        self.groups_byte_runs = convention is Convention.LLAMA or "ByteFallback" in json.dumps(data.get("decoder"))
         self._special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
 
     def _call(self, fn, *args, doing: str, **kwargs):
