@@ -71,17 +71,21 @@ def _check_utf8(flag: str, text: str | None) -> None:
         raise UsageError(f"{flag} is not valid UTF-8 (an undecodable byte at character {exc.start})") from None
 
 
-def _tokenizer(path: Path | None, artifact_dir: Path | None):
-    """--tokenizer (a file or folder), else the artifact's own (tokenizer.json, or tokenizer.model
-    with or without HF's tokenizer_config.json), else the shipped SentencePiece model."""
+def _tokenizer(path: Path | None, *folders: Path | None):
+    """--tokenizer (a file or folder), else the first of `folders` that holds a tokenizer
+    (tokenizer.json, or tokenizer.model with or without HF's tokenizer_config.json), else the
+    shipped SentencePiece model."""
     from taxonc.runtime.text_tokenizer import load_tokenizer, tokenizer_in
     from taxonc.runtime.tokenizer import Tokenizer
 
     if path is not None:
         return load_tokenizer(path)
-    # anything at DIR/tokenizer.json or DIR/tokenizer.model (a folder, a dangling link) is read and refused, not skipped
-    found = tokenizer_in(artifact_dir) if artifact_dir is not None else None
-    return found if found is not None else Tokenizer.default()
+    for folder in folders:
+        # anything at DIR/tokenizer.json or DIR/tokenizer.model (a folder, a dangling link) is read and refused, not skipped
+        found = tokenizer_in(folder) if folder is not None and folder.is_dir() else None
+        if found is not None:
+            return found
+    return Tokenizer.default()
 
 
 def run_generation(*, target: Path, prompt: str, scale: str, sets: list[str], weights: Path | None, tokenizer: Path | None,
@@ -104,7 +108,9 @@ def run_generation(*, target: Path, prompt: str, scale: str, sets: list[str], we
         _check_utf8(flag, text)
     if condition not in (None, "good", "bad"):
         raise UsageError(f"--condition is good or bad, not {condition!r}")
-    tok = _tokenizer(tokenizer, target if target.is_dir() else None)
+    # weights given as a (Hugging Face or artifact) folder bring their own vocabulary, so their
+    # tokenizer comes before the target artifact's
+    tok = _tokenizer(tokenizer, weights, target)
     with tempfile.TemporaryDirectory(prefix="taxonc-run-") as tmp:
         artifact = _artifact(target, scale, sets, weights, seed, Path(tmp))
         spec = artifact.spec

@@ -364,3 +364,13 @@ def test_run_refuses_a_damaged_artifact_tokenizer(folders, tiny_artifact, tmp_pa
     code, output = _run(str(art), "--prompt", "hi", "--max-new-tokens", "2")
     lines = output.strip().splitlines()
     assert code == 1 and len(lines) == 1 and str(art / name) in lines[0] and "line 1" in lines[0], output
+
+
+def test_a_weights_folder_brings_its_tokenizer_first(folders, tmp_path):
+    from taxonc.compiler.running import _tokenizer
+
+    target = shutil.copytree(folders["gpt2"], tmp_path / "target")
+    assert _tokenizer(None, folders["llama3"], target).source == str(folders["llama3"] / "tokenizer.json")
+    assert _tokenizer(None, tmp_path / "weights.safetensors", target).source == str(target / "tokenizer.json")
+    assert _tokenizer(folders["sp-bpe"], folders["llama3"], target).source == str(folders["sp-bpe"] / "tokenizer.model")
+    assert isinstance(_tokenizer(None, None, tmp_path / "spec.toml"), Tokenizer)  # the shipped one
