@@ -492,7 +492,7 @@ def run(
     scale: Annotated[Optional[str], typer.Option("--scale", help="full or tiny (spec files only; default full)")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key (spec files only).")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="A safetensors file for the model.")] = None,
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A SentencePiece model (default: DIR/tokenizer.model, else the shipped one).")] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A tokenizer.json, a SentencePiece .model, or a folder holding one with its HF config files (default: DIR's own, else the shipped one).")] = None,
     sampler: Sampler = "greedy",
     temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option("--top-k")] = None,
