@@ -333,7 +333,7 @@ def test_run_uses_the_artifacts_own_tokenizer(folders, pairs, tiny_artifact, tmp
     assert report["prompt_ids"] == theirs(prompt).input_ids
     assert report["text"] == theirs.decode(report["ids"], skip_special_tokens=True)
     code, streamed = _run(str(art), "--prompt", prompt, "--max-new-tokens", "6")  # same seed, same tokens
-    stats = re.search(r"\d+ tokens \(\w+\), [^\n]* ms\n", streamed)  # stderr, interleaved by the test runner
+    stats = re.search(r"\d+ tokens \(\w+\), [^\n]* ms(, \d+ thread\(s\))?\n", streamed)  # stderr, interleaved by the test runner
     assert code == 0 and stats, streamed
     assert streamed.replace(stats.group(), "") == report["text"] + "\n"
 
