@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import WeightsError
-from .files import why_not_regular
+from .files import default_file_mode, why_not_regular
 
 SPEC_KEY = "taxonc.spec_sha256"
 NAME_KEY = "taxonc.spec_name"
@@ -24,11 +24,10 @@ def save_weights(model: torch.nn.Module, path: str | Path, spec_sha256: str, spe
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; weights get the usual permissions
     try:
         save_file(tensors, tmp, metadata={SPEC_KEY: spec_sha256, NAME_KEY: spec_name})
+        # after the save: safetensors replaces the file with its own, made 0600 like mkstemp's
+        os.chmod(tmp, default_file_mode())
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
