@@ -193,7 +193,10 @@ def schema(
     else:
         from .fsutil import atomic_write_text
 
-        atomic_write_text(output, text)
+        try:
+            atomic_write_text(output, text)
+        except TaxoncError as exc:
+            fail(exc)
         out.print(f"wrote {output}", markup=False)
 
 
@@ -215,8 +218,11 @@ def compile_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed for --init-weights.")] = 0,
 ) -> None:
     """Compile a spec to DIR/model.py, DIR/spec.lock.json and DIR/graph.txt."""
+    from taxonc.runtime.errors import RuntimeFailure
+
     from .compile import compile_spec, write_artifact
     from .describe import human
+    from .running import check_fits
 
     try:
         target = get_backend(backend)
@@ -226,24 +232,22 @@ def compile_cmd(
             from .backends.mlir_export import export_model_source
 
             mlir_text = export_model_source(compiled.files["model.py"], dialect, batch, seq_len, no_weights, seed)
+        out_dir = output or Path("out") / (compiled.spec.model.name + ("" if scale == "full" else f"-{scale}"))
+        if init_weights:
+            check_fits(compiled)  # refused before anything is written
+        # one artifact, all files or none: a refusal or a crash leaves what was there before
+        write_artifact(compiled, out_dir, extra_files={"model.mlir": mlir_text} if mlir_text is not None else None,
+                       init_weights_seed=seed if init_weights else None)
     except TaxoncError as exc:
         fail(exc)
-    out_dir = output or Path("out") / (compiled.spec.model.name + ("" if scale == "full" else f"-{scale}"))
-    write_artifact(compiled, out_dir)
+    except RuntimeFailure as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1)
     if mlir_text is not None:
         from .backends.mlir_verify import verify_mlir
-        from .fsutil import atomic_write_text
 
-        atomic_write_text(out_dir / "model.mlir", mlir_text)
         counts = verify_mlir(mlir_text)
         out.print(f"  {out_dir}/model.mlir ({dialect}): {counts.get('matmul', 0)} matmuls, {counts.get('ops', 0)} ops", markup=False)
-    if init_weights:
-        from .running import init_weights_file
-
-        try:
-            init_weights_file(compiled, out_dir, seed)
-        except TaxoncError as exc:
-            fail(exc)
     if quiet:
         return
     summary = compiled.summary()
@@ -362,7 +366,10 @@ def matrix(
     else:
         from .fsutil import atomic_write_text
 
-        atomic_write_text(output, text)
+        try:
+            atomic_write_text(output, text)
+        except TaxoncError as exc:
+            fail(exc)
 
 
 @app.command()
@@ -450,7 +457,7 @@ Sampler = Annotated[str, typer.Option("--sampler", help="greedy, temperature, to
 def run(
     target: Annotated[Path, typer.Argument(help="A spec file, or a directory from taxonc compile.")],
     prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")],
-    scale: Annotated[str, typer.Option("--scale", help="full or tiny (spec files only)")] = "full",
+    scale: Annotated[Optional[str], typer.Option("--scale", help="full or tiny (spec files only; default full)")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key (spec files only).")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="A safetensors file for the model.")] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A SentencePiece model (default: DIR/tokenizer.model, else the shipped one).")] = None,

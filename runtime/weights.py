@@ -36,6 +36,16 @@ def save_weights(model: torch.nn.Module, path: str | Path, spec_sha256: str, spe
         raise
 
 
+def saved_for(path: str | Path) -> tuple[str | None, str | None]:
+    """(spec sha256, spec name) from a weights file's metadata, read from its header alone; Nones if unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except Exception:  # safetensors raises several types for damaged files
+        return None, None
+    return meta.get(SPEC_KEY), meta.get(NAME_KEY)
+
+
 # codes as safetensors writes them in the header
 _DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
