@@ -148,9 +148,9 @@ def write_artifact(compiled: Compiled, out_dir: Path, *, extra_files: dict[str, 
             from .running import init_weights_file
 
             init_weights_file(compiled, staging.path, init_weights_seed)
-        elif staging.previous is not None and WEIGHTS in staging.previous.files:
+        elif WEIGHTS in staging.replaced:
             _keep_weights_of_the_same_spec(staging, compiled)
-        for name in sorted(staging.previous.files if staging.previous else ()):
+        for name in sorted(staging.replaced):
             if name.startswith("tokenizer"):
                 staging.carry(name)
 

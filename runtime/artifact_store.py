@@ -193,10 +193,14 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 class Staging:
-    """The directory a writer fills; `previous` is the manifest of the artifact it will replace."""
+    """The directory a writer fills.
 
-    def __init__(self, path: Path, target: Path, previous: Manifest | None) -> None:
-        self.path, self.target, self.previous = path, target, previous
+    `replaced` names the files of the directory it will replace; `previous` is that directory's
+    manifest, None for an artifact written before manifests existed (or none at all).
+    """
+
+    def __init__(self, path: Path, target: Path, previous: Manifest | None, replaced: frozenset[str]) -> None:
+        self.path, self.target, self.previous, self.replaced = path, target, previous, replaced
 
     def file(self, name: str) -> Path:
         """Where to write `name` (for writers that open files themselves, such as save_weights)."""
@@ -212,9 +216,12 @@ class Staging:
 
     def carry(self, name: str) -> None:
         """Keep `name` from the artifact being replaced, after checking it against that artifact's manifest."""
-        if self.previous is None or name not in self.previous.files:
+        if name not in self.replaced:
             raise ArtifactError(f"{self.target / name}: not part of the artifact being replaced")
-        check_file(self.target, self.previous, name)
+        if self.previous is not None:
+            check_file(self.target, self.previous, name)
+        elif (reason := why_not_regular(self.target / name)) is not None:  # an old artifact: the load checks it
+            raise ArtifactError(f"{self.target / name}: {reason}")
         try:
             os.link(self.target / name, self.file(name))  # same file system, so no copy of a large file
         except OSError:
@@ -285,10 +292,10 @@ class ArtifactWriter:
             for stale in parent.iterdir():  # we hold the lock, so whoever made these was killed
                 if stale.name.startswith(f".{name}{STAGING_MARK}"):
                     shutil.rmtree(stale, ignore_errors=True)
-            previous = self._replaceable()
+            previous, replaced = self._replaceable()
             self._staging = parent / f".{name}{STAGING_MARK}{secrets.token_hex(6)}"
             os.mkdir(self._staging, 0o777)  # the umask applies, as for any directory the user makes
-            return Staging(self._staging, self.target, previous)
+            return Staging(self._staging, self.target, previous, replaced)
         except OSError as exc:
             self._cleanup()
             raise ArtifactError(f"{self.target}: cannot write here ({_reason(exc)})") from None
@@ -316,16 +323,16 @@ class ArtifactWriter:
         finally:
             self._unlock()
 
-    def _replaceable(self) -> Manifest | None:
-        """Refuse to replace anything but an artifact (or an empty directory); return its manifest if it has one."""
+    def _replaceable(self) -> tuple[Manifest | None, frozenset[str]]:
+        """Refuse to replace anything but an artifact (or an empty directory); return its manifest and file names."""
         target = self.target
         if not os.path.lexists(target):
-            return None
+            return None, frozenset()
         if not target.is_dir() or target.is_symlink():
             raise ArtifactError(f"{target}: exists and is not a directory; give -o a new or artifact directory")
         entries = sorted(p.name for p in target.iterdir())
         if not entries:
-            return None
+            return None, frozenset()
         if MANIFEST in entries:
             try:
                 manifest = read_manifest(target)
@@ -339,7 +346,7 @@ class ArtifactWriter:
             what = f"holds {foreign[0]!r}, which is" if foreign else "is"
             raise ArtifactError(f"{target}: {what} not part of a taxonc artifact; refusing to replace it "
                                 "(give -o a new, empty or artifact directory)")
-        return manifest
+        return manifest, frozenset(e for e in entries if e in known)
 
     def _move_into_place(self, staging: Path) -> None:
         target = self.target

@@ -167,6 +167,17 @@ def test_a_recompile_of_the_same_spec_keeps_its_weights(artifact: Path) -> None:
     assert (artifact / "weights.safetensors").read_bytes() == weights
 
 
+def test_an_artifact_from_before_manifests_is_refused_and_its_weights_kept_by_a_recompile(artifact: Path) -> None:
+    (artifact / "manifest.json").unlink()
+    (artifact / ".weights.safetensors.k2x9d1").write_bytes(b"half")  # the old writer's leftover temp file
+    assert "no manifest.json" in _run(artifact)
+    weights = (artifact / "weights.safetensors").read_bytes()
+    _compile(artifact)
+    assert (artifact / "weights.safetensors").read_bytes() == weights and (artifact / "manifest.json").is_file()
+    assert not (artifact / ".weights.safetensors.k2x9d1").exists()
+    assert runner.invoke(app, ["run", str(artifact), "--prompt", "x", "--max-new-tokens", "1"]).exit_code == 0
+
+
 @pytest.mark.parametrize("content", ["a user's notes", None])
 def test_a_directory_that_is_not_an_artifact_is_never_replaced(tmp_path: Path, content: str | None) -> None:
     target = tmp_path / "mine"
@@ -544,3 +555,26 @@ def test_two_compiles_at_once_leave_one_complete_artifact(tmp_path: Path) -> Non
     assert 0 in codes
     assert _complete_or_refused(target, {_lock_digest(target)}) == "ran"
     assert _leftovers(tmp_path, "model") == []
+
+
+def test_a_recompile_keeps_the_tokenizer_written_with_the_artifact(artifact: Path) -> None:
+    from taxonc.runtime.artifact_store import ArtifactWriter
+    from taxonc.runtime.tokenizer import default_tokenizer_path
+
+    with ArtifactWriter(artifact) as staging:  # as an importer writes one: the compiled files plus a tokenizer
+        for path in artifact.iterdir():
+            if path.name != "manifest.json":
+                staging.carry(path.name)
+        staging.write_bytes("tokenizer.model", default_tokenizer_path().read_bytes())
+    _compile(artifact)
+    assert (artifact / "tokenizer.model").read_bytes() == default_tokenizer_path().read_bytes()
+    assert runner.invoke(app, ["run", str(artifact), "--prompt", "x", "--max-new-tokens", "1"]).exit_code == 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_parent_is_a_one_line_error(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    line = _one_line(["compile", str(LLAMA), "--scale", "tiny", "-o", str(locked / "out"), "-q"])
+    assert f"{locked / 'out'}: cannot write here (Permission denied)" in line
+    assert list(locked.iterdir()) == []
