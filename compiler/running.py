@@ -53,7 +53,7 @@ def check_fits(compiled) -> None:
 
 def check_artifact_fits(directory: Path) -> None:
     """The size guard of `run SPEC` for a compiled directory, from its lock, before anything is built."""
-    from taxonc.runtime.artifact_store import check_file, read_manifest
+    from taxonc.runtime.manifest import check_file, read_manifest
     from taxonc.runtime.spec_lock import LOCK, read_lock
 
     check_file(directory, read_manifest(directory), LOCK)  # the lock is the artifact's own before it is believed

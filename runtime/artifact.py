@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .artifact_store import check_file, read_manifest
+from .manifest import check_file, read_manifest
 from .errors import ArtifactError
 from .files import present
 from .spec_lock import read_lock

@@ -194,7 +194,7 @@ def test_a_directory_that_is_not_an_artifact_is_never_replaced(tmp_path: Path, c
 
 def _reseal(directory: Path) -> None:
     """A manifest rewritten for the files as they are: the checks behind it must hold on their own."""
-    from taxonc.runtime.artifact_store import MANIFEST, seal
+    from taxonc.runtime.manifest import MANIFEST, seal
 
     (directory / MANIFEST).unlink()
     seal(directory)

@@ -123,7 +123,7 @@ def _resave(artifact: Path, change) -> Path:
 
 def _reseal(artifact: Path) -> None:
     """Rewrite manifest.json for the files as they now are: the weights checks must hold on their own."""
-    from taxonc.runtime.artifact_store import MANIFEST, seal
+    from taxonc.runtime.manifest import MANIFEST, seal
 
     (artifact / MANIFEST).unlink()
     seal(artifact)

@@ -110,7 +110,7 @@ def test_missing_tokenizer_is_a_one_line_error(artifact_dir: Path) -> None:
 
 
 def test_artifact_with_mismatched_lock_is_rejected(artifact_dir: Path, tmp_path: Path) -> None:
-    from taxonc.runtime.artifact_store import MANIFEST, seal
+    from taxonc.runtime.manifest import MANIFEST, seal
 
     other = tmp_path / "variant"
     assert runner.invoke(app, ["compile", str(SPECS / "llama.toml"), "--scale", "tiny", "-o", str(other), "-q",
