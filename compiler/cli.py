@@ -232,7 +232,10 @@ def schema(
     else:
         from .fsutil import atomic_write_text
 
-        atomic_write_text(output, text)
+        try:
+            atomic_write_text(output, text)
+        except TaxoncError as exc:
+            fail(exc)
         out.print(f"wrote {output}", markup=False)
 
 
@@ -254,8 +257,11 @@ def compile_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed for --init-weights.")] = 0,
 ) -> None:
     """Compile a spec to DIR/model.py, DIR/spec.lock.json and DIR/graph.txt."""
+    from taxonc.runtime.errors import RuntimeFailure
+
     from .compile import compile_spec, write_artifact
     from .describe import human
+    from .running import check_fits
 
     try:
         target = get_backend(backend)
@@ -265,24 +271,22 @@ def compile_cmd(
             from .backends.mlir_export import export_model_source
 
             mlir_text = export_model_source(compiled.files["model.py"], dialect, batch, seq_len, no_weights, seed)
+        out_dir = output or Path("out") / (compiled.spec.model.name + ("" if scale == "full" else f"-{scale}"))
+        if init_weights:
+            check_fits(compiled)  # refused before anything is written
+        # one artifact, all files or none: a refusal or a crash leaves what was there before
+        write_artifact(compiled, out_dir, extra_files={"model.mlir": mlir_text} if mlir_text is not None else None,
+                       init_weights_seed=seed if init_weights else None)
     except TaxoncError as exc:
         fail(exc)
-    out_dir = output or Path("out") / (compiled.spec.model.name + ("" if scale == "full" else f"-{scale}"))
-    write_artifact(compiled, out_dir)
+    except RuntimeFailure as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1)
     if mlir_text is not None:
         from .backends.mlir_verify import verify_mlir
-        from .fsutil import atomic_write_text
 
-        atomic_write_text(out_dir / "model.mlir", mlir_text)
         counts = verify_mlir(mlir_text)
         out.print(f"  {out_dir}/model.mlir ({dialect}): {counts.get('matmul', 0)} matmuls, {counts.get('ops', 0)} ops", markup=False)
-    if init_weights:
-        from .running import init_weights_file
-
-        try:
-            init_weights_file(compiled, out_dir, seed)
-        except TaxoncError as exc:
-            fail(exc)
     if quiet:
         return
     summary = compiled.summary()
@@ -401,7 +405,10 @@ def matrix(
     else:
         from .fsutil import atomic_write_text
 
-        atomic_write_text(output, text)
+        try:
+            atomic_write_text(output, text)
+        except TaxoncError as exc:
+            fail(exc)
 
 
 @app.command()
@@ -512,11 +519,8 @@ def run(
 
     from .running import run_generation
 
-    if target.is_dir() and (sets or scale is not None):  # a compiled directory is fixed; ignoring them would mislead
-        flag = "--set" if sets else "--scale"
-        fail(UsageError(f"{flag} applies to a spec file; {target} is compiled already (compile the spec again with {flag})"))
     try:
-        run_generation(target=target, prompt=prompt, scale=scale or "full", sets=sets or [], weights=weights, tokenizer=tokenizer,
+        run_generation(target=target, prompt=prompt, scale=scale, sets=sets or [], weights=weights, tokenizer=tokenizer,
                        sampler=dict(kind=sampler, temperature=temperature, top_k=top_k, top_p=top_p, tfs=tfs,
                                     num_beams=num_beams, length_penalty=length_penalty),
                        max_new_tokens=max_new_tokens, seed=seed, fim_suffix=fim_suffix, condition=condition,

@@ -11,7 +11,8 @@ from . import __version__
 from .analysis import count_params
 from .backends.registry import get_backend
 from .describe import summary_lines
-from .errors import UsageError
+from .errors import TaxoncError, UsageError
+from .fsutil import output_directory
 from .ir import Graph, build_graph, print_graph
 from .passes import PassLog, run_pipeline
 from .spec import ResolvedSpec, derive, load_spec
@@ -19,6 +20,10 @@ from .spec.load import spec_digest
 from .spec.model import NAME_RE, ModelSpec
 from .spec.scale import apply_scale_check, scale_spec
 from .spec.kinds import NormKind
+
+
+# Emitted models with more fp32 weight bytes than this check free memory when run as a script.
+SCRIPT_SIZE_GUARD_BYTES = 1 << 30
 
 
 @dataclass
@@ -110,6 +115,8 @@ def _header(spec: ModelSpec, source: str, digest: str, scale: str) -> dict[str, 
         "doc_title": f"{spec.model.name}: {spec.model.structure} transformer ({scale} scale).",
         "version": __version__, "source_repr": repr(source), "digest": digest, "summary": summary,
         "config": config, "init_std": repr(_hidden_std(spec)),
+        # run as a script, a model too big for the machine refuses instead of allocating until killed
+        "size_guard": count_params(spec).total * 4 > SCRIPT_SIZE_GUARD_BYTES,
         "zero_readout": spec.training.mup.enabled and not spec.block.tied_embeddings, "deepnorm_beta": repr(arch.deepnorm_beta) if spec.norm.kind is NormKind.DEEPNORM else 1.0,
     }
 
@@ -123,6 +130,8 @@ def compile_spec(path: str | Path, *, backend: str = "torch", scale: str = "full
     apply_scale_check(spec)
     digest = spec_digest(spec)
     graph = build_graph(spec)
+    if dump_ir is not None:
+        output_directory(dump_ir, "--dump-ir")
     graph, log = run_pipeline(graph, passes, stop_after, dump_ir)
     if target.passes:
         graph, log = run_pipeline(graph, list(target.passes), log=log)
@@ -137,10 +146,42 @@ def compile_spec(path: str | Path, *, backend: str = "torch", scale: str = "full
     return compiled
 
 
-def write_artifact(compiled: Compiled, out_dir: Path) -> None:
-    """Write every file or none: each goes to a temporary name first, then all are renamed."""
-    from .fsutil import atomic_write_text
+def write_artifact(compiled: Compiled, out_dir: Path, *, extra_files: dict[str, str] | None = None,
+                   init_weights_seed: int | None = None) -> None:
+    """Write the artifact whole or not at all, through taxonc.runtime.artifact_store.
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in compiled.files.items():
-        atomic_write_text(out_dir / name, text)
+    The directory gets model.py, spec.lock.json, graph.txt and `extra_files`. Weights are
+    initialised with `init_weights_seed`; without it, weights of the artifact being replaced are
+    kept when they were saved for this same spec and refused otherwise (they would not load, and
+    dropping them silently could lose a trained model). Tokenizer files are kept: they do not
+    depend on the architecture, and `run` checks their vocabulary against the model.
+    """
+    from taxonc.runtime.artifact_store import ArtifactWriter
+
+    with ArtifactWriter(out_dir) as staging:
+        for name, text in {**compiled.files, **(extra_files or {})}.items():
+            staging.write_text(name, text)
+        if init_weights_seed is not None:
+            from .running import init_weights_file
+
+            init_weights_file(compiled, staging.path, init_weights_seed)
+        elif WEIGHTS in staging.replaced:
+            _keep_weights_of_the_same_spec(staging, compiled)
+        for name in sorted(staging.replaced):
+            if name.startswith("tokenizer"):
+                staging.carry(name)
+
+
+WEIGHTS = "weights.safetensors"
+
+
+def _keep_weights_of_the_same_spec(staging, compiled: Compiled) -> None:
+    from taxonc.runtime.weights import saved_for
+
+    digest, name = saved_for(staging.target / WEIGHTS)
+    if digest != compiled.digest:
+        raise TaxoncError(
+            f"{staging.target / WEIGHTS}: saved for spec {name or '?'} (sha256 {(digest or '?')[:12]}), not for "
+            f"{compiled.spec.model.name} (sha256 {compiled.digest[:12]}) being compiled; pass --init-weights to "
+            "replace them, or -o another directory")
+    staging.carry(WEIGHTS)

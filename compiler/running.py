@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from .errors import UsageError
+from .errors import TaxoncError, UsageError
 
 # A model whose fp32 weights would take more than this share of memory is refused up front.
 MEMORY_SHARE = 0.5
@@ -39,26 +39,42 @@ def _available_memory() -> int:
         return 8 << 30
 
 
-def _artifact(target: Path, scale: str, sets: list[str], weights: Path | None, seed: int, workdir: Path):
+def _artifact(target: Path, scale: str | None, sets: list[str], weights: Path | None, seed: int, workdir: Path):
     from taxonc.runtime.artifact import load
 
     from .compile import compile_spec, write_artifact
 
     if target.is_dir():
+        if scale is not None or sets:
+            raise UsageError(f"{'--set' if sets else '--scale'} applies to spec files, not to a compiled directory "
+                             f"({target}); compile the spec with it instead")
+        check_artifact_fits(target)
         return load(target, weights=weights, seed=seed)
-    compiled = compile_spec(target, backend="torch", scale=scale, sets=sets)
-    _check_fits(compiled)
-    write_artifact(compiled, workdir)
-    return load(workdir, weights=weights, seed=seed)
+    compiled = compile_spec(target, backend="torch", scale=scale or "full", sets=sets)
+    check_fits(compiled)
+    write_artifact(compiled, workdir / "artifact")
+    return load(workdir / "artifact", weights=weights, seed=seed)
 
 
-def _check_fits(compiled) -> None:
-    need = compiled.summary()["params"] * 4
-    if need > MEMORY_SHARE * _available_memory():
-        raise UsageError(
-            f"{compiled.spec.model.name} needs {need / 2**30:.1f} GiB of fp32 weights, more than this machine can hold; "
-            "try --scale tiny"
-        )
+def _refuse_if_too_big(name: str, params: int) -> None:
+    need = params * 4
+    if need > MEMORY_SHARE * _available_memory():  # too big is bad input (exit 1), not a usage error
+        raise TaxoncError(f"{name} needs {need / 2**30:.1f} GiB of fp32 weights, more than half of this machine's "
+                          "free memory; try --scale tiny")
+
+
+def check_fits(compiled) -> None:
+    _refuse_if_too_big(compiled.spec.model.name, compiled.summary()["params"])
+
+
+def check_artifact_fits(directory: Path) -> None:
+    """The size guard of `run SPEC` for a compiled directory, from its lock, before anything is built."""
+    from taxonc.runtime.manifest import check_file, read_manifest
+    from taxonc.runtime.spec_lock import LOCK, read_lock
+
+    check_file(directory, read_manifest(directory), LOCK)  # the lock is the artifact's own before it is believed
+    lock = read_lock(directory)
+    _refuse_if_too_big(f"{directory} ({lock['spec']['model']['name']})", lock["summary"]["params"])
 
 
 def init_weights_file(compiled, out_dir: Path, seed: int) -> Path:
@@ -68,7 +84,7 @@ def init_weights_file(compiled, out_dir: Path, seed: int) -> Path:
     from taxonc.runtime.artifact import import_model
     from taxonc.runtime.weights import save_weights
 
-    _check_fits(compiled)
+    check_fits(compiled)
     module = import_model(out_dir / "model.py")  # not load(): weights already there may be another spec's
     torch.manual_seed(seed)
     model = module.build().eval()
@@ -128,7 +144,7 @@ def _tokenizer(path: Path | None, *folders: Path | None):
     return Tokenizer.default()
 
 
-def run_generation(*, target: Path, prompt: str, scale: str, sets: list[str], weights: Path | None, tokenizer: Path | None,
+def run_generation(*, target: Path, prompt: str, scale: str | None, sets: list[str], weights: Path | None, tokenizer: Path | None,
                    sampler: dict[str, Any], max_new_tokens: int, seed: int, fim_suffix: str | None, condition: str | None,
                    as_json: bool, out: Console, err: Console, threads: int | None = None) -> dict[str, Any]:
     from taxonc.runtime.conditioning import generation_prefix
@@ -150,11 +166,12 @@ def run_generation(*, target: Path, prompt: str, scale: str, sets: list[str], we
         _check_utf8(flag, text)
     if condition not in (None, "good", "bad"):
         raise UsageError(f"--condition is good or bad, not {condition!r}")
-    # weights given as a (Hugging Face or artifact) folder bring their own vocabulary, so their
-    # tokenizer comes before the target artifact's
-    tok = _tokenizer(tokenizer, weights, target)
     with tempfile.TemporaryDirectory(prefix="taxonc-run-") as tmp:
         artifact = _artifact(target, scale, sets, weights, seed, Path(tmp))
+        # after the artifact, whose manifest says which tokenizer files are part of it; weights given
+        # as a (Hugging Face or artifact) folder bring their own vocabulary, so their tokenizer
+        # comes before the target artifact's
+        tok = _tokenizer(tokenizer, weights, target)
         spec = artifact.spec
         vocab = spec["dims"]["vocab_size"]
         if tok.vocab_size > vocab:

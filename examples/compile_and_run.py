@@ -32,7 +32,7 @@ def main(spec: Path) -> None:
           f"{s['n_heads']} heads / {s['n_kv_heads']} kv heads, {s['params']:,} parameters")
 
     with tempfile.TemporaryDirectory() as out:
-        write_artifact(compiled, Path(out))  # model.py, spec.lock.json, graph.txt
+        write_artifact(compiled, Path(out))  # model.py, spec.lock.json, graph.txt, manifest.json
         artifact = load(out, seed=0)
 
         tokenizer = Tokenizer.default()  # the small tokenizer shipped with taxonc (512 pieces)

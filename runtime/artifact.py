@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import itertools
-import json
 import os
 import re
 import shutil
@@ -18,9 +17,13 @@ from typing import Any
 
 import torch
 
+from .manifest import check_file, read_manifest
 from .errors import ArtifactError
 from .files import present
+from .spec_lock import read_lock
 from .weights import load_weights
+
+WEIGHTS = "weights.safetensors"
 
 _counter = itertools.count()
 _TMP: Path | None = None  # where load_source writes, made on first use
@@ -87,29 +90,19 @@ def load_source(source: str, name: str = "emitted") -> ModuleType:
     return import_file(path, name)
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc).strip() else ""
+
+
 def import_model(path: str | Path) -> ModuleType:
     """Import an emitted model.py under a fresh module name; failures become one-line ArtifactErrors."""
     try:
         module = import_file(path, "artifact")
     except Exception as exc:
-        raise ArtifactError(f"{path}: does not import ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ArtifactError(f"{path}: does not import ({type(exc).__name__}: {_first_line(exc)})") from None
     if not callable(getattr(module, "build", None)):
         raise ArtifactError(f"{path}: has no build() entry point")
     return module
-
-
-def read_lock(directory: Path) -> dict[str, Any]:
-    path = directory / "spec.lock.json"
-    if not path.is_file():
-        raise ArtifactError(f"{directory}: no spec.lock.json (compile the spec with taxonc compile)")
-    try:
-        lock = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: damaged ({exc})") from None
-    for key in ("spec_sha256", "spec", "summary"):
-        if key not in lock:
-            raise ArtifactError(f"{path}: missing {key!r}")
-    return lock
 
 
 def load(directory: str | Path, weights: str | Path | None = None, device: str | torch.device | None = None,
@@ -122,8 +115,12 @@ def load(directory: str | Path, weights: str | Path | None = None, device: str |
     """
     directory = Path(directory)
     model_py = directory / "model.py"
-    if not model_py.is_file():
-        raise ArtifactError(f"{directory}: no model.py (compile the spec with taxonc compile)")
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: not a directory (compile the spec with taxonc compile)")
+    manifest = read_manifest(directory)
+    for name in sorted(manifest.files):
+        if name != WEIGHTS:  # checked below, where a mismatch can be explained
+            check_file(directory, manifest, name)
     lock = read_lock(directory)
     header = re.search(r"^# spec sha256: ([0-9a-f]{64})$", model_py.read_text(errors="replace"), re.MULTILINE)
     if not header or header.group(1) != lock["spec_sha256"]:
@@ -134,13 +131,21 @@ def load(directory: str | Path, weights: str | Path | None = None, device: str |
     module = import_model(model_py)
     if seed is not None:
         torch.manual_seed(seed)
-    model = module.build(device=device, dtype=dtype).eval()
-    weights_path = Path(weights) if weights is not None else directory / "weights.safetensors"
+    try:
+        model = module.build(device=device, dtype=dtype).eval()
+    except Exception as exc:
+        raise ArtifactError(f"{model_py}: build() failed ({type(exc).__name__}: {_first_line(exc)})") from None
+    weights_path = Path(weights) if weights is not None else directory / WEIGHTS
     meta: dict[str, str] = {}
+    if weights is None and WEIGHTS in manifest.files:
+        try:
+            check_file(directory, manifest, WEIGHTS)
+        except ArtifactError:
+            # another spec's weights copied in are named as such by the weights check; anything else is "changed"
+            load_weights(model, weights_path, lock["spec_sha256"], lock["spec"]["model"]["name"])
+            raise
     if weights is not None or present(weights_path):  # a dangling link or a folder there is an error, not random weights
-        identity = lock["spec"].get("model") if isinstance(lock["spec"], dict) else None
-        name = identity.get("name") if isinstance(identity, dict) else None
-        meta = load_weights(model, weights_path, lock["spec_sha256"], name if isinstance(name, str) else None)
+        meta = load_weights(model, weights_path, lock["spec_sha256"], lock["spec"]["model"]["name"])
     else:
         weights_path = None
     return Artifact(directory, module, model, lock, weights_path, meta)

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["present", "why_not_regular"]
+__all__ = ["default_file_mode", "present", "why_not_regular"]
 
 
 def present(path: Path) -> bool:
@@ -31,3 +31,14 @@ def why_not_regular(path: Path) -> str | None:
     if not stat.S_ISREG(mode):
         return "is not a regular file (a device, FIFO or socket)"
     return None
+
+
+def default_file_mode() -> int:
+    """0666 minus the umask: the mode open() gives a new file, for files made another way.
+
+    mkstemp and safetensors' writer create 0600 files; outputs the user asked for get the mode
+    any file they write gets. The umask can only be read by setting it, so it is set back at once.
+    """
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask

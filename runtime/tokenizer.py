@@ -26,7 +26,7 @@ import sentencepiece as spm
 
 from .decode_stream import DecodeStream
 from .errors import TokenizerError
-from .files import why_not_regular
+from .files import default_file_mode, why_not_regular
 
 _T = TypeVar("_T")
 ModelType = Literal["bpe", "unigram"]
@@ -202,7 +202,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shipped model must be readable by all
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; outputs get the mode any new file gets
         os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(OSError):

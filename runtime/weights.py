@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import WeightsError
-from .files import why_not_regular
+from .files import default_file_mode, why_not_regular
 
 SPEC_KEY = "taxonc.spec_sha256"
 NAME_KEY = "taxonc.spec_name"
@@ -24,18 +24,26 @@ def save_weights(model: torch.nn.Module, path: str | Path, spec_sha256: str, spe
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
         save_file(tensors, tmp, metadata={SPEC_KEY: spec_sha256, NAME_KEY: spec_name})
-        # after the write: safetensors leaves the file 0600 whatever its mode was; weights get the usual permissions
-        os.chmod(tmp, 0o666 & ~umask)
+        # after the save: safetensors replaces the file with its own, made 0600 like mkstemp's
+        os.chmod(tmp, default_file_mode())
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def saved_for(path: str | Path) -> tuple[str | None, str | None]:
+    """(spec sha256, spec name) from a weights file's metadata, read from its header alone; Nones if unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except Exception:  # safetensors raises several types for damaged files
+        return None, None
+    return meta.get(SPEC_KEY), meta.get(NAME_KEY)
 
 
 # codes as safetensors writes them in the header

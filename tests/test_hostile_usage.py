@@ -208,12 +208,3 @@ def test_run_of_a_triton_artifact_on_a_cpu_without_the_interpreter_says_what_to_
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     line = _line(["run", str(out), "--prompt", "x", "--max-new-tokens", "1"], code=1)
     assert "TRITON_INTERPRET=1" in line
-
-
-@pytest.mark.parametrize("option", [["--set", "dims.n_layers=2"], ["--scale", "tiny"], ["--scale", "full"]])
-def test_run_of_a_compiled_directory_refuses_spec_options(tmp_path: Path, option: list[str]) -> None:
-    """They used to be ignored silently: the run used the directory's model, not the one asked for."""
-    out = tmp_path / "art"
-    assert runner.invoke(app, ["compile", LLAMA, "--scale", "tiny", "-q", "-o", str(out)]).exit_code == 0
-    line = _line(["run", str(out), "--prompt", "x", "--max-new-tokens", "1", *option], code=2)
-    assert line == f"{option[0]} applies to a spec file; {out} is compiled already (compile the spec again with {option[0]})"

@@ -90,9 +90,13 @@ def test_weights_copied_from_another_compile_are_refused(artifact: Path, built: 
 
 
 def test_a_recompiled_changed_spec_does_not_inherit_the_old_weights(artifact: Path) -> None:
-    _compile(artifact, "--set", "position.base=500000")  # no --init-weights: the old file stays
-    line = _run(artifact)
-    assert "weights.safetensors" in line and _digest(artifact)[:12] in line
+    before = {p.name: p.read_bytes() for p in artifact.iterdir()}
+    # without --init-weights the old weights would not fit the new spec: refused, the old artifact kept
+    line = _error(["compile", str(LLAMA), "--scale", "tiny", "-o", str(artifact), "-q", "--set", "position.base=500000"])
+    assert "weights.safetensors" in line and _digest(artifact)[:12] in line and "--init-weights" in line
+    assert {p.name: p.read_bytes() for p in artifact.iterdir()} == before
+    _compile(artifact, "--init-weights", "--set", "position.base=500000")
+    assert runner.invoke(app, ["run", str(artifact), "--prompt", "x", "--max-new-tokens", "1"]).exit_code == 0
 
 
 def test_weights_option_from_another_spec_is_refused(artifact: Path, built: dict[str, Path]) -> None:
@@ -113,7 +117,16 @@ def _resave(artifact: Path, change) -> Path:
     state = load_file(str(path))
     change(state)
     save_file(state, str(path), metadata=meta)
+    _reseal(artifact)
     return path
+
+
+def _reseal(artifact: Path) -> None:
+    """Rewrite manifest.json for the files as they now are: the weights checks must hold on their own."""
+    from taxonc.runtime.manifest import MANIFEST, seal
+
+    (artifact / MANIFEST).unlink()
+    seal(artifact)
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.float16, torch.float64])
@@ -140,6 +153,7 @@ def test_a_header_rewritten_from_f32_to_i32_is_refused(artifact: Path) -> None:
     assert len(text) <= size
     text = text.ljust(size)  # safetensors pads its header with spaces
     path.write_bytes(data[:8] + text + data[8 + size:])
+    _reseal(artifact)
     line = _run(artifact)
     assert name in line and "int32" in line
 
@@ -147,6 +161,7 @@ def test_a_header_rewritten_from_f32_to_i32_is_refused(artifact: Path) -> None:
 def test_weights_without_a_spec_hash_are_refused(artifact: Path) -> None:
     path = artifact / "weights.safetensors"
     save_file(load_file(str(path)), str(path))
+    _reseal(artifact)
     line = _run(artifact)
     assert "weights.safetensors" in line and "spec" in line
 

@@ -306,9 +306,17 @@ def tiny_artifact(tmp_path_factory) -> Path:
 
 
 def _with_tokenizer(artifact: Path, folder: Path, dest: Path) -> Path:
+    """A copy of `artifact` that holds the tokenizer files of `folder`, written as part of it (in its manifest)."""
+    from taxonc.runtime.artifact_store import ArtifactWriter
+    from taxonc.runtime.manifest import MANIFEST
+
     out = shutil.copytree(artifact, dest)
-    for path in folder.iterdir():
-        shutil.copy(path, out / path.name)
+    with ArtifactWriter(out) as staging:
+        for path in out.iterdir():
+            if path.name != MANIFEST:
+                staging.carry(path.name)
+        for path in folder.iterdir():
+            staging.write_bytes(path.name, path.read_bytes())
     return out
 
 
@@ -359,8 +367,9 @@ def test_a_vocabulary_larger_than_the_embedding_is_refused(tiny_artifact, tmp_pa
 
 @pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
 def test_run_refuses_a_damaged_artifact_tokenizer(folders, tiny_artifact, tmp_path, name):
-    art = _with_tokenizer(tiny_artifact, folders["metaspace"], tmp_path / "art")
-    (art / name).write_text("{")
+    damaged = shutil.copytree(folders["metaspace"], tmp_path / "damaged")
+    (damaged / name).write_text("{")
+    art = _with_tokenizer(tiny_artifact, damaged, tmp_path / "art")  # damaged as written, so the manifest holds it
     code, output = _run(str(art), "--prompt", "hi", "--max-new-tokens", "2")
     lines = output.strip().splitlines()
     assert code == 1 and len(lines) == 1 and str(art / name) in lines[0] and "line 1" in lines[0], output

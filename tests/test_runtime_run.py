@@ -109,10 +109,17 @@ def test_missing_tokenizer_is_a_one_line_error(artifact_dir: Path) -> None:
     assert "nope.model" in line
 
 
-def test_artifact_with_mismatched_lock_is_rejected(artifact_dir: Path) -> None:
-    lock = json.loads((artifact_dir / "spec.lock.json").read_text())
-    lock["spec_sha256"] = "0" * 64
-    (artifact_dir / "spec.lock.json").write_text(json.dumps(lock))
+def test_artifact_with_mismatched_lock_is_rejected(artifact_dir: Path, tmp_path: Path) -> None:
+    from taxonc.runtime.manifest import MANIFEST, seal
+
+    other = tmp_path / "variant"
+    assert runner.invoke(app, ["compile", str(SPECS / "llama.toml"), "--scale", "tiny", "-o", str(other), "-q",
+                               "--set", "position.base=500000"]).exit_code == 0
+    (artifact_dir / "spec.lock.json").write_bytes((other / "spec.lock.json").read_bytes())
+    line = _one_line_error(["run", str(artifact_dir), "--prompt", "x"])
+    assert "spec.lock.json" in line and MANIFEST in line  # not the file the artifact was written with
+    (artifact_dir / MANIFEST).unlink()
+    seal(artifact_dir)  # a manifest rewritten to match: the lock and model.py still disagree
     line = _one_line_error(["run", str(artifact_dir), "--prompt", "x"])
     assert "different specs" in line
 
