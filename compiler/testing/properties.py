@@ -233,7 +233,7 @@ def check_moe_one_expert(s: Subject, seed: int = 0) -> PropertyResult:
     moe = _variant(dense, moe={"n_experts": 1, "top_k": 1, "layers": {"every": 1}, "router": "switch"})
     state = random_state(build_graph(moe), seed)
     dense_state = {k: v for k, v in state.items() if ".moe." not in k}
-    glu = dense.mlp.activation in ("swiglu", "geglu")
+    glu = dense.mlp.activation.gated
     for name, tensor in state.items():
         if ".moe." not in name:
             continue
