@@ -246,6 +246,16 @@ def test_inference_capacity_factor_drops_tokens_in_eval_mode_only_when_given(tmp
     assert (capped - nothing_dropped).abs().max() > 1e-3
 
 
+def test_property_checks_say_an_inference_cap_breaks_per_position_outputs(tmp_path: Path) -> None:
+    from taxonc.testing.properties import check_subject, load_subject
+
+    capped = {r.name: r for r in check_subject(load_subject(_spec(tmp_path, MOE)), only=["causality", "kv_cache"])}
+    assert capped["causality"].ok is None and capped["kv_cache"].ok is None
+    assert "inference_capacity_factor" in capped["kv_cache"].detail
+    free = load_subject(_spec(tmp_path, MOE.replace("inference_capacity_factor = 0.5\n", "")))
+    assert all(r.ok for r in check_subject(free, only=["causality", "kv_cache"]))
+
+
 # --- the Triton backend --------------------------------------------------------------------------
 
 triton_available = pytest.mark.skipif(
