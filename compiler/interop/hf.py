@@ -20,7 +20,8 @@ import torch
 from taxonc.runtime.artifact import load_source
 
 from ..spec.dump import toml_value
-from .hf_families import FAMILIES, spec_tables
+from .hf_config import spec_tables
+from .hf_families import FAMILIES
 from .hf_weights import check_tied, unfused_state
 
 

@@ -2,8 +2,9 @@
 
 One `Family` per HF `model_type` says three things:
 
-- `keys`: which config.json key gives which spec value (`Key`), with the HF class default used
-  when a config leaves the key out;
+- `keys`: which config.json key gives which spec value (`Key`, both ways), with the HF class
+  default used when a config leaves the key out; `derived` and `exported` do the same for the
+  few values computed from several keys;
 - `fixed` and `requires`: the conventions the HF modelling code hard-wires (written into the
   spec as they are), and the config values under which that holds (a config that differs
   computes another function and must be refused, not imported);
@@ -12,8 +13,9 @@ One `Family` per HF `model_type` says three things:
   (passes.weights.fuse_state), so the table names q, k and v separately even where HF fuses
   them, and says how HF packs them (`Packing`).
 
-Nothing here imports torch or transformers: the tensors are moved by interop.hf_weights, the
-spec is validated by the spec loader. Adding a family is adding one entry to FAMILIES.
+Nothing here imports torch or transformers: interop.hf_config reads and writes configs with this
+table, interop.hf_weights moves the tensors, the spec loader validates the result. Adding a
+family is adding one entry to FAMILIES.
 """
 
 from __future__ import annotations
@@ -48,15 +50,20 @@ class Take:
     packing: Packing | None = None
 
 
+# flat spec values: "table.key" -> value (a selector or sparse pattern stays a dict)
+Values = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Key:
-    """A spec value read from one config key. `to_spec` converts the config value (default: as is);
-    `default` is the HF class default, used when the config leaves the key out."""
+    """A spec value read from one config key. `to_spec` converts the config value and `to_hf` converts
+    back (default: as is); `default` is the HF class default, used when the config leaves the key out."""
 
     spec: str  # dotted spec path, e.g. "dims.d_model"
     hf: str
     default: Any = None
     to_spec: Callable[[Any, Config], Any] | None = None
+    to_hf: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,8 @@ class Family:
     requires: dict[str, Any]               # config values the fixed conventions assume
     weights: dict[str, dict[str, Take]]    # taxonc scope ("embed", "layers", ...) -> local name -> Take
     prefixes: dict[str, str]               # taxonc scope -> HF prefix ("{i}" is the layer index)
-    derived: Callable[[Config], dict[str, Any]] | None = None  # spec values computed from several keys
+    derived: Callable[[Config], Values] | None = None  # spec values computed from several keys
+    exported: Callable[[Values], Config] | None = None  # and the config keys they come back to
     notes: str = ""                        # what the table cannot express, said once
 
     def read(self, cfg: Config, key: str, default: Any = None) -> Any:
@@ -94,6 +102,15 @@ GATED_ACTIVATIONS = {
     "gelu_new": Activation.GEGLU_TANH,
     "gelu_pytorch_tanh": Activation.GEGLU_TANH,
 }
+
+
+# the HF name written back for each taxonc activation (ACT2FN knows each in every family here)
+HF_ACTIVATION = {Activation.GELU: "gelu", Activation.GELU_TANH: "gelu_new", Activation.RELU: "relu",
+                 Activation.SWIGLU: "silu", Activation.GEGLU: "gelu", Activation.GEGLU_TANH: "gelu_new"}
+
+
+def hf_activation(value: str) -> str:
+    return HF_ACTIVATION[Activation(value)]
 
 
 def dense_activation(name: str, _cfg: Config | None = None) -> str:
@@ -122,6 +139,19 @@ def _rotary(cfg: Config, pairing: RotaryPairing = RotaryPairing.HALF) -> dict[st
             "position.pairing": pairing.value}
 
 
+def _rope_back(v: Values) -> Config:
+    return {"rope_parameters": {"rope_type": "default", "rope_theta": v["position.base"],
+                                "partial_rotary_factor": v["position.fraction"]}}
+
+
+def _n_kv(v: Values) -> int:
+    return {"multi-head": v["dims.n_heads"], "multi-query": 1}.get(v["attention.kind"], v.get("attention.n_kv_heads"))
+
+
+def _d_head(v: Values) -> int:
+    return v.get("dims.d_head") or v["dims.d_model"] // v["dims.n_heads"]
+
+
 def _head_dim(cfg: Config, hidden: str, heads: str) -> dict[str, Any]:
     """dims.d_head only when the config sets one other than hidden / heads (Mistral, LLaMA 3 style)."""
     d_head = cfg.get("head_dim")
@@ -137,6 +167,12 @@ def _gqa(cfg: Config, heads: str = "num_attention_heads", kv: str = "num_key_val
     if n_kv == 1:
         return {"attention.kind": "multi-query"}
     return {"attention.kind": "grouped-query", "attention.n_kv_heads": n_kv}
+
+
+def _sparse_back(selector: dict[str, int] | None, n_layers: int) -> tuple[int, int]:
+    """(sparse step, sparse layer count) for a `_sparse_layers` selector."""
+    step = (selector or {}).get("every", 1)
+    return step, n_layers // step
 
 
 def _sparse_layers(step: int, n_sparse: int) -> dict[str, int]:
@@ -247,6 +283,22 @@ def _t5_output(cfg: Config) -> dict[str, Any]:
             "block.logit_scale": (LogitScale.INVERSE_SQRT_D_MODEL if scaled else LogitScale.NONE).value}
 
 
+# feed_forward_proj for each activation T5Config can express (its "gated-gelu" is the tanh approximation;
+# an exact gated GELU has no spelling there)
+T5_FEED_FORWARD = {Activation.RELU: "relu", Activation.GELU: "gelu", Activation.GELU_TANH: "gelu_new",
+                   Activation.GEGLU_TANH: "gated-gelu", Activation.SWIGLU: "gated-silu"}
+
+
+def _switch_exported(v: Values) -> Config:
+    dec_step, dec_sparse = _sparse_back(v["moe.layers"], v["dims.n_layers"])
+    enc_step, enc_sparse = _sparse_back(v.get("moe.encoder_layers"), v["encoder.n_layers"])
+    return {"tie_word_embeddings": v["block.tied_embeddings"], "decoder_sparse_step": dec_step,
+            "num_sparse_decoder_layers": dec_sparse, "encoder_sparse_step": enc_step,
+            "num_sparse_encoder_layers": enc_sparse,
+            # HF caps experts per sequence in eval mode too: room for every token of the longest sequence
+            "expert_capacity": max(v["dims.context"], v["encoder.context"])}
+
+
 def _t5_activation(cfg: Config) -> str:
     act = cfg.get("dense_act_fn")
     gated = cfg.get("is_gated_act")
@@ -269,7 +321,7 @@ _add(Family(
     keys=(Key("dims.n_layers", "n_layer", 12), Key("dims.d_model", "n_embd", 768), Key("dims.n_heads", "n_head", 12),
           Key("dims.vocab_size", "vocab_size", 50257), Key("dims.context", "n_positions", 1024),
           Key("norm.eps", "layer_norm_epsilon", 1e-5),
-          Key("mlp.activation", "activation_function", "gelu_new", dense_activation)),
+          Key("mlp.activation", "activation_function", "gelu_new", dense_activation, hf_activation)),
     fixed={**_DECODER_CAUSAL, "position.kind": "learned", "attention.kind": "multi-head", "norm.kind": "layernorm",
            "norm.placement": "pre", "norm.final": True, "block.wiring": "sequential", "block.tied_embeddings": True,
            "bias.qkv": True, "bias.attn_out": True, "bias.mlp_in": True, "bias.mlp_out": True, "bias.norm": True,
@@ -277,6 +329,7 @@ _add(Family(
     requires={"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False,
               "tie_word_embeddings": True},
     derived=lambda cfg: {"dims.d_ff": cfg.get("n_inner") or 4 * cfg.get("n_embd", 768)},
+    exported=lambda v: {"n_inner": v["dims.d_ff"]},
     prefixes={"embed": "transformer.", "layers": "transformer.h.{i}.", "head": "transformer."},
     weights={
         "embed": {"tok.weight": Take("wte.weight"), "pos.weight": Take("wpe.weight")},
@@ -293,7 +346,7 @@ _add(Family(
     keys=(Key("dims.n_layers", "n_layer", 28), Key("dims.d_model", "n_embd", 4096), Key("dims.n_heads", "n_head", 16),
           Key("dims.vocab_size", "vocab_size", 50400), Key("dims.context", "n_positions", 2048),
           Key("norm.eps", "layer_norm_epsilon", 1e-5),
-          Key("mlp.activation", "activation_function", "gelu_new", dense_activation)),
+          Key("mlp.activation", "activation_function", "gelu_new", dense_activation, hf_activation)),
     fixed={**_DECODER_CAUSAL, "position.kind": "rotary", "position.base": 10000.0,
            # GPT-J rotates adjacent pairs (rotate_every_two)
            "position.pairing": RotaryPairing.INTERLEAVED.value, "attention.kind": "multi-head",
@@ -305,6 +358,7 @@ _add(Family(
     derived=lambda cfg: {"dims.d_ff": cfg.get("n_inner") or 4 * cfg.get("n_embd", 4096),
                          "position.fraction": (cfg.get("rotary_dim") or cfg.get("n_embd", 4096) // cfg.get("n_head", 16))
                          / (cfg.get("n_embd", 4096) // cfg.get("n_head", 16))},
+    exported=lambda v: {"n_inner": v["dims.d_ff"], "rotary_dim": round(v["position.fraction"] * _d_head(v))},
     prefixes={"embed": "transformer.", "layers": "transformer.h.{i}.", "head": ""},
     weights={
         "embed": {"tok.weight": Take("wte.weight")},
@@ -320,7 +374,7 @@ _add(Family(
     keys=(Key("dims.n_layers", "num_hidden_layers", 44), Key("dims.d_model", "hidden_size", 6144),
           Key("dims.n_heads", "num_attention_heads", 64), Key("dims.d_ff", "intermediate_size", 24576),
           Key("dims.vocab_size", "vocab_size", 50432), Key("dims.context", "max_position_embeddings", 2048),
-          Key("norm.eps", "layer_norm_eps", 1e-5), Key("mlp.activation", "hidden_act", "gelu", dense_activation),
+          Key("norm.eps", "layer_norm_eps", 1e-5), Key("mlp.activation", "hidden_act", "gelu", dense_activation, hf_activation),
           Key("block.tied_embeddings", "tie_word_embeddings", False)),
     fixed={**_DECODER_CAUSAL, "attention.kind": "multi-head", "norm.kind": "layernorm", "norm.placement": "pre",
            "norm.final": True, "bias.mlp_in": True, "bias.mlp_out": True, "bias.norm": True, "bias.lm_head": False},
@@ -331,6 +385,8 @@ _add(Family(
         **({"block.wiring": "parallel", "block.parallel_norms": "separate"} if cfg.get("use_parallel_residual", True)
            else {"block.wiring": "sequential"}),
         "bias.qkv": cfg.get("attention_bias", True), "bias.attn_out": cfg.get("attention_bias", True)},
+    exported=lambda v: {**_rope_back(v), "use_parallel_residual": v["block.wiring"] == "parallel",
+                        "attention_bias": v["bias.qkv"]},
     prefixes={"embed": "gpt_neox.", "layers": "gpt_neox.layers.{i}.", "head": ""},
     weights={
         "embed": {"tok.weight": Take("embed_in.weight")},
@@ -346,7 +402,7 @@ _add(Family(
     keys=(Key("dims.n_layers", "num_hidden_layers", 12), Key("dims.d_model", "hidden_size", 768),
           Key("dims.n_heads", "num_attention_heads", 12), Key("dims.d_ff", "ffn_dim", 3072),
           Key("dims.vocab_size", "vocab_size", 50272), Key("dims.context", "max_position_embeddings", 2048),
-          Key("mlp.activation", "activation_function", "relu", dense_activation),
+          Key("mlp.activation", "activation_function", "relu", dense_activation, hf_activation),
           Key("block.tied_embeddings", "tie_word_embeddings", True)),
     # HF's OPTLearnedPositionalEmbedding has max_positions + 2 rows and looks up position + 2
     fixed={**_DECODER_CAUSAL, "position.kind": "learned", "position.offset": 2, "attention.kind": "multi-head",
@@ -359,6 +415,9 @@ _add(Family(
         "norm.final": bool(cfg.get("do_layer_norm_before", True) and not cfg.get("_remove_final_layer_norm", False)),
         **({"dims.d_embed": cfg["word_embed_proj_dim"]}
            if cfg.get("word_embed_proj_dim") not in (None, cfg.get("hidden_size", 768)) else {})},
+    exported=lambda v: {"enable_bias": v["bias.qkv"], "do_layer_norm_before": v["norm.placement"] == "pre",
+                        "_remove_final_layer_norm": v["norm.placement"] == "pre" and not v["norm.final"],
+                        "word_embed_proj_dim": v.get("dims.d_embed") or v["dims.d_model"]},
     prefixes={"embed": "model.decoder.", "layers": "model.decoder.layers.{i}.", "head": ""},
     weights={
         "embed": {"tok.weight": Take("embed_tokens.weight"), "pos.weight": Take("embed_positions.weight"),
@@ -408,8 +467,16 @@ def _llama_keys(layers: int, d_model: int, heads: int, kv: int, d_ff: int, conte
     return (Key("dims.n_layers", "num_hidden_layers", layers), Key("dims.d_model", "hidden_size", d_model),
             Key("dims.n_heads", "num_attention_heads", heads), Key("dims.d_ff", "intermediate_size", d_ff),
             Key("dims.vocab_size", "vocab_size", 32000), Key("dims.context", "max_position_embeddings", context),
-            Key("norm.eps", "rms_norm_eps", eps), Key("mlp.activation", "hidden_act", "silu", gated_activation),
+            Key("norm.eps", "rms_norm_eps", eps), Key("mlp.activation", "hidden_act", "silu", gated_activation, hf_activation),
             Key("block.tied_embeddings", "tie_word_embeddings", False))
+
+
+def _llama_exported(v: Values, windowed: bool = False) -> Config:
+    out = {**_rope_back(v), "num_key_value_heads": _n_kv(v), "head_dim": _d_head(v)}
+    out["rope_parameters"].pop("partial_rotary_factor")  # LLaMA rotates whole heads; a fraction is not read back
+    if windowed:
+        out["sliding_window"] = (v.get("attention.sparse") or {}).get("window")
+    return out
 
 
 def _llama_derived(cfg: Config) -> dict[str, Any]:
@@ -424,11 +491,12 @@ def _llama_derived(cfg: Config) -> dict[str, Any]:
 _add(Family(
     model_type="llama", seq2seq=False, keys=_llama_keys(32, 4096, 32, 32, 11008, 2048, 1e-6), fixed=_LLAMA_FIXED,
     requires={"attention_bias": False, "mlp_bias": False, "pretraining_tp": 1},
-    derived=_llama_derived, prefixes=_LLAMA_PREFIXES, weights=_LLAMA_WEIGHTS))
+    derived=_llama_derived, exported=_llama_exported, prefixes=_LLAMA_PREFIXES, weights=_LLAMA_WEIGHTS))
 
 _add(Family(
     model_type="mistral", seq2seq=False, keys=_llama_keys(32, 4096, 32, 8, 14336, 131072, 1e-6), fixed=_LLAMA_FIXED,
-    requires={}, derived=_llama_derived, prefixes=_LLAMA_PREFIXES, weights=_LLAMA_WEIGHTS))
+    requires={}, derived=_llama_derived, exported=lambda v: _llama_exported(v, windowed=True), prefixes=_LLAMA_PREFIXES,
+    weights=_LLAMA_WEIGHTS))
 
 _add(Family(
     model_type="mixtral", seq2seq=False,
@@ -437,7 +505,7 @@ _add(Family(
           Key("moe.load_balance_weight", "router_aux_loss_coef", 0.001)),
     # softmax over all experts, top-k, weights renormalised over the chosen ones; no capacity limit
     fixed={**_LLAMA_FIXED, "moe.router": "softmax-top-k", "moe.layers": {"every": 1}},
-    requires={}, derived=_llama_derived, prefixes=_LLAMA_PREFIXES,
+    requires={}, derived=_llama_derived, exported=lambda v: _llama_exported(v, windowed=True), prefixes=_LLAMA_PREFIXES,
     weights={**_LLAMA_WEIGHTS, "layers": _llama_layer(moe=True)},
     notes="HF's Mixtral never drops tokens; taxonc's training capacity_factor (not used at inference) is left at its default.",
 ))
@@ -447,7 +515,7 @@ _add(Family(
     keys=(Key("dims.n_layers", "num_hidden_layers", 32), Key("dims.d_model", "hidden_size", 4544),
           Key("dims.n_heads", "num_attention_heads", 71), Key("dims.vocab_size", "vocab_size", 65024),
           Key("dims.context", "max_position_embeddings", 2048), Key("norm.eps", "layer_norm_epsilon", 1e-5),
-          Key("mlp.activation", "activation", "gelu", dense_activation),
+          Key("mlp.activation", "activation", "gelu", dense_activation, hf_activation),
           Key("block.tied_embeddings", "tie_word_embeddings", True)),
     # Falcon-7B: multi-query attention and one shared LayerNorm in a parallel block; rotate_half rotary
     fixed={**_DECODER_CAUSAL, "attention.kind": "multi-query", "norm.kind": "layernorm", "norm.placement": "pre",
@@ -457,6 +525,7 @@ _add(Family(
     derived=lambda cfg: {**_rotary(cfg),
                          "dims.d_ff": cfg.get("ffn_hidden_size") or 4 * cfg.get("hidden_size", 4544),
                          **{f"bias.{k}": bool(cfg.get("bias", False)) for k in ("qkv", "attn_out", "mlp_in", "mlp_out")}},
+    exported=lambda v: {**_rope_back(v), "ffn_hidden_size": v["dims.d_ff"], "bias": v["bias.qkv"]},
     prefixes={"embed": "transformer.", "layers": "transformer.h.{i}.", "head": "transformer."},
     weights={
         "embed": {"tok.weight": Take("word_embeddings.weight")},
@@ -471,12 +540,14 @@ _add(Family(
 _add(Family(
     model_type="t5", seq2seq=True, keys=_t5_keys(6, 512, 8), fixed=_T5_FIXED, requires={},
     derived=lambda cfg: {**_t5_output(cfg), "mlp.activation": _t5_activation(cfg)},
+    exported=lambda v: {"tie_word_embeddings": v["block.tied_embeddings"],
+                        "feed_forward_proj": T5_FEED_FORWARD.get(v["mlp.activation"])},
     prefixes=_T5_PREFIXES, weights=_t5_weights("DenseReluDense"),
 ))
 
 _add(Family(
     model_type="switch_transformers", seq2seq=True,
-    keys=(*_t5_keys(12, 768, 12), Key("mlp.activation", "dense_act_fn", "relu", dense_activation),
+    keys=(*_t5_keys(12, 768, 12), Key("mlp.activation", "dense_act_fn", "relu", dense_activation, hf_activation),
           Key("moe.n_experts", "num_experts", 8), Key("moe.load_balance_weight", "router_aux_loss_coef", 0.001)),
     fixed={**_T5_FIXED, "moe.top_k": 1, "moe.router": "switch"},
     requires={"router_bias": False},
@@ -484,58 +555,10 @@ _add(Family(
         **_t5_output(cfg),
         "moe.layers": _sparse_layers(cfg.get("decoder_sparse_step", 4), cfg.get("num_sparse_decoder_layers", 3)),
         "moe.encoder_layers": _sparse_layers(cfg.get("encoder_sparse_step", 4), cfg.get("num_sparse_encoder_layers", 3))},
+    exported=_switch_exported,
     prefixes=_T5_PREFIXES, weights=_t5_weights("mlp"),
     notes="HF caps each expert at expert_capacity tokens per sequence, in eval mode too; the spec language has no "
           "per-sequence count, so the import is exact only while no sequence sends more than expert_capacity "
           "tokens to one expert (always true for sequences of at most expert_capacity tokens).",
 ))
-
-
-def spec_values(model_type: str, cfg: Config) -> dict[str, Any]:
-    """Flat dotted spec values for an HF config dict (as config.json or `config.to_dict()` holds it)."""
-    family = FAMILIES[model_type]
-    values: dict[str, Any] = dict(family.fixed)
-    for key in family.keys:
-        raw = family.read(cfg, key.hf, key.default)
-        values[key.spec] = key.to_spec(raw, cfg) if key.to_spec else raw
-    if family.derived:
-        values.update(family.derived(cfg))
-    return values
-
-
-def mismatched_requirements(model_type: str, cfg: Config) -> dict[str, tuple[Any, Any]]:
-    """Config keys whose value differs from what the family's fixed conventions assume: key -> (found, needed)."""
-    return {k: (cfg[k], v) for k, v in FAMILIES[model_type].requires.items() if k in cfg and cfg[k] != v}
-
-
-def spec_tables(model_type: str, cfg: Config, name: str) -> dict[str, dict[str, Any]]:
-    """The spec as nested TOML tables, every behaviour written out."""
-    tables: dict[str, dict[str, Any]] = {"model": {"name": name}}
-    for dotted, value in sorted(spec_values(model_type, cfg).items()):
-        table, _, key = dotted.partition(".")
-        tables.setdefault(table, {})[key] = value
-    return tables
-
-
-@dataclass(frozen=True)
-class Located:
-    """Where one taxonc parameter comes from: the family's Take and the full HF name (with {e} left in)."""
-
-    take: Take
-    hf_name: str
-
-
-def locate(model_type: str, taxonc_name: str) -> Located:
-    """The HF source of one parameter of the lowered graph, e.g. "layers.3.q.weight"."""
-    family = FAMILIES[model_type]
-    parts = taxonc_name.split(".")
-    if parts[0] in ("layers", "encoder_layers") and len(parts) > 2 and parts[1].isdigit():
-        scope, index, local = parts[0], parts[1], ".".join(parts[2:])
-    else:
-        scope, index, local = parts[0], "", ".".join(parts[1:])
-    table = family.weights.get(scope, {})
-    if local not in table:
-        raise KeyError(f"{model_type}: no HF source for taxonc parameter {taxonc_name!r}")
-    take = table[local]
-    return Located(take, family.prefixes[scope].format(i=index) + take.hf)
 

@@ -15,7 +15,8 @@ import torch
 from ..ir.graph import Graph
 from ..spec.derive import derive
 from ..spec.model import ModelSpec
-from .hf_families import FAMILIES, Packing, Take, locate
+from .hf_config import locate
+from .hf_families import FAMILIES, Packing, Take
 
 Getter = Callable[[str], torch.Tensor]
 
