@@ -1,5 +1,5 @@
 """taxonc's emitted models against Hugging Face transformers, weight for weight, for every family
-of the import table (compiler/interop/hf_families.py).
+of the import table (compiler/interop/hf.py).
 
 For each family a small transformers config (2 layers, d_model 64, 4 heads, vocab 128, context
 64) is built with random weights drawn so that logits are of order 5 (asserted), and the taxonc
@@ -21,10 +21,11 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from taxonc.compiler.analysis import count_params  # noqa: E402
-from taxonc.compiler.interop.hf import FAMILY_NAMES, TINY, Dims, build_pair, hf_logits, spec_toml  # noqa: E402
+from taxonc.compiler.interop.hf_pairs import FAMILY_NAMES, TINY, Dims, build_pair, hf_logits, spec_toml  # noqa: E402
 from taxonc.compiler.interop.hf_config import (architecture, config_values, mismatched_requirements,  # noqa: E402
                                                round_trip_differences)
-from taxonc.compiler.interop.hf_families import FAMILIES, Packing, Take  # noqa: E402
+from taxonc.compiler.interop.hf import FAMILIES  # noqa: E402
+from taxonc.compiler.interop.hf_schema import Packing, Take  # noqa: E402
 from taxonc.compiler.interop.hf_weights import qkv_part  # noqa: E402
 from taxonc.compiler.spec import load_spec  # noqa: E402
 
@@ -257,8 +258,8 @@ def test_round_trip_names_what_a_family_cannot_carry(tmp_path) -> None:
 
 def test_the_table_imports_without_transformers() -> None:
     code = ("import sys; sys.modules['transformers'] = None\n"
-            "from taxonc.compiler.interop import hf_config, hf_families, hf_weights\n"
-            "assert len(hf_families.FAMILIES) == 11\n")
+            "from taxonc.compiler.interop import hf, hf_config, hf_weights\n"
+            "assert len(hf.FAMILIES) == 11\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr

@@ -1,4 +1,4 @@
-"""HF config <-> taxonc spec, and HF tensor names, by the family table (hf_families).
+"""HF config <-> taxonc spec, and HF tensor names, by the family table (interop.hf).
 
 - `spec_values` / `spec_tables`: the spec an HF config describes (config.json as a dict).
 - `config_values`: the config keys a spec comes back to (for export); `round_trip_differences`
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..spec.model import ModelSpec
-from .hf_families import FAMILIES, Config, Take, Values
+from .hf import FAMILIES
+from .hf_schema import Config, Take, Values
 
 # the spec tables (and model.structure) that decide the function a model computes
 ARCHITECTURE = ("dims", "encoder", "attention", "position", "norm", "mlp", "block", "bias", "moe", "cross_attention")
