@@ -243,6 +243,32 @@ def test_spec_to_config_and_back_keeps_the_function(family: str, tmp_path) -> No
     assert count_params(load_spec(again).spec).total == theirs
 
 
+CONVENTIONS = ("position.pairing", "mlp.activation", "norm.eps", "attention.score_scale", "block.logit_scale")
+# (family, spec in specs/, config values of the released checkpoint where the HF class default differs,
+#  the conventions compared)
+AUDITED = [
+    ("gptj", "gpt-j", {}, CONVENTIONS),                          # GPTJConfig's defaults are GPT-J-6B's
+    ("t5", "t5", {}, CONVENTIONS),                               # t5-small's conventions are t5-11b's
+    ("switch_transformers", "switch", {}, CONVENTIONS[1:4]),     # Switch-C unties its output (switch_c.gin)
+    ("llama", "llama-7b", {}, CONVENTIONS),
+    ("gpt_neox", "gpt-neox", {"hidden_act": "gelu_fast"}, CONVENTIONS),  # the released 20B config
+    ("bloom", "bloom-560m", {}, CONVENTIONS),
+    ("opt", "opt-125m", {}, CONVENTIONS),
+]
+
+
+@pytest.mark.parametrize("family,name,released,keys", AUDITED, ids=[a[1] for a in AUDITED])
+def test_audited_specs_have_the_conventions_transformers_reads(family, name, released, keys, tmp_path) -> None:
+    """The convention fields of specs/ agree with what the table reads from the family's HF config."""
+    from transformers import AutoConfig
+
+    path = tmp_path / f"{family}.toml"
+    path.write_text(spec_toml(family, AutoConfig.for_model(family, **released).to_dict()))
+    theirs = architecture(load_spec(path).spec)
+    ours = architecture(load_spec(ROOT / "specs" / f"{name}.toml").spec)
+    assert {k: ours.get(k) for k in keys} == {k: theirs.get(k) for k in keys}
+
+
 def test_round_trip_names_what_a_family_cannot_carry(tmp_path) -> None:
     """LLaMA's config has no interleaved rotary and no exact-GELU T5 gate: the round trip says so by key."""
     from transformers import AutoConfig
