@@ -1,367 +1,403 @@
-"""The same small decoder as a Hugging Face transformers model and as a taxonc model.
+"""Hugging Face transformers checkpoints and taxonc specs, family by family, as data.
 
-For each of four architectures (LLaMA, GPT-NeoX, BLOOM, OPT) this module knows:
+One `Family` per HF `model_type` says three things:
 
-- the taxonc spec (a standalone TOML, no `extends`, so every behaviour is written out),
-- the matching transformers config (random init, nothing downloaded),
-- how to map the transformers state dict onto taxonc's fused parameter names.
+- `keys`: which config.json key gives which spec value (`Key`, both ways), with the HF class
+  default used when a config leaves the key out; `derived` and `exported` do the same for the
+  few values computed from several keys;
+- `fixed` and `requires`: the conventions the HF modelling code hard-wires (written into the
+  spec as they are), and the config values under which that holds (a config that differs
+  computes another function and must be refused, not imported);
+- `weights`: where each parameter of the lowered (unfused) taxonc graph lives in the HF state
+  dict (`Take`), per scope. Fused projections are packed afterwards by the compiler itself
+  (passes.weights.fuse_state), so the table names q, k and v separately even where HF fuses
+  them, and says how HF packs them (`Packing`).
 
-transformers is imported only by the functions that build its models, never at import time.
-
-taxonc's fused layouts (compiler/passes/fusions.py): `qkv` is [q; k; v] stacked along the
-output dim, `mlp_gate_up` is [gate; up]. GPT-NeoX and BLOOM store their fused
-`query_key_value` per head ([q_h, k_h, v_h] for each head h), so those rows are reordered.
+Nothing here imports torch or transformers: interop.hf_config reads and writes configs with this
+table, interop.hf_weights moves the tensors, the spec loader validates the result. Adding a
+family is adding one entry to FAMILIES.
 """
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-import torch
-
-from taxonc.runtime.artifact import load_source
-from ..spec.dump import toml_value
-from ..spec.kinds import (
-    Activation, AttentionKind, NormKind, NormPlacement, ParallelNorms, PositionKind, Structure, Wiring,
-)
-
-# Every projection, norm and embedding is given random values (not HF's zero biases and unit
-# norm scales) so that a wrong mapping of any parameter shows up in the logits.
-NORM_EPS = 1e-5
-ROPE_BASE = 10000.0
-NEOX_ROTARY_FRACTION = 0.25
-OPT_POS_OFFSET = 2
+from ..spec.kinds import Activation, LogitScale, RotaryPairing
+from .hf_schema import (Config, Family, Key, Packing, Take, Values, attention_values, d_head, dense_activation,
+                        gated_activation, head_dim_values, hf_activation, linear_takes, n_kv_heads, norm_takes,
+                        qkv_takes, rope_config, rotary_values)
 
 
-@dataclass(frozen=True)
-class Dims:
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
-    vocab_size: int = 128
-    context: int = 64
-    # MLP width; None means the architecture's own rule (4 x d_model, or LLaMA's SwiGLU width
-    # 2/3 x 4 x d_model rounded up to a multiple of 256).
-    d_ff: int | None = None
-
-    def ff(self, arch: str) -> int:
-        if self.d_ff is not None:
-            return self.d_ff
-        if arch == "llama":
-            raw = int(2 * 4 * self.d_model / 3)
-            return -(-raw // 256) * 256
-        return 4 * self.d_model
+def _sparse_back(selector: dict[str, int] | None, n_layers: int) -> tuple[int, int]:
+    """(sparse step, sparse layer count) for a `_sparse_layers` selector."""
+    step = (selector or {}).get("every", 1)
+    return step, n_layers // step
 
 
-TINY = Dims()
+def _sparse_layers(step: int, n_sparse: int) -> dict[str, int]:
+    """SwitchTransformers makes layer i sparse when i % step == 1 (every layer when step == 1)."""
+    if n_sparse <= 0:
+        raise KeyError("a Switch stack without sparse layers: HF still makes layer 1 sparse; not imported")
+    return {"every": 1} if step == 1 else {"every": step, "start": 1}
+
+def _llama_layer(moe: bool = False) -> dict[str, Take]:
+    layer = {**norm_takes("ln_attn", "input_layernorm", False), **norm_takes("ln_mlp", "post_attention_layernorm", False),
+             **{f"{r}.weight": Take(f"self_attn.{r}_proj.weight") for r in "qkv"},
+             **linear_takes("attn_out", "self_attn.o_proj", False)}
+    if moe:
+        return {**layer, "moe.router.weight": Take("mlp.gate.weight"), "moe.w_in": Take("mlp.experts.gate_up_proj"),
+                "moe.w_out": Take("mlp.experts.down_proj")}
+    return {**layer, **linear_takes("mlp_gate", "mlp.gate_proj", False), **linear_takes("mlp_up", "mlp.up_proj", False),
+            **linear_takes("mlp_out", "mlp.down_proj", False)}
 
 
-# --------------------------------------------------------------------------------------------
-# the four architectures, as data
-# --------------------------------------------------------------------------------------------
-
-_BIASED = ("qkv", "attn_out", "mlp_in", "mlp_out", "norm")  # the [bias] keys Arch.biases sets; lm_head is always false
-
-
-@dataclass(frozen=True)
-class Arch:
-    """What one architecture chooses in its taxonc spec and where transformers keeps its weights.
-
-    Weight names: `layer` maps a taxonc parameter of layer i (without .weight/.bias) to its
-    transformers name under `layer_prefix` (with `{i}`); a tuple of names is concatenated
-    along the output dim (separate q/k/v or gate/up projections into taxonc's fused ones).
-    `top` maps the parameters outside the layers, full names on both sides.
-    """
-
-    position: dict[str, object]  # the spec's [position] table
-    norm: NormKind
-    activation: Activation
-    layer_prefix: str
-    layer: dict[str, str | tuple[str, ...]]
-    top: dict[str, str]
-    biases: bool = True  # every projection and norm has a bias (never the lm_head)
-    wiring: Wiring = Wiring.SEQUENTIAL  # PARALLEL means GPT-NeoX's separate norms
-    embedding_norm: bool = False  # a norm right after the token embedding (BLOOM)
-    # layer entries transformers stores per head ([q_h, k_h, v_h] for each head h)
-    per_head: frozenset[str] = frozenset()
-    # the transformers embedding the lm_head is tied to; None: untied, the lm_head is in `top`
-    tied_to: str | None = None
-    # a transformers name -> what older transformers versions called it
-    older_names: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def suffixes(self) -> tuple[str, ...]:
-        return ("weight", "bias") if self.biases else ("weight",)
+def _t5_stack(sub: str, decoder: bool) -> dict[str, Take]:
+    """One T5/Switch block: layer.0 self-attention, (decoder) layer.1 cross-attention, then the FFN."""
+    ff = "layer.2" if decoder else "layer.1"
+    layer = {**norm_takes("ln_attn", "layer.0.layer_norm", False),
+             **{f"{r}.weight": Take(f"layer.0.SelfAttention.{r}.weight") for r in "qkv"},
+             "attn_out.weight": Take("layer.0.SelfAttention.o.weight"),
+             **norm_takes("ln_mlp", f"{ff}.layer_norm", False),
+             # dense FFN: wi (or wi_0 gate, wi_1 up) and wo; T5 calls the module DenseReluDense, Switch mlp
+             "mlp_in.weight": Take(f"{ff}.{sub}.wi.weight"), "mlp_gate.weight": Take(f"{ff}.{sub}.wi_0.weight"),
+             "mlp_up.weight": Take(f"{ff}.{sub}.wi_1.weight"), "mlp_out.weight": Take(f"{ff}.{sub}.wo.weight"),
+             # Switch's sparse FFN: a router and one DenseActDense per expert
+             "moe.router.weight": Take(f"{ff}.mlp.router.classifier.weight"),
+             "moe.w_in": Take(f"{ff}.mlp.experts.expert_{{e}}.wi.weight"),
+             "moe.w_out": Take(f"{ff}.mlp.experts.expert_{{e}}.wo.weight")}
+    if decoder:
+        layer.update({**norm_takes("ln_cross", "layer.1.layer_norm", False),
+                      **{f"cross_{r}.weight": Take(f"layer.1.EncDecAttention.{r}.weight") for r in "qkv"},
+                      "cross_out.weight": Take("layer.1.EncDecAttention.o.weight")})
+    return layer
 
 
-_ROPE = {"kind": PositionKind.ROTARY, "fraction": 1.0, "base": ROPE_BASE}
-
-
-def _megatron_layer(attention: str) -> dict[str, str]:
-    """GPT-NeoX's and BLOOM's layer names (Megatron's), `attention` being the attention module's."""
+def _t5_weights(sub: str) -> dict[str, dict[str, Take]]:
     return {
-        "ln_attn": "input_layernorm",
-        "qkv": f"{attention}.query_key_value",
-        "attn_out": f"{attention}.dense",
-        "ln_mlp": "post_attention_layernorm",
-        "mlp_in": "mlp.dense_h_to_4h",
-        "mlp_out": "mlp.dense_4h_to_h",
+        "embed": {"tok.weight": Take("shared.weight"),
+                  "rel_bias.weight": Take("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")},
+        "encoder_embed": {"rel_bias.weight": Take("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")},
+        "encoder_layers": _t5_stack(sub, decoder=False),
+        "encoder_final": {"ln_f.weight": Take("encoder.final_layer_norm.weight")},
+        "layers": _t5_stack(sub, decoder=True),
+        "head": {"ln_f.weight": Take("decoder.final_layer_norm.weight"), "lm_head.weight": Take("lm_head.weight")},
     }
 
 
-ARCH = {
-    "llama": Arch(
-        position=_ROPE, norm=NormKind.RMSNORM, activation=Activation.SWIGLU, biases=False,
-        layer_prefix="model.layers.{i}.",
-        layer={
-            "ln_attn": "input_layernorm",
-            "qkv": tuple(f"self_attn.{r}_proj" for r in "qkv"),
-            "attn_out": "self_attn.o_proj",
-            "ln_mlp": "post_attention_layernorm",
-            "mlp_gate_up": ("mlp.gate_proj", "mlp.up_proj"),
-            "mlp_out": "mlp.down_proj",
-        },
-        top={
-            "embed.tok.weight": "model.embed_tokens.weight",
-            "head.ln_f.weight": "model.norm.weight",
-            "head.lm_head.weight": "lm_head.weight",
-        },
-    ),
-    "neox": Arch(
-        position={**_ROPE, "fraction": NEOX_ROTARY_FRACTION}, norm=NormKind.LAYERNORM,
-        activation=Activation.GELU, wiring=Wiring.PARALLEL,
-        layer_prefix="gpt_neox.layers.{i}.",
-        layer=_megatron_layer("attention"), per_head=frozenset({"qkv"}),
-        top={
-            "embed.tok.weight": "gpt_neox.embed_in.weight",
-            "head.ln_f.weight": "gpt_neox.final_layer_norm.weight",
-            "head.ln_f.bias": "gpt_neox.final_layer_norm.bias",
-            "head.lm_head.weight": "lm_head.weight",
-        },
-        older_names={"lm_head.weight": "embed_out.weight"},  # transformers 4.x
-    ),
-    "bloom": Arch(
-        position={"kind": PositionKind.ALIBI}, norm=NormKind.LAYERNORM, activation=Activation.GELU,
-        embedding_norm=True,
-        layer_prefix="transformer.h.{i}.",
-        layer=_megatron_layer("self_attention"), per_head=frozenset({"qkv"}),
-        top={
-            "embed.tok.weight": "transformer.word_embeddings.weight",
-            "embed.norm.weight": "transformer.word_embeddings_layernorm.weight",
-            "embed.norm.bias": "transformer.word_embeddings_layernorm.bias",
-            "head.ln_f.weight": "transformer.ln_f.weight",
-            "head.ln_f.bias": "transformer.ln_f.bias",
-        },
-        tied_to="transformer.word_embeddings.weight",
-    ),
-    "opt": Arch(
-        # HF's OPTLearnedPositionalEmbedding has max_positions + 2 rows and looks up position + 2,
-        # the same table taxonc builds with position.offset = 2 (rows start at the offset).
-        position={"kind": PositionKind.LEARNED, "offset": OPT_POS_OFFSET}, norm=NormKind.LAYERNORM,
-        activation=Activation.RELU,
-        layer_prefix="model.decoder.layers.{i}.",
-        layer={
-            "ln_attn": "self_attn_layer_norm",
-            "qkv": tuple(f"self_attn.{r}_proj" for r in "qkv"),
-            "attn_out": "self_attn.out_proj",
-            "ln_mlp": "final_layer_norm",
-            "mlp_in": "fc1",
-            "mlp_out": "fc2",
-        },
-        top={
-            "embed.tok.weight": "model.decoder.embed_tokens.weight",
-            "embed.pos.weight": "model.decoder.embed_positions.weight",
-            "head.ln_f.weight": "model.decoder.final_layer_norm.weight",
-            "head.ln_f.bias": "model.decoder.final_layer_norm.bias",
-        },
-        tied_to="model.decoder.embed_tokens.weight",
-    ),
-}
-ARCHS = tuple(ARCH)
+_T5_PREFIXES = {"embed": "", "encoder_embed": "", "encoder_final": "", "head": "",
+                "encoder_layers": "encoder.block.{i}.", "layers": "decoder.block.{i}."}
+
+_DECODER_CAUSAL = {"model.structure": "decoder"}
 
 
-def _arch(arch: str) -> Arch:
-    if arch not in ARCH:
-        raise ValueError(f"unknown arch {arch!r}; known: {ARCHS}")
-    return ARCH[arch]
-
-
-# --------------------------------------------------------------------------------------------
-# taxonc side
-# --------------------------------------------------------------------------------------------
-
-def spec_tables(arch: str, dims: Dims = TINY) -> dict[str, dict[str, object]]:
-    """The taxonc spec for `arch` at `dims` as TOML tables, every behaviour written out."""
-    a, d = _arch(arch), dims
-    return {
-        "model": {"name": f"hf-{arch}", "structure": Structure.DECODER},
-        "dims": {"n_layers": d.n_layers, "d_model": d.d_model, "n_heads": d.n_heads, "d_ff": d.ff(arch),
-                 "vocab_size": d.vocab_size, "context": d.context},
-        "attention": {"kind": AttentionKind.MULTI_HEAD},
-        "position": a.position,
-        "norm": {"kind": a.norm, "placement": NormPlacement.PRE, "eps": NORM_EPS, "final": True,
-                 **({"embedding": True} if a.embedding_norm else {})},
-        "mlp": {"activation": a.activation},
-        "block": {"wiring": a.wiring,
-                  **({"parallel_norms": ParallelNorms.SEPARATE} if a.wiring is Wiring.PARALLEL else {}),
-                  "tied_embeddings": a.tied_to is not None},
-        "bias": {**dict.fromkeys(_BIASED, a.biases), "lm_head": False},
-        "tokenizer": {"kind": "bpe", "vocab_size": d.vocab_size},
-    }
-
-
-def spec_toml(arch: str, dims: Dims = TINY) -> str:
-    """A standalone taxonc spec for `arch` at `dims` (no `extends`)."""
-    return "\n".join(
-        f"[{name}]\n" + "".join(f"{key} = {toml_value(value)}\n" for key, value in table.items())
-        for name, table in spec_tables(arch, dims).items()
+def _t5_keys(layers: int, d_model: int, heads: int) -> tuple[Key, ...]:
+    """T5Config's keys; SwitchTransformersConfig shares them with other defaults."""
+    return (
+        Key("dims.n_layers", "num_decoder_layers", layers), Key("encoder.n_layers", "num_layers", layers),
+        Key("dims.d_model", "d_model", d_model), Key("dims.n_heads", "num_heads", heads), Key("dims.d_head", "d_kv", 64),
+        Key("dims.d_ff", "d_ff", 2048), Key("dims.vocab_size", "vocab_size", 32128),
+        Key("position.n_buckets", "relative_attention_num_buckets", 32),
+        Key("position.max_distance", "relative_attention_max_distance", 128),
+        Key("norm.eps", "layer_norm_epsilon", 1e-6),
+        # T5 has no position limit; n_positions (512 in the released configs) is the pretraining input length
+        Key("dims.context", "n_positions", 512), Key("encoder.context", "n_positions", 512),
     )
 
 
-def compile_taxonc(arch: str, dims: Dims = TINY, workdir: str | Path | None = None):
-    """Compile the spec for `arch` and return (compiled, module)."""
-    from ..compile import compile_spec
-
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="taxonc_hf_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    spec_path = workdir / f"hf-{arch}.toml"
-    spec_path.write_text(spec_toml(arch, dims))
-    compiled = compile_spec(spec_path, scale="full")
-    return compiled, load_source(compiled.files["model.py"], f"hf_{arch}")
+_T5_FIXED = {
+    "model.structure": "encoder-decoder",
+    "position.kind": "relative-bias", "position.per_layer": False,
+    "attention.kind": "multi-head", "attention.score_scale": 1.0,  # no 1/sqrt(d_kv): mesh-tensorflow folds it into the init
+    "norm.kind": "rmsnorm", "norm.placement": "pre", "norm.final": True,
+    "bias.qkv": False, "bias.attn_out": False, "bias.mlp_in": False, "bias.mlp_out": False, "bias.norm": False,
+    "bias.lm_head": False, "block.wiring": "sequential",
+}
 
 
-# --------------------------------------------------------------------------------------------
-# transformers side
-# --------------------------------------------------------------------------------------------
-
-def hf_config(arch: str, dims: Dims = TINY, attn_implementation: str = "sdpa"):
-    """The transformers config matching spec_toml(arch, dims). BLOOM has one attention
-    implementation of its own (baddbmm with the ALiBi bias) and ignores the choice."""
-    d = dims
-    if arch == "llama":
-        from transformers import LlamaConfig
-
-        cfg = LlamaConfig(
-            vocab_size=d.vocab_size, hidden_size=d.d_model, intermediate_size=d.ff(arch),
-            num_hidden_layers=d.n_layers, num_attention_heads=d.n_heads, num_key_value_heads=d.n_heads,
-            max_position_embeddings=d.context, rms_norm_eps=NORM_EPS, hidden_act="silu",
-            rope_parameters={"rope_type": "default", "rope_theta": ROPE_BASE},
-            tie_word_embeddings=False, attention_bias=False, mlp_bias=False, attention_dropout=0.0,
-        )
-    elif arch == "neox":
-        from transformers import GPTNeoXConfig
-
-        cfg = GPTNeoXConfig(
-            vocab_size=d.vocab_size, hidden_size=d.d_model, intermediate_size=d.ff(arch),
-            num_hidden_layers=d.n_layers, num_attention_heads=d.n_heads, max_position_embeddings=d.context,
-            layer_norm_eps=NORM_EPS, hidden_act="gelu_pytorch_tanh", use_parallel_residual=True,
-            rope_parameters={"rope_type": "default", "rope_theta": ROPE_BASE,
-                             "partial_rotary_factor": NEOX_ROTARY_FRACTION},
-            tie_word_embeddings=False, attention_bias=True, hidden_dropout=0.0, attention_dropout=0.0,
-        )
-    elif arch == "bloom":
-        from transformers import BloomConfig
-
-        if d.ff(arch) != 4 * d.d_model:
-            raise ValueError("BLOOM's MLP is fixed at 4 x d_model")
-        cfg = BloomConfig(
-            vocab_size=d.vocab_size, hidden_size=d.d_model, n_layer=d.n_layers, n_head=d.n_heads,
-            layer_norm_epsilon=NORM_EPS, apply_residual_connection_post_layernorm=False,
-            tie_word_embeddings=True, hidden_dropout=0.0, attention_dropout=0.0,
-        )
-    elif arch == "opt":
-        from transformers import OPTConfig
-
-        cfg = OPTConfig(
-            vocab_size=d.vocab_size, hidden_size=d.d_model, num_hidden_layers=d.n_layers, ffn_dim=d.ff(arch),
-            num_attention_heads=d.n_heads, max_position_embeddings=d.context, do_layer_norm_before=True,
-            word_embed_proj_dim=d.d_model, activation_function="relu", enable_bias=True,
-            layer_norm_elementwise_affine=True, tie_word_embeddings=True, dropout=0.0, attention_dropout=0.0,
-            layerdrop=0.0,
-        )
-    else:
-        raise ValueError(f"unknown arch {arch!r}; known: {ARCHS}")
-    cfg._attn_implementation = "eager" if arch == "bloom" else attn_implementation
-    return cfg
+def _t5_output(cfg: Config) -> dict[str, Any]:
+    """T5 v1.0 ties the output to the embedding and rescales by d_model^-0.5; v1.1 (scale_decoder_outputs false,
+    saved as tie_word_embeddings false) has its own lm_head and no rescale."""
+    scaled = cfg.get("scale_decoder_outputs", cfg.get("tie_word_embeddings", True)) is not False
+    return {"block.tied_embeddings": scaled,
+            "block.logit_scale": (LogitScale.INVERSE_SQRT_D_MODEL if scaled else LogitScale.NONE).value}
 
 
-def hf_model(arch: str, dims: Dims = TINY, attn_implementation: str = "sdpa", seed: int = 0):
-    """A randomly initialised transformers causal LM (fp32, eval mode), every parameter random."""
-    from transformers import AutoModelForCausalLM
-
-    cfg = hf_config(arch, dims, attn_implementation)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=cfg._attn_implementation,
-                                             dtype=torch.float32)
-    randomize_(model, seed)
-    return model.eval()
+# feed_forward_proj for each activation T5Config can express (its "gated-gelu" is the tanh approximation;
+# an exact gated GELU has no spelling there)
+T5_FEED_FORWARD = {Activation.RELU: "relu", Activation.GELU: "gelu", Activation.GELU_TANH: "gelu_new",
+                   Activation.GEGLU_TANH: "gated-gelu", Activation.SWIGLU: "gated-silu"}
 
 
-@torch.no_grad()
-def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> None:
-    """Random matrices and embeddings (std), norm scales near 1, small random biases.
-
-    Shared (tied) parameters are visited once, so ties survive."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():  # named_parameters yields each tensor once
-        noise = torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype)
-        if p.dim() >= 2:
-            p.copy_(noise * std)
-        elif name.endswith("weight"):  # a 1-D weight is a norm scale
-            p.copy_(1.0 + 0.1 * noise)
-        else:
-            p.copy_(0.1 * noise)
+def _switch_exported(v: Values) -> Config:
+    dec_step, dec_sparse = _sparse_back(v["moe.layers"], v["dims.n_layers"])
+    enc_step, enc_sparse = _sparse_back(v.get("moe.encoder_layers"), v["encoder.n_layers"])
+    return {"tie_word_embeddings": v["block.tied_embeddings"], "decoder_sparse_step": dec_step,
+            "num_sparse_decoder_layers": dec_sparse, "encoder_sparse_step": enc_step,
+            "num_sparse_encoder_layers": enc_sparse,
+            # HF caps experts per sequence in eval mode too: room for every token of the longest sequence
+            "expert_capacity": max(v["dims.context"], v["encoder.context"])}
 
 
-# --------------------------------------------------------------------------------------------
-# weight mapping: HF state dict -> taxonc state dict
-# --------------------------------------------------------------------------------------------
-
-def per_head_qkv_to_stacked(t: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """NeoX/BLOOM `query_key_value` rows are [q_0, k_0, v_0, q_1, k_1, v_1, ...] (per head);
-    taxonc wants [q_0..q_{H-1}; k_0..k_{H-1}; v_0..v_{H-1}]. Works for weight and bias."""
-    rest = t.shape[1:]
-    d_head = t.shape[0] // (3 * n_heads)
-    return t.reshape(n_heads, 3, d_head, *rest).transpose(0, 1).reshape(3 * n_heads * d_head, *rest).contiguous()
+def _t5_activation(cfg: Config) -> str:
+    act = cfg.get("dense_act_fn")
+    gated = cfg.get("is_gated_act")
+    if act is None:  # older configs: feed_forward_proj only ("relu", "gated-gelu")
+        proj = cfg.get("feed_forward_proj", "relu")
+        gated, act = proj.startswith("gated-"), proj.removeprefix("gated-")
+        act = "gelu_new" if act == "gelu" and gated else act  # HF maps "gated-gelu" to gelu_new
+    return gated_activation(act) if gated else dense_activation(act)
 
 
-def map_state_dict(arch: str, sd: dict, n_layers: int, n_heads: int) -> dict:
-    """taxonc's state dict from a transformers state dict `sd`, by the table ARCH[arch]."""
-    a = _arch(arch)
-    if a.tied_to is not None and "lm_head.weight" in sd and not torch.equal(sd["lm_head.weight"], sd[a.tied_to]):
-        raise ValueError("the transformers model's lm_head is not tied to its embedding; taxonc's is")
+FAMILIES: dict[str, Family] = {}
 
-    def get(name: str) -> torch.Tensor:
-        return sd[a.older_names[name]] if name not in sd and name in a.older_names else sd[name]
 
-    out = {ours: get(theirs) for ours, theirs in a.top.items()}
-    for i in range(n_layers):
-        p = a.layer_prefix.format(i=i)
-        for wb in a.suffixes:
-            for ours, theirs in a.layer.items():
-                if isinstance(theirs, tuple):
-                    t = torch.cat([sd[f"{p}{name}.{wb}"] for name in theirs], 0)
-                else:
-                    t = sd[f"{p}{theirs}.{wb}"]
-                out[f"layers.{i}.{ours}.{wb}"] = per_head_qkv_to_stacked(t, n_heads) if ours in a.per_head else t
+def _add(family: Family) -> None:
+    FAMILIES[family.model_type] = family
+
+
+_add(Family(
+    model_type="gpt2", seq2seq=False,
+    keys=(Key("dims.n_layers", "n_layer", 12), Key("dims.d_model", "n_embd", 768), Key("dims.n_heads", "n_head", 12),
+          Key("dims.vocab_size", "vocab_size", 50257), Key("dims.context", "n_positions", 1024),
+          Key("norm.eps", "layer_norm_epsilon", 1e-5),
+          Key("mlp.activation", "activation_function", "gelu_new", dense_activation, hf_activation)),
+    fixed={**_DECODER_CAUSAL, "position.kind": "learned", "attention.kind": "multi-head", "norm.kind": "layernorm",
+           "norm.placement": "pre", "norm.final": True, "block.wiring": "sequential", "block.tied_embeddings": True,
+           "bias.qkv": True, "bias.attn_out": True, "bias.mlp_in": True, "bias.mlp_out": True, "bias.norm": True,
+           "bias.lm_head": False},
+    requires={"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False,
+              "tie_word_embeddings": True},
+    derived=lambda cfg: {"dims.d_ff": cfg.get("n_inner") or 4 * cfg.get("n_embd", 768)},
+    exported=lambda v: {"n_inner": v["dims.d_ff"]},
+    prefixes={"embed": "transformer.", "layers": "transformer.h.{i}.", "head": "transformer."},
+    weights={
+        "embed": {"tok.weight": Take("wte.weight"), "pos.weight": Take("wpe.weight")},
+        "layers": {**norm_takes("ln_attn", "ln_1"), **qkv_takes("attn.c_attn", Packing.STACKED, transpose=True),
+                   **linear_takes("attn_out", "attn.c_proj", transpose=True), **norm_takes("ln_mlp", "ln_2"),
+                   **linear_takes("mlp_in", "mlp.c_fc", transpose=True), **linear_takes("mlp_out", "mlp.c_proj", transpose=True)},
+        "head": norm_takes("ln_f", "ln_f"),
+    },
+    notes="reorder_and_upcast_attn only changes the precision of the attention product.",
+))
+
+_add(Family(
+    model_type="gptj", seq2seq=False,
+    keys=(Key("dims.n_layers", "n_layer", 28), Key("dims.d_model", "n_embd", 4096), Key("dims.n_heads", "n_head", 16),
+          Key("dims.vocab_size", "vocab_size", 50400), Key("dims.context", "n_positions", 2048),
+          Key("norm.eps", "layer_norm_epsilon", 1e-5),
+          Key("mlp.activation", "activation_function", "gelu_new", dense_activation, hf_activation)),
+    fixed={**_DECODER_CAUSAL, "position.kind": "rotary", "position.base": 10000.0,
+           # GPT-J rotates adjacent pairs (rotate_every_two)
+           "position.pairing": RotaryPairing.INTERLEAVED.value, "attention.kind": "multi-head",
+           "norm.kind": "layernorm", "norm.placement": "pre", "norm.final": True,
+           "block.wiring": "parallel", "block.parallel_norms": "shared", "block.tied_embeddings": False,
+           "bias.qkv": False, "bias.attn_out": False, "bias.mlp_in": True, "bias.mlp_out": True, "bias.norm": True,
+           "bias.lm_head": True},
+    requires={"tie_word_embeddings": False},
+    derived=lambda cfg: {"dims.d_ff": cfg.get("n_inner") or 4 * cfg.get("n_embd", 4096),
+                         "position.fraction": (cfg.get("rotary_dim") or cfg.get("n_embd", 4096) // cfg.get("n_head", 16))
+                         / (cfg.get("n_embd", 4096) // cfg.get("n_head", 16))},
+    exported=lambda v: {"n_inner": v["dims.d_ff"], "rotary_dim": round(v["position.fraction"] * d_head(v))},
+    prefixes={"embed": "transformer.", "layers": "transformer.h.{i}.", "head": ""},
+    weights={
+        "embed": {"tok.weight": Take("wte.weight")},
+        "layers": {**norm_takes("ln", "ln_1"), **{f"{r}.weight": Take(f"attn.{r}_proj.weight") for r in "qkv"},
+                   **linear_takes("attn_out", "attn.out_proj", False), **linear_takes("mlp_in", "mlp.fc_in"),
+                   **linear_takes("mlp_out", "mlp.fc_out")},
+        "head": {**norm_takes("ln_f", "transformer.ln_f"), **linear_takes("lm_head", "lm_head")},
+    },
+))
+
+_add(Family(
+    model_type="gpt_neox", seq2seq=False,
+    keys=(Key("dims.n_layers", "num_hidden_layers", 44), Key("dims.d_model", "hidden_size", 6144),
+          Key("dims.n_heads", "num_attention_heads", 64), Key("dims.d_ff", "intermediate_size", 24576),
+          Key("dims.vocab_size", "vocab_size", 50432), Key("dims.context", "max_position_embeddings", 2048),
+          Key("norm.eps", "layer_norm_eps", 1e-5), Key("mlp.activation", "hidden_act", "gelu", dense_activation, hf_activation),
+          Key("block.tied_embeddings", "tie_word_embeddings", False)),
+    fixed={**_DECODER_CAUSAL, "attention.kind": "multi-head", "norm.kind": "layernorm", "norm.placement": "pre",
+           "norm.final": True, "bias.mlp_in": True, "bias.mlp_out": True, "bias.norm": True, "bias.lm_head": False},
+    requires={},
+    derived=lambda cfg: {
+        **rotary_values(cfg),
+        # use_parallel_residual: attention and MLP read their own norm of x and add together (Pythia, NeoX-20B)
+        **({"block.wiring": "parallel", "block.parallel_norms": "separate"} if cfg.get("use_parallel_residual", True)
+           else {"block.wiring": "sequential"}),
+        "bias.qkv": cfg.get("attention_bias", True), "bias.attn_out": cfg.get("attention_bias", True)},
+    exported=lambda v: {**rope_config(v), "use_parallel_residual": v["block.wiring"] == "parallel",
+                        "attention_bias": v["bias.qkv"]},
+    prefixes={"embed": "gpt_neox.", "layers": "gpt_neox.layers.{i}.", "head": ""},
+    weights={
+        "embed": {"tok.weight": Take("embed_in.weight")},
+        "layers": {**norm_takes("ln_attn", "input_layernorm"), **norm_takes("ln_mlp", "post_attention_layernorm"),
+                   **qkv_takes("attention.query_key_value", Packing.PER_HEAD), **linear_takes("attn_out", "attention.dense"),
+                   **linear_takes("mlp_in", "mlp.dense_h_to_4h"), **linear_takes("mlp_out", "mlp.dense_4h_to_h")},
+        "head": {**norm_takes("ln_f", "gpt_neox.final_layer_norm"), "lm_head.weight": Take("lm_head.weight")},
+    },
+))
+
+_add(Family(
+    model_type="opt", seq2seq=False,
+    keys=(Key("dims.n_layers", "num_hidden_layers", 12), Key("dims.d_model", "hidden_size", 768),
+          Key("dims.n_heads", "num_attention_heads", 12), Key("dims.d_ff", "ffn_dim", 3072),
+          Key("dims.vocab_size", "vocab_size", 50272), Key("dims.context", "max_position_embeddings", 2048),
+          Key("mlp.activation", "activation_function", "relu", dense_activation, hf_activation),
+          Key("block.tied_embeddings", "tie_word_embeddings", True)),
+    # HF's OPTLearnedPositionalEmbedding has max_positions + 2 rows and looks up position + 2
+    fixed={**_DECODER_CAUSAL, "position.kind": "learned", "position.offset": 2, "attention.kind": "multi-head",
+           "norm.kind": "layernorm", "norm.eps": 1e-5, "block.wiring": "sequential", "bias.lm_head": False},
+    requires={"layer_norm_elementwise_affine": True},
+    derived=lambda cfg: {
+        **{f"bias.{k}": cfg.get("enable_bias", True) for k in ("qkv", "attn_out", "mlp_in", "mlp_out", "norm")},
+        # OPT-350M: post-norm, no final norm, and embeddings narrower than the residual stream
+        "norm.placement": "pre" if cfg.get("do_layer_norm_before", True) else "post",
+        "norm.final": bool(cfg.get("do_layer_norm_before", True) and not cfg.get("_remove_final_layer_norm", False)),
+        **({"dims.d_embed": cfg["word_embed_proj_dim"]}
+           if cfg.get("word_embed_proj_dim") not in (None, cfg.get("hidden_size", 768)) else {})},
+    exported=lambda v: {"enable_bias": v["bias.qkv"], "do_layer_norm_before": v["norm.placement"] == "pre",
+                        "_remove_final_layer_norm": v["norm.placement"] == "pre" and not v["norm.final"],
+                        "word_embed_proj_dim": v.get("dims.d_embed") or v["dims.d_model"]},
+    prefixes={"embed": "model.decoder.", "layers": "model.decoder.layers.{i}.", "head": ""},
+    weights={
+        "embed": {"tok.weight": Take("embed_tokens.weight"), "pos.weight": Take("embed_positions.weight"),
+                  "proj_in.weight": Take("project_in.weight")},
+        "layers": {**norm_takes("ln_attn", "self_attn_layer_norm"), **{f"{r}.{wb}": Take(f"self_attn.{r}_proj.{wb}")
+                                                                  for r in "qkv" for wb in ("weight", "bias")},
+                   **linear_takes("attn_out", "self_attn.out_proj"), **norm_takes("ln_mlp", "final_layer_norm"),
+                   **linear_takes("mlp_in", "fc1"), **linear_takes("mlp_out", "fc2")},
+        "head": {**norm_takes("ln_f", "model.decoder.final_layer_norm"), "proj_out.weight": Take("model.decoder.project_out.weight"),
+                 "lm_head.weight": Take("lm_head.weight")},
+    },
+))
+
+_add(Family(
+    model_type="bloom", seq2seq=False,
+    keys=(Key("dims.n_layers", "n_layer", 2), Key("dims.d_model", "hidden_size", 64), Key("dims.n_heads", "n_head", 8),
+          Key("dims.vocab_size", "vocab_size", 250880), Key("norm.eps", "layer_norm_epsilon", 1e-5),
+          # ALiBi has no position limit; seq_length is the training context where a config gives it
+          Key("dims.context", "seq_length", 2048)),
+    fixed={**_DECODER_CAUSAL, "position.kind": "alibi", "attention.kind": "multi-head", "norm.kind": "layernorm",
+           "norm.placement": "pre", "norm.final": True, "norm.embedding": True,
+           # bloom_gelu_forward: the tanh approximation
+           "mlp.activation": Activation.GELU_TANH.value, "block.wiring": "sequential", "block.tied_embeddings": True,
+           "bias.qkv": True, "bias.attn_out": True, "bias.mlp_in": True, "bias.mlp_out": True, "bias.norm": True,
+           "bias.lm_head": False},
+    requires={"apply_residual_connection_post_layernorm": False, "tie_word_embeddings": True},
+    derived=lambda cfg: {"dims.d_ff": 4 * cfg.get("hidden_size", 64)},
+    prefixes={"embed": "transformer.", "layers": "transformer.h.{i}.", "head": "transformer."},
+    weights={
+        "embed": {"tok.weight": Take("word_embeddings.weight"), **norm_takes("norm", "word_embeddings_layernorm")},
+        "layers": {**norm_takes("ln_attn", "input_layernorm"), **qkv_takes("self_attention.query_key_value", Packing.PER_HEAD),
+                   **linear_takes("attn_out", "self_attention.dense"), **norm_takes("ln_mlp", "post_attention_layernorm"),
+                   **linear_takes("mlp_in", "mlp.dense_h_to_4h"), **linear_takes("mlp_out", "mlp.dense_4h_to_h")},
+        "head": norm_takes("ln_f", "ln_f"),
+    },
+))
+
+_LLAMA_PREFIXES = {"embed": "model.", "layers": "model.layers.{i}.", "head": ""}
+_LLAMA_WEIGHTS = {"embed": {"tok.weight": Take("embed_tokens.weight")}, "layers": _llama_layer(),
+                  "head": {"ln_f.weight": Take("model.norm.weight"), "lm_head.weight": Take("lm_head.weight")}}
+_LLAMA_FIXED = {**_DECODER_CAUSAL, "norm.kind": "rmsnorm", "norm.placement": "pre", "norm.final": True,
+                "block.wiring": "sequential", "bias.qkv": False, "bias.attn_out": False, "bias.mlp_in": False,
+                "bias.mlp_out": False, "bias.norm": False, "bias.lm_head": False}
+
+
+def _llama_keys(layers: int, d_model: int, heads: int, kv: int, d_ff: int, context: int, eps: float) -> tuple[Key, ...]:
+    return (Key("dims.n_layers", "num_hidden_layers", layers), Key("dims.d_model", "hidden_size", d_model),
+            Key("dims.n_heads", "num_attention_heads", heads), Key("dims.d_ff", "intermediate_size", d_ff),
+            Key("dims.vocab_size", "vocab_size", 32000), Key("dims.context", "max_position_embeddings", context),
+            Key("norm.eps", "rms_norm_eps", eps), Key("mlp.activation", "hidden_act", "silu", gated_activation, hf_activation),
+            Key("block.tied_embeddings", "tie_word_embeddings", False))
+
+
+def _llama_exported(v: Values, windowed: bool = False) -> Config:
+    out = {**rope_config(v), "num_key_value_heads": n_kv_heads(v), "head_dim": d_head(v)}
+    out["rope_parameters"].pop("partial_rotary_factor")  # LLaMA rotates whole heads; a fraction is not read back
+    if windowed:
+        out["sliding_window"] = (v.get("attention.sparse") or {}).get("window")
     return out
 
 
-def map_weights(arch: str, hf: torch.nn.Module, dims: Dims = TINY) -> dict:
-    return map_state_dict(arch, hf.state_dict(), dims.n_layers, dims.n_heads)
+def _llama_derived(cfg: Config) -> dict[str, Any]:
+    out = {**rotary_values(cfg), **attention_values(cfg), **head_dim_values(cfg, "hidden_size", "num_attention_heads")}
+    window = cfg.get("sliding_window")
+    if window and window < cfg.get("max_position_embeddings", 0):
+        # Mistral: each token attends to itself and the window - 1 tokens before it, in every layer
+        out["attention.sparse"] = {"kind": "locally-banded", "window": window}
+    return out
 
 
-def build_pair(arch: str, dims: Dims = TINY, attn_implementation: str = "sdpa", seed: int = 0,
-               workdir: str | Path | None = None):
-    """(hf_model, taxonc_model, compiled) with identical fp32 weights, both in eval mode."""
-    hf = hf_model(arch, dims, attn_implementation, seed)
-    compiled, module = compile_taxonc(arch, dims, workdir)
-    ours = module.build(dtype=torch.float32)
-    ours.load_state_dict(map_weights(arch, hf, dims), strict=True)
-    return hf, ours.eval(), compiled
+_add(Family(
+    model_type="llama", seq2seq=False, keys=_llama_keys(32, 4096, 32, 32, 11008, 2048, 1e-6), fixed=_LLAMA_FIXED,
+    requires={"attention_bias": False, "mlp_bias": False, "pretraining_tp": 1},
+    derived=_llama_derived, exported=_llama_exported, prefixes=_LLAMA_PREFIXES, weights=_LLAMA_WEIGHTS))
 
+_add(Family(
+    model_type="mistral", seq2seq=False, keys=_llama_keys(32, 4096, 32, 8, 14336, 131072, 1e-6), fixed=_LLAMA_FIXED,
+    requires={}, derived=_llama_derived, exported=lambda v: _llama_exported(v, windowed=True), prefixes=_LLAMA_PREFIXES,
+    weights=_LLAMA_WEIGHTS))
 
-def hf_logits(hf: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    return hf(input_ids=input_ids, use_cache=False).logits
+_add(Family(
+    model_type="mixtral", seq2seq=False,
+    keys=(*_llama_keys(32, 4096, 32, 8, 14336, 131072, 1e-5),
+          Key("moe.n_experts", "num_local_experts", 8), Key("moe.top_k", "num_experts_per_tok", 2),
+          Key("moe.load_balance_weight", "router_aux_loss_coef", 0.001)),
+    # softmax over all experts, top-k, weights renormalised over the chosen ones; no capacity limit
+    fixed={**_LLAMA_FIXED, "moe.router": "softmax-top-k", "moe.layers": {"every": 1}},
+    requires={}, derived=_llama_derived, exported=lambda v: _llama_exported(v, windowed=True), prefixes=_LLAMA_PREFIXES,
+    weights={**_LLAMA_WEIGHTS, "layers": _llama_layer(moe=True)},
+    notes="HF's Mixtral never drops tokens; taxonc's training capacity_factor (not used at inference) is left at its default.",
+))
+
+_add(Family(
+    model_type="falcon", seq2seq=False,
+    keys=(Key("dims.n_layers", "num_hidden_layers", 32), Key("dims.d_model", "hidden_size", 4544),
+          Key("dims.n_heads", "num_attention_heads", 71), Key("dims.vocab_size", "vocab_size", 65024),
+          Key("dims.context", "max_position_embeddings", 2048), Key("norm.eps", "layer_norm_epsilon", 1e-5),
+          Key("mlp.activation", "activation", "gelu", dense_activation, hf_activation),
+          Key("block.tied_embeddings", "tie_word_embeddings", True)),
+    # Falcon-7B: multi-query attention and one shared LayerNorm in a parallel block; rotate_half rotary
+    fixed={**_DECODER_CAUSAL, "attention.kind": "multi-query", "norm.kind": "layernorm", "norm.placement": "pre",
+           "norm.final": True, "block.wiring": "parallel", "block.parallel_norms": "shared", "bias.norm": True,
+           "bias.lm_head": False},
+    requires={"multi_query": True, "parallel_attn": True, "new_decoder_architecture": False, "alibi": False},
+    derived=lambda cfg: {**rotary_values(cfg),
+                         "dims.d_ff": cfg.get("ffn_hidden_size") or 4 * cfg.get("hidden_size", 4544),
+                         **{f"bias.{k}": bool(cfg.get("bias", False)) for k in ("qkv", "attn_out", "mlp_in", "mlp_out")}},
+    exported=lambda v: {**rope_config(v), "ffn_hidden_size": v["dims.d_ff"], "bias": v["bias.qkv"]},
+    prefixes={"embed": "transformer.", "layers": "transformer.h.{i}.", "head": "transformer."},
+    weights={
+        "embed": {"tok.weight": Take("word_embeddings.weight")},
+        "layers": {**norm_takes("ln", "input_layernorm"), **qkv_takes("self_attention.query_key_value", Packing.STACKED),
+                   **linear_takes("attn_out", "self_attention.dense"), **linear_takes("mlp_in", "mlp.dense_h_to_4h"),
+                   **linear_takes("mlp_out", "mlp.dense_4h_to_h")},
+        "head": norm_takes("ln_f", "ln_f"),
+    },
+    notes="Falcon-40B/180B (new_decoder_architecture: grouped qkv, two norms) and ALiBi Falcons are not covered.",
+))
+
+_add(Family(
+    model_type="t5", seq2seq=True, keys=_t5_keys(6, 512, 8), fixed=_T5_FIXED, requires={},
+    derived=lambda cfg: {**_t5_output(cfg), "mlp.activation": _t5_activation(cfg)},
+    exported=lambda v: {"tie_word_embeddings": v["block.tied_embeddings"],
+                        "feed_forward_proj": T5_FEED_FORWARD.get(v["mlp.activation"])},
+    prefixes=_T5_PREFIXES, weights=_t5_weights("DenseReluDense"),
+))
+
+_add(Family(
+    model_type="switch_transformers", seq2seq=True,
+    keys=(*_t5_keys(12, 768, 12), Key("mlp.activation", "dense_act_fn", "relu", dense_activation, hf_activation),
+          Key("moe.n_experts", "num_experts", 8), Key("moe.load_balance_weight", "router_aux_loss_coef", 0.001)),
+    fixed={**_T5_FIXED, "moe.top_k": 1, "moe.router": "switch"},
+    requires={"router_bias": False},
+    derived=lambda cfg: {
+        **_t5_output(cfg),
+        "moe.layers": _sparse_layers(cfg.get("decoder_sparse_step", 4), cfg.get("num_sparse_decoder_layers", 3)),
+        "moe.encoder_layers": _sparse_layers(cfg.get("encoder_sparse_step", 4), cfg.get("num_sparse_encoder_layers", 3))},
+    exported=_switch_exported,
+    prefixes=_T5_PREFIXES, weights=_t5_weights("mlp"),
+    notes="HF caps each expert at expert_capacity tokens per sequence, in eval mode too; the spec language has no "
+          "per-sequence count, so the import is exact only while no sequence sends more than expert_capacity "
+          "tokens to one expert (always true for sequences of at most expert_capacity tokens).",
+))
+
