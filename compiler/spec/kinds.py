@@ -122,6 +122,9 @@ CHOICE_SYNONYMS: dict[str, str] = {
     "pre-ln": NormPlacement.PRE, "pre-norm": NormPlacement.PRE,
     # activations
     "swish-glu": Activation.SWIGLU, "silu-glu": Activation.SWIGLU, "gelu-glu": Activation.GEGLU,
+    # HF's names for the tanh approximation (hidden_act / dense_act_fn) and T5 v1.1's gated one
+    "gelu-new": Activation.GELU_TANH, "gelu-pytorch-tanh": Activation.GELU_TANH, "gelu-fast": Activation.GELU_TANH,
+    "gated-gelu": Activation.GEGLU_TANH, "rotate-half": RotaryPairing.HALF, "gptj": RotaryPairing.INTERLEAVED,
     # structure and wiring
     "decoder-only": Structure.DECODER, "causal": Structure.DECODER, "causal-lm": Structure.DECODER,
     "enc-dec": Structure.ENCODER_DECODER, "seq2seq": Structure.ENCODER_DECODER,

@@ -154,7 +154,7 @@ def _tokenizer_and_training(spec: ModelSpec) -> Iterator[Violation]:
 RULES: tuple[tuple[Callable[[ModelSpec], Iterator[Violation]], frozenset[str]], ...] = tuple(
     (rule, frozenset(sections)) for rule, sections in (
         (_dims, ("dims",)),
-        (_attention, ("attention", "dims")),
+        (_attention, ("attention", "dims", "training")),
         (_position, ("position", "dims")),
         (_norm_and_block, ("norm", "block")),
         (_structure, ("model", "encoder", "block", "cross_attention")),
