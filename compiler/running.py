@@ -10,6 +10,8 @@ from typing import Any
 
 from rich.console import Console
 
+from taxonc.runtime.files import present
+
 from .errors import UsageError
 
 # A model whose fp32 weights would take more than this share of memory is refused up front.
@@ -21,6 +23,25 @@ def _available_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 8 << 30
+
+
+def model_source(target: Path | None, weights: Path | None) -> tuple[Path, Path | None]:
+    """(what to run, a weights file or None). `--weights DIR` holding a model names the model itself:
+    an imported artifact (spec.lock.json), or a Hugging Face directory (config.json) imported on
+    the fly into the cache, keyed by content. Any other path stays a weights file and is checked as one."""
+    is_model = weights is not None and weights.is_dir() and any(
+        present(weights / name) for name in ("spec.lock.json", "config.json"))
+    if weights is not None and is_model:
+        if target is not None:
+            raise UsageError(f"--weights {weights} is a directory holding a whole model; give no spec or artifact as well")
+        if present(weights / "spec.lock.json"):
+            return weights, None
+        from .interop.hf_import import import_cached
+
+        return import_cached(weights), None
+    if target is None:
+        raise UsageError("give a spec file or an artifact directory, or --weights DIR (an artifact or a Hugging Face directory)")
+    return target, weights
 
 
 def _artifact(target: Path, scale: str, sets: list[str], weights: Path | None, seed: int, workdir: Path):
@@ -81,10 +102,14 @@ def _tokenizer(path: Path | None, artifact_dir: Path | None, spec: dict[str, Any
     # anything at DIR/tokenizer.model (a folder, a dangling link) is read and refused, not skipped
     if artifact_dir is not None and present(artifact_dir / "tokenizer.model"):
         return Tokenizer.load(artifact_dir / "tokenizer.model")
+    if artifact_dir is not None and present(artifact_dir / "tokenizer.json"):
+        # the shipped tokenizer would turn the model's ids into other text: refuse instead
+        raise UsageError(f"{artifact_dir / 'tokenizer.json'}: this build reads SentencePiece tokenizers only; "
+                         "pass --tokenizer FILE.model")
     return Tokenizer.default()
 
 
-def run_generation(*, target: Path, prompt: str, scale: str, sets: list[str], weights: Path | None, tokenizer: Path | None,
+def run_generation(*, target: Path | None, prompt: str, scale: str, sets: list[str], weights: Path | None, tokenizer: Path | None,
                    sampler: dict[str, Any], max_new_tokens: int, seed: int, fim_suffix: str | None, condition: str | None,
                    as_json: bool, out: Console, err: Console) -> dict[str, Any]:
     from taxonc.runtime.conditioning import generation_prefix
@@ -104,6 +129,7 @@ def run_generation(*, target: Path, prompt: str, scale: str, sets: list[str], we
         _check_utf8(flag, text)
     if condition not in (None, "good", "bad"):
         raise UsageError(f"--condition is good or bad, not {condition!r}")
+    target, weights = model_source(target, weights)
     tok = _tokenizer(tokenizer, target if target.is_dir() else None, {})
     with tempfile.TemporaryDirectory(prefix="taxonc-run-") as tmp:
         artifact = _artifact(target, scale, sets, weights, seed, Path(tmp))

@@ -14,6 +14,7 @@ function, so it stops the import.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -138,7 +139,11 @@ class Reading:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    """A value as config.json spells it (null, true, "silu")."""
+    try:
+        text = json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
