@@ -21,8 +21,31 @@ FAMILY_ARCH = {model_type: family.arch for model_type, family in FAMILIES.items(
 MODEL_TYPES = tuple(FAMILY_ARCH)
 
 
+def _mistral(dims: Dims):
+    """Mistral at a tiny size: grouped-query attention (4 query heads, 2 key/value heads) and a
+    16-token sliding window, shorter than the test sequences so that the window matters."""
+    from transformers import MistralConfig
+
+    return MistralConfig(
+        vocab_size=dims.vocab_size, hidden_size=dims.d_model, intermediate_size=dims.ff("llama"),
+        num_hidden_layers=dims.n_layers, num_attention_heads=dims.n_heads, num_key_value_heads=dims.n_heads // 2,
+        max_position_embeddings=dims.context, rms_norm_eps=1e-5, sliding_window=16, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+
+
+# families whose transformers config interop.hf does not build (it builds one per weight table)
+CONFIGS = {"mistral": _mistral}
+
+
 def random_hf(model_type: str, dims: Dims = TINY, seed: int = 0) -> torch.nn.Module:
-    model = hf_model(FAMILY_ARCH[model_type], dims, attn_implementation="eager", seed=seed)
+    if model_type in CONFIGS:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_config(CONFIGS[model_type](dims), attn_implementation="eager",
+                                                 dtype=torch.float32)
+    else:
+        model = hf_model(FAMILY_ARCH[model_type], dims, attn_implementation="eager", seed=seed)
     randomize_(model, seed, std=STD)
     return model.eval()
 

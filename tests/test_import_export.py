@@ -116,6 +116,7 @@ def test_spec_values_name_their_origin(imported):
 MUTATIONS = {  # model_type -> spec overrides that each change the function slightly
     "llama": ["norm.eps=1e-3", "position.base=10500.0"],
     "gpt_neox": ["position.fraction=0.5", "norm.eps=1e-3"],
+    "mistral": ["attention.sparse.window=17"],
 }
 
 

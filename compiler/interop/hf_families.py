@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..spec.kinds import (
-    Activation, AttentionKind, NormKind, NormPlacement, ParallelNorms, PositionKind, Structure, Wiring,
+    Activation, AttentionKind, NormKind, NormPlacement, ParallelNorms, PositionKind, SparseKind, Structure, Wiring,
 )
 from .hf_keys import Config, Meta, Only, Rule, To
 
@@ -125,6 +125,21 @@ def _same_as(key: str):
 
 _SAME_AS_WIDTH = _same_as("hidden_size")
 
+
+def _window(value: Any, config: Config) -> dict[str, Any]:
+    """Mistral's sliding window: each token sees itself and the window - 1 before it, as taxonc's
+    locally-banded pattern does; a window as long as the context changes nothing."""
+    if value is None or value >= config.get("max_position_embeddings", 0):
+        return {}
+    return {"attention.sparse": {"kind": SparseKind.LOCALLY_BANDED.value, "window": int(value)}}
+
+
+def _window_back(spec: dict[str, Any]) -> int | None:
+    sparse = spec["attention"].get("sparse")
+    if sparse and sparse.get("kind") == SparseKind.LOCALLY_BANDED and spec["attention"].get("sparse_layers") is None:
+        return sparse["window"]
+    return None
+
 _ROPE_V5 = {  # transformers 5 keeps RoPE settings in one object
     "rope_parameters.rope_type": Only(("default",), "only unscaled RoPE is in the spec language"),
     "rope_parameters.rope_theta": To("position.base", convert=lambda v, c: float(v)),
@@ -138,28 +153,38 @@ _DIMS = {
     "max_position_embeddings": To("dims.context"),
 }
 
+_LLAMA_FIXED = {
+    "position.kind": PositionKind.ROTARY, "position.fraction": 1.0, "norm.kind": NormKind.RMSNORM,
+    "norm.placement": NormPlacement.PRE, "norm.final": True, "mlp.activation": Activation.SWIGLU,
+    "block.wiring": Wiring.SEQUENTIAL, "bias.norm": False, "bias.lm_head": False,
+    **{f"bias.{k}": False for k in ("qkv", "attn_out", "mlp_in", "mlp_out")},
+}
+_LLAMA_RULES: dict[str, Rule] = {
+    **COMMON, **_DIMS, **_ROPE_V5,
+    "intermediate_size": To("dims.d_ff"),
+    "num_key_value_heads": To("", convert=_kv_heads, back=_kv_heads_back, default=_heads),
+    "head_dim": To("", convert=_head_dim, back=_head_dim_back, default=None),
+    "rms_norm_eps": To("norm.eps", default=1e-6),
+    "rope_theta": To("position.base", convert=lambda v, c: float(v), default=10000.0),  # transformers 4
+    "hidden_act": Only(("silu",), "the SwiGLU gate is SiLU"),
+    "attention_bias": Only((False,), "LLaMA's projections have no bias"),
+    "mlp_bias": Only((False,), "LLaMA's projections have no bias"),
+    "tie_word_embeddings": To("block.tied_embeddings", default=False),
+    "pretraining_tp": SAME_MATMUL,
+}
+
 FAMILIES: dict[str, Family] = {
     "llama": Family(
         model_type="llama", arch="llama", hf_class="LlamaForCausalLM",
-        fixed={"position.kind": PositionKind.ROTARY, "position.fraction": 1.0, "norm.kind": NormKind.RMSNORM,
-               "norm.placement": NormPlacement.PRE, "norm.final": True, "mlp.activation": Activation.SWIGLU,
-               "block.wiring": Wiring.SEQUENTIAL, "bias.norm": False, "bias.lm_head": False,
-               **{f"bias.{k}": False for k in ("qkv", "attn_out", "mlp_in", "mlp_out")}},
-        fixed_origin="transformers modeling_llama.py",
+        fixed=_LLAMA_FIXED, fixed_origin="transformers modeling_llama.py",
+        nested=frozenset({"rope_parameters"}), rules=_LLAMA_RULES,
+    ),
+    # Mistral is LLaMA's layer (same weight names) with grouped-query attention and a sliding window.
+    "mistral": Family(
+        model_type="mistral", arch="llama", hf_class="MistralForCausalLM",
+        fixed=_LLAMA_FIXED, fixed_origin="transformers modeling_mistral.py",
         nested=frozenset({"rope_parameters"}),
-        rules={
-            **COMMON, **_DIMS, **_ROPE_V5,
-            "intermediate_size": To("dims.d_ff"),
-            "num_key_value_heads": To("", convert=_kv_heads, back=_kv_heads_back, default=_heads),
-            "head_dim": To("", convert=_head_dim, back=_head_dim_back, default=None),
-            "rms_norm_eps": To("norm.eps", default=1e-6),
-            "rope_theta": To("position.base", convert=lambda v, c: float(v), default=10000.0),  # transformers 4
-            "hidden_act": Only(("silu",), "the SwiGLU gate is SiLU"),
-            "attention_bias": Only((False,), "LLaMA's projections have no bias"),
-            "mlp_bias": Only((False,), "LLaMA's projections have no bias"),
-            "tie_word_embeddings": To("block.tied_embeddings", default=False),
-            "pretraining_tp": SAME_MATMUL,
-        },
+        rules={**_LLAMA_RULES, "sliding_window": To("", convert=_window, back=_window_back, default=None)},
     ),
     "gpt_neox": Family(
         model_type="gpt_neox", arch="neox", hf_class="GPTNeoXForCausalLM",
