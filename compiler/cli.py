@@ -447,13 +447,16 @@ def docs_cmd(
 def import_cmd(
     path: Annotated[Path, typer.Argument(help="A Hugging Face model directory: config.json, safetensors, tokenizer files.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact directory (default: out/<name>).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="torch or triton (model.py's backend).")] = "torch",
 ) -> None:
     """Import a Hugging Face checkpoint: DIR/spec.toml (each value names its origin), model.py, weights, tokenizer."""
     from .interop.hf_import import import_checkpoint, model_name
 
     out_dir = output or Path("out") / model_name(path)
     try:
-        done = import_checkpoint(path, out_dir)
+        if get_backend(backend).exports_mlir:
+            raise UsageError(f"--backend {backend}: import writes a runnable model.py; use torch or triton")
+        done = import_checkpoint(path, out_dir, backend=backend)
     except TaxoncError as exc:
         fail(exc)
     out.print(f"{done.spec.model.name} ({done.family.model_type}): {done.n_tensors} tensors, "

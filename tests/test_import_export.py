@@ -9,6 +9,7 @@ must load in transformers with every weight and give the same logits again.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -165,3 +166,22 @@ def test_default_config_counts_what_transformers_counts(model_type):
         hf = transformers.AutoModelForCausalLM.from_config(hf_config)
     theirs = sum(p.numel() for p in hf.parameters())  # parameters() yields a tied matrix once
     assert count_params(spec).total == theirs, model_type
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="the Triton backend needs a GPU or TRITON_INTERPRET=1")
+def test_triton_backend_import_matches_transformers(imported, tmp_path):
+    """The same checkpoint compiled for the Triton backend (interpreted on a CPU: 5-10 s a family,
+    so by default only LLaMA; TAXONC_SLOW=1 runs every family)."""
+    model_type, hf, artifacts = imported
+    if model_type != "llama" and not os.environ.get("TAXONC_SLOW"):
+        pytest.skip("interpreted Triton takes 5-10 s per family; set TAXONC_SLOW=1")
+    src = tmp_path / "hf"
+    save(hf, src)
+    result = runner.invoke(app, ["import", str(src), "-o", str(tmp_path / "art"), "--backend", "triton"])
+    assert result.exit_code == 0, result.output
+    artifact = load(tmp_path / "art")
+    assert artifact.lock["backend"] == "triton"
+    tokens = ids(1, 24)
+    err = relative_error(_logits(artifact.model, tokens), _hf_logits(hf, tokens))
+    assert err <= REL_TOL, f"{model_type} (triton): relative error {err:.3g}"

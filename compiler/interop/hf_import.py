@@ -166,7 +166,7 @@ def _weights_writer(paired: list[tuple[Move, list[Entry]]], ours: dict[str, tupl
     return write
 
 
-def prepare(src: Path, name: str | None = None):
+def prepare(src: Path, name: str | None = None, backend: str = "torch"):
     """Everything import checks, before writing anything."""
     from ..compile import compile_spec
 
@@ -187,18 +187,18 @@ def prepare(src: Path, name: str | None = None):
     with tempfile.TemporaryDirectory(prefix="taxonc-import-") as tmp:
         spec_path = Path(tmp) / SPEC_FILE
         spec_path.write_text(text, encoding="utf-8")
-        compiled = compile_spec(spec_path, backend="torch", scale="full", source_label=SPEC_FILE)
+        compiled = compile_spec(spec_path, backend=backend, scale="full", source_label=SPEC_FILE)
     state = _meta_state(compiled.files["model.py"])
     ours = {k: v[0] for k, v in state.items()}
     paired, dtype = check_weights(src, family, compiled.spec, entries, ours)
     return family, text, compiled, paired, ours, dtype, tokenizers
 
 
-def import_checkpoint(src: Path, out: Path, name: str | None = None) -> Imported:
+def import_checkpoint(src: Path, out: Path, name: str | None = None, backend: str = "torch") -> Imported:
     from ..fsutil import write_directory
 
     src, out = Path(src), Path(out)
-    family, text, compiled, paired, ours, dtype, tokenizers = prepare(src, name)
+    family, text, compiled, paired, ours, dtype, tokenizers = prepare(src, name, backend)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ImportRefused(f"{out}: exists and is not an empty directory; choose another -o or remove it")
     lock = json.loads(compiled.files["spec.lock.json"])
