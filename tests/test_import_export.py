@@ -115,9 +115,11 @@ def test_spec_values_name_their_origin(imported):
 # --- mutation: the tolerance catches a wrong convention ------------------------------------------
 
 MUTATIONS = {  # model_type -> spec overrides that each change the function slightly
-    "llama": ["norm.eps=1e-3", "position.base=10500.0"],
-    "gpt_neox": ["position.fraction=0.5", "norm.eps=1e-3"],
+    "llama": ["norm.eps=1e-6", "position.base=10500.0"],
     "mistral": ["attention.sparse.window=17"],
+    "gpt_neox": ["norm.eps=1e-6", "position.fraction=0.5"],
+    "bloom": ["norm.eps=1e-6"],
+    "opt": ["norm.eps=1e-6"],
 }
 
 
@@ -138,7 +140,7 @@ def test_wrong_convention_breaks_agreement(model_type, override, tmp_path):
     tokens = ids(2, 48)
     ref = _hf_logits(hf, tokens)
     assert relative_error(_logits(load(artifact).model, tokens), ref) <= REL_TOL
-    assert relative_error(_logits(model, tokens), ref) > 10 * REL_TOL, override
+    assert relative_error(_logits(model, tokens), ref) > 5 * REL_TOL, override  # eps 1e-6: about 1e-4
 
 
 # --- counts at full size -------------------------------------------------------------------------
