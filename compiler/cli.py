@@ -479,7 +479,7 @@ def export(
         done = export_hf(artifact, output)
     except TaxoncError as exc:
         fail(exc)
-    out.print(f"{done.family.hf_class}: {done.n_tensors} tensors -> {output}/ (config.json, model.safetensors)", markup=False)
+    out.print(f"{done.hf_class}: {done.n_tensors} tensors -> {output}/ (config.json, model.safetensors)", markup=False)
 
 
 Sampler = Annotated[str, typer.Option("--sampler", help="greedy, temperature, top-k, top-p, tail-free or beam")]

@@ -29,6 +29,8 @@ def attention_words(spec: ModelSpec) -> str:
         n_sparse = sum(layer.sparse is not None for layer in arch.layers)
         detail = {"strided": f"stride {getattr(sparse, 'stride', 0)}", "fixed": f"block {getattr(sparse, 'block', 0)}", "locally-banded": f"window {getattr(sparse, 'window', 0)}"}[sparse.kind]
         text += f"; {sparse.kind} sparse attention ({detail}) on {n_sparse} of {len(arch.layers)} layers"
+    if spec.attention.score_scale is not None:
+        text += f"; scores scaled by {spec.attention.score_scale:g}"
     return text
 
 
@@ -37,7 +39,8 @@ def position_words(spec: ModelSpec) -> str:
     return {
         "learned": "learned absolute positions" + (f" (offset {getattr(p, 'offset', 0)})" if getattr(p, "offset", 0) else ""),
         "sinusoidal": "sinusoidal absolute positions",
-        "rotary": f"rotary embeddings on {getattr(p, 'fraction', 1) * 100:g}% of each head (base {getattr(p, 'base', 0):g})",
+        "rotary": f"rotary embeddings on {getattr(p, 'fraction', 1) * 100:g}% of each head (base {getattr(p, 'base', 0):g})"
+        + (", interleaved pairs" if getattr(p, "pairing", None) == "interleaved" else ""),
         PositionKind.ALIBI: "ALiBi linear attention biases",
         "relative-xl": "Transformer-XL relative positions",
         "relative-bias": "T5-style bucketed relative position biases",
@@ -64,7 +67,8 @@ def summary_lines(spec: ModelSpec) -> list[str]:
     wiring = "parallel attention and MLP" if spec.block.wiring == "parallel" else "sequential attention then MLP"
     tied = "tied" if spec.block.tied_embeddings else "untied"
     biased = [k for k, v in spec.bias.model_dump().items() if v]
-    lines.append(f"Block: {wiring}, {spec.mlp.activation} activation, {tied} input/output embeddings, biases on {', '.join(biased) or 'nothing'}.")
+    scaled = " (logits times d_model^-0.5)" if spec.block.logit_scale == "inverse-sqrt-d-model" else ""
+    lines.append(f"Block: {wiring}, {spec.mlp.activation} activation, {tied} input/output embeddings{scaled}, biases on {', '.join(biased) or 'nothing'}.")
     if spec.moe:
         m = spec.moe
         lines.append(f"Mixture of experts: {m.n_experts} experts, top-{m.top_k} ({m.router} router), on {arch.n_moe_layers} of {d.n_layers} layers, capacity factor {m.capacity_factor:g}.")

@@ -32,7 +32,8 @@ DOC_SUFFIXES = (".source", ".notes", ".deviation", ".data", ".paper", ".title")
 
 NAMES = {
     "multi-head": "multi-head", "multi-query": "multi-query", "grouped-query": "grouped-query",
-    "relu": "ReLU", "gelu": "GeLU", "geglu": "GeGLU", "swiglu": "SwiGLU", "solu": "SoLU",
+    "relu": "ReLU", "gelu": "GeLU (exact)", "gelu-tanh": "GeLU (tanh approximation)", "geglu": "GeGLU (exact)",
+    "geglu-tanh": "GeGLU (tanh approximation)", "swiglu": "SwiGLU", "solu": "SoLU",
     NormKind.LAYERNORM: "LayerNorm", NormKind.RMSNORM: "RMSNorm", NormKind.DEEPNORM: "DeepNorm",
     "learned": "learned absolute", "sinusoidal": "sinusoidal", "rotary": "rotary", PositionKind.ALIBI: "ALiBi",
     "relative-xl": "Transformer-XL relative", "relative-bias": "T5 relative bias", "none": "none",
@@ -111,9 +112,15 @@ def _phrases(a: ModelSpec, b: ModelSpec) -> list[tuple[str, str]]:
     if a.position.model_dump() != b.position.model_dump():
         def pos(s: ModelSpec) -> str:
             p = s.position
-            extra = {"rotary": f" ({getattr(p, 'fraction', 1) * 100:g}% of head dims)", "learned": f" (offset {getattr(p, 'offset', 0)})" if getattr(p, "offset", 0) else ""}.get(p.kind, "")
+            rotary = f" ({getattr(p, 'fraction', 1) * 100:g}% of head dims, {getattr(p, 'pairing', '')} pairs)"
+            extra = {"rotary": rotary, "learned": f" (offset {getattr(p, 'offset', 0)})" if getattr(p, "offset", 0) else ""}.get(p.kind, "")
             return _name(p.kind) + extra
         out.append(("positions", f"{pos(a)} → {pos(b)}"))
+    if a.attention.score_scale != b.attention.score_scale:
+        scale = lambda s: "1/sqrt(d_head)" if s.attention.score_scale is None else f"{s.attention.score_scale:g}"  # noqa: E731
+        out.append(("attention", f"score scale {scale(a)} → {scale(b)}"))
+    if a.norm.eps != b.norm.eps:
+        out.append(("norm", f"eps {a.norm.eps:g} → {b.norm.eps:g}"))
     if (a.norm.kind, a.norm.placement, a.norm.embedding) != (b.norm.kind, b.norm.placement, b.norm.embedding):
         out.append(("norm", f"{_name(a.norm.kind)} {a.norm.placement}-norm{' + embedding norm' if a.norm.embedding else ''} → "
                             f"{_name(b.norm.kind)} {b.norm.placement}-norm{' + embedding norm' if b.norm.embedding else ''}"))
@@ -126,6 +133,8 @@ def _phrases(a: ModelSpec, b: ModelSpec) -> list[tuple[str, str]]:
         out.append(("block", f"{a.block.wiring} → {b.block.wiring}{same}"))
     if ta_ != tb_:
         out.append(("block", f"input/output embeddings {ta_} → {tb_}"))
+    if a.block.logit_scale != b.block.logit_scale:
+        out.append(("block", f"output logit scale {a.block.logit_scale} → {b.block.logit_scale}"))
     ba, bb = a.bias.model_dump(), b.bias.model_dump()
     if ba != bb:
         on = lambda d: ", ".join(k for k, v in d.items() if v) or "none"  # noqa: E731
@@ -139,7 +148,11 @@ def _phrases(a: ModelSpec, b: ModelSpec) -> list[tuple[str, str]]:
         out.append(("dims", f"d_head {da.d_head} → {db.d_head}"))
     if (a.moe and a.moe.model_dump()) != (b.moe and b.moe.model_dump()):
         def moe(s: ModelSpec) -> str:
-            return "dense MLPs" if s.moe is None else f"{s.moe.n_experts} experts, top-{s.moe.top_k}, on {derive(s).n_moe_layers} layers"
+            if s.moe is None:
+                return "dense MLPs"
+            cap = s.moe.inference_capacity_factor
+            return (f"{s.moe.n_experts} experts, top-{s.moe.top_k}, on {derive(s).n_moe_layers} layers"
+                    + (f", inference capacity factor {cap:g}" if cap else ""))
         out.append(("moe", f"{moe(a)} → {moe(b)}"))
     xa, xb = a.cross_attention, b.cross_attention
     if (xa and xa.kind) != (xb and xb.kind):

@@ -9,9 +9,10 @@ the activation from the saved inputs (nothing else is saved). The bias gradient 
 in fp32 inside the backward kernel: each program owns a block of columns and a slice of the
 rows and writes one fp32 partial sum per column; torch adds the few partials.
 
-GELU is the tanh approximation, written as x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3),
-which equals 0.5 x (1 + tanh u) and needs only exp (no libdevice, and no cancellation near
-u = 0). SiLU is x * sigmoid(x). Both saturate cleanly: exp overflowing to inf gives 0.
+"gelu"/"geglu" are the exact GELU, 0.5 x (1 + erf(x / sqrt 2)). "gelu-tanh"/"geglu-tanh" are the
+tanh approximation, written as x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3), which equals
+0.5 x (1 + tanh u) and needs only exp (no cancellation near u = 0). SiLU is x * sigmoid(x).
+All saturate cleanly: exp overflowing to inf gives 0.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-GLU_KINDS = ("swiglu", "geglu")
-ACT_KINDS = ("gelu", "relu")
+GLU_KINDS = ("swiglu", "geglu", "geglu-tanh")
+ACT_KINDS = ("gelu", "gelu-tanh", "relu")
 
 # Pinned launch configuration (no autotuning): one row block per program.
 _BLOCK_COLS = 1024      # columns per program (the row is split over the grid's second axis)
@@ -35,6 +36,8 @@ def _act_ref(x, kind):
     if kind in ("swiglu", "silu"):
         return F.silu(x)
     if kind in ("geglu", "gelu"):
+        return F.gelu(x)
+    if kind in ("geglu-tanh", "gelu-tanh"):
         return F.gelu(x, approximate="tanh")
     if kind == "relu":
         return F.relu(x)
@@ -70,7 +73,8 @@ def _build():
     import triton
     import triton.language as tl
 
-    # ACT: 0 silu, 1 gelu (tanh), 2 relu. 0.7978845608028654 = sqrt(2/pi), 0.044715 = GELU's cubic term
+    # ACT: 0 silu, 1 gelu (tanh), 2 relu, 3 gelu (exact). 0.7978845608028654 = sqrt(2/pi), 0.044715 = GELU's
+    # cubic term, 0.7071067811865476 = 1/sqrt(2), 0.3989422804014327 = 1/sqrt(2 pi)
 
     @triton.jit
     def _act_fwd(z, ACT: tl.constexpr):
@@ -79,6 +83,8 @@ def _build():
         elif ACT == 1:
             u2 = 2.0 * 0.7978845608028654 * (z + 0.044715 * z * z * z)
             y = z / (1.0 + tl.exp(-u2))
+        elif ACT == 3:
+            y = 0.5 * z * (1.0 + tl.erf(z * 0.7071067811865476))
         else:
             y = tl.where(z > 0.0, z, 0.0)
         return y
@@ -102,6 +108,11 @@ def _build():
             y = z * s
             # d/dz 0.5 z (1 + tanh u) = s + z * 2 s (1 - s) * du/dz
             dy = s + z * 2.0 * s * one_minus_s * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * z2)
+        elif ACT == 3:
+            # d/dz z Phi(z) = Phi(z) + z phi(z)
+            cdf = 0.5 * (1.0 + tl.erf(z * 0.7071067811865476))
+            y = z * cdf
+            dy = cdf + z * 0.3989422804014327 * tl.exp(-0.5 * z * z)
         else:
             pos = z > 0.0
             y = tl.where(pos, z, 0.0)
@@ -185,7 +196,7 @@ def _cols_block(n):
 
 
 def _act_code(kind):
-    return {"swiglu": 0, "geglu": 1, "gelu": 1, "relu": 2}[kind]
+    return {"swiglu": 0, "geglu-tanh": 1, "gelu-tanh": 1, "relu": 2, "geglu": 3, "gelu": 3}[kind]
 
 
 # --- autograd wrappers -----------------------------------------------------------------------
@@ -280,7 +291,7 @@ class _BiasAct(torch.autograd.Function):
 
 
 def bias_act(x, bias, kind):
-    """act(x + bias) with act "gelu" (tanh approximation) or "relu"; x (..., D), bias (D,) or None.
+    """act(x + bias) with act "gelu" (exact), "gelu-tanh" or "relu"; x (..., D), bias (D,) or None.
 
     The output is in x's dtype (the bias is added in fp32); grads go to x and bias.
     """

@@ -7,7 +7,7 @@ The semantics are those of the reference `MoE` (kernels/reference/):
 softmax router in fp32, top-k, weights renormalised over the chosen experts for
 "softmax-top-k" with k > 1 ("switch" keeps the raw probability), and in training each expert
 keeps at most `capacity` assignments, first choices before second choices, tokens in arrival
-order. At inference nothing is dropped.
+order. At inference nothing is dropped, unless an inference capacity factor is given.
 
 Pipeline of `moe_forward`:
 1. `route` (plain torch; sort, bincount, cumsum): assignments sorted by expert, with
@@ -38,8 +38,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-ACTIVATIONS = ("relu", "gelu", "swiglu", "geglu")
-GATED = ("swiglu", "geglu")
+ACTIVATIONS = ("relu", "gelu", "gelu-tanh", "swiglu", "geglu", "geglu-tanh")
+GATED = ("swiglu", "geglu", "geglu-tanh")
+# the Triton epilogue each activation uses (GLUs: the gate's activation)
+_EPILOGUE = {"relu": "relu", "gelu": "gelu", "gelu-tanh": "gelu_tanh", "swiglu": "silu", "geglu": "gelu",
+             "geglu-tanh": "gelu_tanh"}
 ROUTERS = ("softmax-top-k", "switch")
 
 
@@ -99,8 +102,9 @@ def _aux_loss(probs_NE, first_N, n_experts):
     return n_experts * (share_E * probs_NE.mean(0)).sum()
 
 
-def _capacity(capacity_factor, n_tokens, top_k, n_experts, training):
-    return max(1, math.ceil(capacity_factor * n_tokens * top_k / n_experts)) if training else None
+def _capacity(capacity_factor, n_tokens, top_k, n_experts, training, inference_capacity_factor=None):
+    factor = capacity_factor if training else inference_capacity_factor
+    return None if factor is None else max(1, math.ceil(factor * n_tokens * top_k / n_experts))
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,6 +158,8 @@ def _build():
             return tl.maximum(x, 0.0)
         elif ACT == "silu":
             return _sigmoid_mul(x, x)
+        elif ACT == "gelu":  # exact: 0.5 x (1 + erf(x / sqrt 2))
+            return 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
         else:  # tanh-GELU: 0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)
             return _sigmoid_mul(x, 1.5957691216057308 * (x + 0.044715 * x * x * x))
 
@@ -323,7 +329,7 @@ def grouped_expert_mlp(x_ND, sorted_tokens, expert_offsets, w_in, b_in, w_out, b
         n_tiles, Fh, D,
         x_ND.stride(0), x_ND.stride(1), w_in.stride(0), w_in.stride(1), w_in.stride(2),
         b_in.stride(0) if b_in is not None else 0, h_AF.stride(0), h_AF.stride(1),
-        ACT={"relu": "relu", "gelu": "gelu", "swiglu": "silu", "geglu": "gelu"}[activation],
+        ACT=_EPILOGUE[activation],
         GATED=gated, HAS_BIAS=b_in is not None, EVEN_K=D % bk == 0, PRECISION=precision,
         BLOCK_M=cfg.block_m, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg.group_m, num_warps=warps, num_stages=stages,
     )
@@ -345,15 +351,23 @@ def _cdiv(a, b):
     return -(-a // b)
 
 
+def _act(h, activation):
+    if activation == "swiglu":
+        return F.silu(h)
+    if activation == "relu":
+        return F.relu(h)
+    return F.gelu(h, approximate="tanh" if activation.endswith("-tanh") else "none")
+
+
 def _expert_mlp(x_MD, w_in_FD, b_in_F, w_out_DF, b_out_D, activation):
     h = x_MD @ w_in_FD.t()
     if b_in_F is not None:
         h = h + b_in_F
     if activation in GATED:
         gate, up = h.chunk(2, dim=-1)
-        h = (F.silu(gate) if activation == "swiglu" else F.gelu(gate, approximate="tanh")) * up
+        h = _act(gate, activation) * up
     else:
-        h = F.relu(h) if activation == "relu" else F.gelu(h, approximate="tanh")
+        h = _act(h, activation)
     y = h @ w_out_DF.t()
     return y + b_out_D if b_out_D is not None else y
 
@@ -379,7 +393,8 @@ def grouped_expert_mlp_ref(x_ND, sorted_tokens, expert_offsets, w_in, b_in, w_ou
 # --------------------------------------------------------------------------------------------
 
 
-def moe_forward(x_BTD, router_weight_ED, w_in, b_in, w_out, b_out, top_k, capacity_factor, router_kind, activation, training, config=None):
+def moe_forward(x_BTD, router_weight_ED, w_in, b_in, w_out, b_out, top_k, capacity_factor, router_kind, activation, training, config=None,
+                inference_capacity_factor=None):
     """prelude's MoE.forward with the expert MLPs as Triton grouped GEMMs.
 
     Returns (y_BTD, aux_loss); aux_loss = E * sum_e share_e * mean prob_e, share_e the
@@ -390,7 +405,7 @@ def moe_forward(x_BTD, router_weight_ED, w_in, b_in, w_out, b_out, top_k, capaci
     N, E = x_ND.shape[0], w_in.shape[0]
     probs_NE, weight_NK, expert_NK = _choose(F.linear(x_ND, router_weight_ED), top_k, router_kind)
     aux = _aux_loss(probs_NE, expert_NK[:, 0], E)
-    capacity = _capacity(capacity_factor, N, top_k, E, training)
+    capacity = _capacity(capacity_factor, N, top_k, E, training, inference_capacity_factor)
     _, token_A, weight_A, offsets_E1, slot_A = _dispatch(weight_NK, expert_NK, E, capacity)
     y_AD = grouped_expert_mlp(x_ND, token_A, offsets_E1, w_in, b_in, w_out, b_out, activation, sorted_weights=weight_A, config=config)
     # combine: gather each token's K weighted rows and sum them (deterministic, no atomics);
@@ -404,7 +419,8 @@ def moe_forward(x_BTD, router_weight_ED, w_in, b_in, w_out, b_out, top_k, capaci
     return out_ND.reshape(B, T, D), aux
 
 
-def moe_forward_ref(x_BTD, router_weight_ED, w_in, b_in, w_out, b_out, top_k, capacity_factor, router_kind, activation, training, config=None):
+def moe_forward_ref(x_BTD, router_weight_ED, w_in, b_in, w_out, b_out, top_k, capacity_factor, router_kind, activation, training, config=None,
+                    inference_capacity_factor=None):
     """Plain torch: route each expert's tokens in a loop and run its MLP eagerly."""
     B, T, D = x_BTD.shape
     x_ND = x_BTD.reshape(-1, D)
@@ -412,7 +428,7 @@ def moe_forward_ref(x_BTD, router_weight_ED, w_in, b_in, w_out, b_out, top_k, ca
     _check_mlp_args(x_ND, w_in, b_in, w_out, b_out, activation)
     probs_NE, weight_NK, expert_NK = _choose(F.linear(x_ND, router_weight_ED), top_k, router_kind)
     aux = _aux_loss(probs_NE, expert_NK[:, 0], E)
-    capacity = _capacity(capacity_factor, N, top_k, E, training) or N * top_k
+    capacity = _capacity(capacity_factor, N, top_k, E, training, inference_capacity_factor) or N * top_k
     out_ND = torch.zeros_like(x_ND)
     for e in range(E):
         # first choices in arrival order, then second choices, ...; the first `capacity` stay

@@ -21,7 +21,7 @@ def test_gpt3_vs_palm_names_the_review_differences() -> None:
     d = diff_specs(load_spec(SPECS / "gpt3.toml"), load_spec(SPECS / "palm.toml"))
     text = "\n".join(f"{axis}: {phrase}" for axis, phrase in d.summary)
     assert "attention: multi-head → multi-query (heads 96 → 48, kv heads 96 → 1)" in text
-    assert "activation: MLP: GeLU → SwiGLU (d_ff 49152 → 73728)" in text
+    assert "activation: MLP: GeLU (tanh approximation) → SwiGLU (d_ff 49152 → 73728)" in text
     assert "block: sequential → parallel; input/output embeddings tied in both" in text
     assert "positions: learned absolute → rotary" in text
     assert "biases: biases on qkv, attn_out, mlp_in, mlp_out, norm → none" in text

@@ -70,7 +70,7 @@ def test_unsupported_keys_are_named_together(checkpoint, tmp_path):
 
 def test_unknown_model_type(checkpoint, tmp_path):
     _edit_config(checkpoint, model_type="mamba")
-    assert "model_type 'mamba' is not supported" in _refused(checkpoint, tmp_path)
+    assert 'model_type "mamba" is not supported' in _refused(checkpoint, tmp_path)
 
 
 def test_missing_shard(sharded, tmp_path):

@@ -78,7 +78,7 @@ def _randn(*shape, std=1.0, seed=0):
 
 # --- glu -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["swiglu", "geglu"])
+@pytest.mark.parametrize("kind", ["swiglu", "geglu", "geglu-tanh"])
 @pytest.mark.parametrize("shape", [(2, 7, 40), (4, 64)])  # (..., F): odd and power of two
 def test_glu_matches_reference(kind, shape, small_blocks):
     *lead, F = shape
@@ -93,7 +93,7 @@ def test_glu_extremes_and_layout(small_blocks):
     # saturation: exp overflow must give 0 (silu, gelu -> 0 for gate -> -inf), not nan
     gate = torch.tensor([-1e4, -100.0, -30.0, -1e-3, 0.0, 1e-3, 30.0, 100.0], device=DEVICE)
     gate_up = torch.cat([gate, torch.full_like(gate, 1.5)])[None]
-    for kind in ("swiglu", "geglu"):
+    for kind in ("swiglu", "geglu", "geglu-tanh"):
         out = glu(gate_up, kind)
         assert torch.isfinite(out).all()
         torch.testing.assert_close(out, glu_ref(gate_up, kind), rtol=1e-6, atol=1e-6)
@@ -109,13 +109,24 @@ def test_glu_extremes_and_layout(small_blocks):
 
 # --- bias_act --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["gelu", "relu"])
+@pytest.mark.parametrize("kind", ["gelu", "gelu-tanh", "relu"])
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("shape", [(2, 7, 40), (4, 64)])
 def test_bias_act_matches_reference(kind, with_bias, shape, small_blocks):
     x = _randn(*shape, std=2.0, seed=1)
     bias = _randn(shape[-1], std=0.5, seed=2) if with_bias else None
     check_fa(lambda a, b: bias_act(a, b, kind), lambda a, b: bias_act_ref(a, b, kind), [x, bias], torch.float32)
+
+
+def test_exact_and_tanh_gelu_are_different_kernels(small_blocks):
+    """The two GELU flavours differ by up to ~1e-3 near |x| = 2; each kernel matches its own reference
+    to far better than that, so a swapped flavour cannot pass the tests above."""
+    x = torch.linspace(-4, 4, 64, device=DEVICE)[None]
+    exact, approx = bias_act(x, None, "gelu"), bias_act(x, None, "gelu-tanh")
+    assert (exact - approx).abs().max() > 1e-4
+    torch.testing.assert_close(exact, torch.nn.functional.gelu(x), rtol=1e-6, atol=1e-6)
+    gate_up = torch.cat([x, torch.ones_like(x)], dim=-1)
+    assert (glu(gate_up, "geglu") - glu(gate_up, "geglu-tanh")).abs().max() > 1e-4
 
 
 def test_bias_act_default_blocks_and_errors():

@@ -134,7 +134,8 @@ def test_tiles_cover_each_row_once():
 
 
 @pytest.mark.parametrize("top_k,router", [(1, "switch"), (2, "softmax-top-k")])
-@pytest.mark.parametrize("activation,bias", [("relu", True), ("gelu", False), ("swiglu", True), ("geglu", False)])
+@pytest.mark.parametrize("activation,bias", [("relu", True), ("gelu", False), ("gelu-tanh", True), ("swiglu", True),
+                                             ("geglu", False), ("geglu-tanh", True)])
 @pytest.mark.parametrize("training", [False, True])
 def test_reference_matches_prelude_module(top_k, router, activation, bias, training):
     args = make_args(top_k=top_k, router=router, activation=activation, bias=bias, training=training, device="cpu")
@@ -158,7 +159,7 @@ def test_reference_matches_prelude_module(top_k, router, activation, bias, train
 
 
 @pytest.mark.parametrize("top_k,router", [(1, "switch"), (2, "softmax-top-k")])
-@pytest.mark.parametrize("activation", ["relu", "gelu", "swiglu"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu-tanh", "swiglu"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("training", [False, True])
 def test_moe_forward_matches_reference(top_k, router, activation, bias, training):
@@ -191,6 +192,23 @@ def test_training_drops_and_inference_does_not():
     infer = {**args, "training": False}
     assert_fa_rule(y_infer, moe.moe_forward_ref(**infer)[0], moe.moe_forward_ref(**cast(infer, torch.float64))[0])
     assert not torch.allclose(y_train, y_infer)
+
+
+def test_inference_capacity_factor_caps_eval_like_training():
+    """An inference capacity factor drops at eval exactly what the same training factor drops."""
+    args = make_args(top_k=2, capacity_factor=0.5, training=True, activation="relu")
+    capped = {**args, "training": False, "capacity_factor": 9.0, "inference_capacity_factor": 0.5}
+    y_train, _ = moe.moe_forward_ref(**args)
+    y_capped, _ = moe.moe_forward_ref(**capped)
+    torch.testing.assert_close(y_capped, y_train, rtol=0, atol=0)
+    assert_fa_rule(moe.moe_forward(**capped)[0], y_capped, moe.moe_forward_ref(**cast(capped, torch.float64))[0])
+    m = prelude.MoE(D, FF, E, 2, 9.0, "softmax-top-k", "relu", True, True, inference_capacity_factor=0.5)
+    with torch.no_grad():
+        m.router.weight.copy_(args["router_weight_ED"])
+        for name in ("w_in", "w_out", "b_in", "b_out"):
+            getattr(m, name).copy_(args[name])
+        torch.testing.assert_close(m.eval()(args["x_BTD"]), y_train, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(y_capped, moe.moe_forward_ref(**{**capped, "inference_capacity_factor": None})[0])
 
 
 def test_grouped_mlp_long_segments_and_empty_experts():

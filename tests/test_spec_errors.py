@@ -103,7 +103,8 @@ CASES = {
     "negative_dimension": Case(edit("n_layers = 4", "n_layers = -2"), "dims.n_layers", says=("greater than 0",)),
     "bad_choice_lists_allowed_values": Case(
         edit('activation = "gelu"', 'activation = "swiglue"'), "mlp.activation",
-        allowed_set=frozenset({"relu", "gelu", "geglu", "swiglu", "solu"}), hint=("did you mean 'swiglu'",)),
+        allowed_set=frozenset({"relu", "gelu", "gelu-tanh", "geglu", "geglu-tanh", "swiglu", "solu"}),
+        hint=("did you mean 'swiglu'",)),
     "bad_kind_of_union": Case(
         edit('kind = "learned"', 'kind = "rope"'), "position.kind", allowed_has=("rotary", "alibi")),
     "missing_required_key": Case(edit("vocab_size = 256\n", ""), "dims.vocab_size", says=("missing",)),

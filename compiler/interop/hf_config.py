@@ -1,27 +1,45 @@
 """config.json -> a spec whose every value names its origin, and a spec -> config.json.
 
-Both directions go through the family tables in interop/hf_families.py. Export is the inverse
-checked by the forward direction: the config written for a spec must read back to the same
-architecture, else no transformers class expresses the spec and export refuses it.
+Both directions go through the family tables (interop/hf_families.py); interop/hf_keys.py
+accounts for every key first. Export is checked by the forward direction: the config written
+for a spec must read back as the same architecture, else no transformers class expresses the
+spec and export refuses it.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..spec.dump import toml_value
 from ..spec.model import ModelSpec
-from .hf_families import FAMILIES, Family, family_of
-from .hf_keys import MISSING, ImportRefused, Only, Reading, To, read_keys
+from .hf_families import FAMILIES, Family, spec_values
+from .hf_keys import NESTED, ImportRefused, account, shown
 
 CONFIG = "config.json"
 MAX_CONFIG_BYTES = 1 << 20  # real configs are a few KB
 
 # The spec sections that decide the function a model computes (documentation fields aside).
-ARCH_SECTIONS = ("dims", "attention", "position", "norm", "mlp", "block", "bias", "moe", "encoder", "cross_attention")
-SECTION_ORDER = ("model", "dims", "attention", "position", "norm", "mlp", "block", "bias", "tokenizer")
+ARCH_SECTIONS = ("dims", "encoder", "attention", "position", "norm", "mlp", "block", "bias", "moe", "cross_attention")
+SECTION_ORDER = ("model", "dims", "encoder", "attention", "position", "norm", "mlp", "block", "bias", "moe", "tokenizer")
+
+# what export writes as config.json's architectures
+HF_CLASSES = {
+    "gpt2": "GPT2LMHeadModel", "gptj": "GPTJForCausalLM", "gpt_neox": "GPTNeoXForCausalLM", "opt": "OPTForCausalLM",
+    "bloom": "BloomForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+    "mixtral": "MixtralForCausalLM", "falcon": "FalconForCausalLM", "t5": "T5ForConditionalGeneration",
+    "switch_transformers": "SwitchTransformersForConditionalGeneration",
+}
+
+
+@dataclass
+class Reading:
+    """The spec values config.json implies, each with where it came from."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
 
 
 def read_config_json(directory: Path) -> dict[str, Any]:
@@ -40,26 +58,69 @@ def read_config_json(directory: Path) -> dict[str, Any]:
 
 
 def family_for(config: dict[str, Any], where: str) -> Family:
-    family = family_of(config.get("model_type"))
+    family = FAMILIES.get(config.get("model_type")) if isinstance(config.get("model_type"), str) else None
     if family is None:
-        raise ImportRefused(f"{where}: model_type {config.get('model_type')!r} is not supported "
+        raise ImportRefused(f"{where}: model_type {shown(config.get('model_type'))} is not supported "
                             f"(supported: {', '.join(sorted(FAMILIES))})")
     return family
+
+
+def _modelling_file(family: Family) -> str:
+    return f"transformers modeling_{family.model_type}.py"
+
+
+def _without(config: dict[str, Any], key: str) -> dict[str, Any]:
+    outer, _, inner = key.partition(".")
+    if inner:
+        return {**config, outer: {k: v for k, v in config[outer].items() if k != inner}}
+    return {k: v for k, v in config.items() if k != key}
+
+
+def _origins(family: Family, config: dict[str, Any], values: dict[str, Any]) -> dict[str, str]:
+    """Where each value came from. The derived values are traced by leaving each config key out in
+    turn and seeing which values change."""
+    origins = {name: _modelling_file(family) for name in family.fixed}
+    for key in family.keys:
+        present = config.get(key.hf) is not None
+        origins[key.spec] = f"config.json: {key.hf}" if present else f"transformers' default (config.json has no {key.hf})"
+    derived = set(family.derived(config)) if family.derived else set()
+    traced: dict[str, list[str]] = {}
+    keys = [k for k in config if k not in NESTED] + [f"{k}.{s}" for k in NESTED if isinstance(config.get(k), dict)
+                                                      for s in config[k]]
+    for key in keys:
+        try:
+            changed = spec_values(family.model_type, _without(config, key))
+        except (KeyError, ValueError, TypeError, ZeroDivisionError):
+            continue
+        for name in derived:
+            if changed.get(name) != values.get(name):
+                traced.setdefault(name, []).append(key)
+    for name in derived:
+        if name in traced:
+            origins[name] = "config.json: " + ", ".join(traced[name])
+        else:
+            origins[name] = f"{_modelling_file(family)} (from the config's defaults)"
+    return origins
 
 
 def read_spec_fields(config: dict[str, Any], where: str) -> tuple[Family, Reading]:
     """The spec values config.json implies, each with its origin; every refused key in one error."""
     family = family_for(config, where)
-    reading = Reading()
-    reading.set(dict(family.fixed), family.fixed_origin)
-    rules = {"model_type": Only((family.model_type,), "names the family"), **family.rules}
-    found = read_keys(config, rules, family.nested)
-    reading.set(found.fields, "")
-    reading.origins.update(found.origins)
-    if found.refusals:
-        listed = "; ".join(r.render() for r in found.refusals)
-        raise ImportRefused(f"{where}: {len(found.refusals)} key(s) taxonc cannot import as the same function: {listed}")
-    return family, reading
+    refusals = account(family.model_type, config)
+    for key in family.keys:  # a converter that refuses a value names its key
+        if key.to_spec is not None and config.get(key.hf) is not None:
+            try:
+                key.to_spec(config[key.hf], config)
+            except (KeyError, ValueError) as exc:
+                refusals.append(f"{key.hf} (is {shown(config[key.hf])}; {str(exc).strip(chr(34) + chr(39))})")
+    if refusals:
+        raise ImportRefused(f"{where}: {len(refusals)} key(s) taxonc cannot import as the same function: "
+                            + "; ".join(refusals))
+    try:
+        values = spec_values(family.model_type, config)
+    except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
+        raise ImportRefused(f"{where}: cannot be read as a {family.model_type} config ({str(exc).strip(chr(34))})") from None
+    return family, Reading(values, _origins(family, config, values))
 
 
 def _tables(fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -71,16 +132,16 @@ def _tables(fields: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def spec_tables(family: Family, reading: Reading, name: str) -> dict[str, dict[str, Any]]:
-    fields = {"model.name": name, "model.structure": family.structure, **reading.fields}
-    return _tables(fields)
+    return _tables({"model.name": name, **reading.fields})
 
 
 def spec_toml(family: Family, reading: Reading, name: str, extra: dict[str, tuple[Any, str]] | None = None) -> str:
     """The spec as TOML, every value followed by a comment naming where it came from."""
-    fields = {"model.name": (name, "the checkpoint directory's name"),
-              "model.structure": (family.structure, family.fixed_origin),
-              "model.notes": (f"Imported from a Hugging Face checkpoint (model_type {family.model_type}).", "taxonc import")}
-    fields.update({k: (v, reading.origins.get(k, "")) for k, v in reading.fields.items()})
+    notes = f"Imported from a Hugging Face checkpoint (model_type {family.model_type})."
+    if family.notes:
+        notes += " " + family.notes
+    fields = {"model.name": (name, "the checkpoint directory's name"), "model.notes": (notes, "taxonc import")}
+    fields.update({k: (v, reading.origins.get(k, "")) for k, v in sorted(reading.fields.items())})
     fields.update(extra or {})
     by_section: dict[str, list[str]] = {}
     for dotted, (value, origin) in fields.items():
@@ -98,7 +159,7 @@ def spec_toml(family: Family, reading: Reading, name: str, extra: dict[str, tupl
 # export: spec -> config.json
 # --------------------------------------------------------------------------------------------
 
-def _arch_view(spec: ModelSpec) -> dict[str, Any]:
+def arch_view(spec: ModelSpec) -> dict[str, Any]:
     """What decides the function: the architecture sections without their documentation, sizes derived."""
     from ..spec import derive
 
@@ -107,9 +168,7 @@ def _arch_view(spec: ModelSpec) -> dict[str, Any]:
     for section in ARCH_SECTIONS:
         table = dump.get(section)
         if isinstance(table, dict):
-            for key, value in table.items():
-                if key != "source":
-                    view[f"{section}.{key}"] = value
+            view.update({f"{section}.{k}": v for k, v in table.items() if k != "source"})
         else:
             view[section] = table
     arch = derive(spec)
@@ -119,64 +178,104 @@ def _arch_view(spec: ModelSpec) -> dict[str, Any]:
     return view
 
 
-def _candidate_config(family: Family, dump: dict[str, Any]) -> dict[str, Any]:
-    config: dict[str, Any] = {"model_type": family.model_type, "architectures": [family.hf_class]}
-    nested: dict[str, dict[str, Any]] = {}
-    taken_fields: set[str] = set()
-    for key, rule in family.rules.items():
-        if not isinstance(rule, To):
-            continue
-        if rule.field and rule.field in taken_fields:
-            continue  # an alias (n_embed for hidden_size) or an older name (rope_theta): one is enough
-        try:
-            value = rule.export(dump)
-        except (KeyError, TypeError, ValueError):
-            continue
-        if value is None and rule.default is MISSING:
-            continue
-        taken_fields.add(rule.field)
-        if "." in key:
-            outer, inner = key.split(".", 1)
-            nested.setdefault(outer, {})[inner] = value
-        else:
-            config[key] = value
-    for key, rule in family.rules.items():
-        if isinstance(rule, Only) and key not in config:
-            if "." in key:
-                outer, inner = key.split(".", 1)
-                nested.setdefault(outer, {}).setdefault(inner, rule.allowed(config)[0])
-            elif key in _EXPORTED_ONLY:
-                config[key] = rule.allowed(config)[0]
-    config.update(nested)
+# spec values -> the transformers activation name export writes (one of those import reads as it)
+_DENSE_NAMES = {"gelu": "gelu", "gelu-tanh": "gelu_new", "relu": "relu"}
+_GATED_NAMES = {"swiglu": "silu", "geglu": "gelu", "geglu-tanh": "gelu_new"}
+
+
+def _rope(v: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+    params = {"rope_type": "default", "rope_theta": v.get("position.base", 10000.0)}
+    if partial:
+        params["partial_rotary_factor"] = v.get("position.fraction", 1.0)
+    return {"rope_parameters": params}
+
+
+def _kv(v: dict[str, Any]) -> int:
+    kind = v.get("attention.kind")
+    if kind == "multi-query":
+        return 1
+    if kind == "grouped-query":
+        return v["attention.n_kv_heads"]
+    return v["dims.n_heads"]
+
+
+def _llama_like(v: dict[str, Any]) -> dict[str, Any]:
+    sparse = v.get("attention.sparse") or {}
+    return {**_rope(v), "num_key_value_heads": _kv(v), "head_dim": v["dims.d_head"],
+            "sliding_window": sparse.get("window") if sparse.get("kind") == "locally-banded" else None}
+
+
+def _t5_like(v: dict[str, Any]) -> dict[str, Any]:
+    act = v.get("mlp.activation")
+    gated = act in _GATED_NAMES
+    tied = bool(v.get("block.tied_embeddings"))
+    return {"dense_act_fn": _GATED_NAMES[act] if gated else _DENSE_NAMES.get(act, act), "is_gated_act": gated,
+            "feed_forward_proj": ("gated-" if gated else "") + ("gelu" if "gelu" in str(act) or "geglu" in str(act) else "relu"),
+            "tie_word_embeddings": tied, "scale_decoder_outputs": tied}
+
+
+def _sparse_steps(selector: dict[str, Any] | None, n_layers: int) -> tuple[int, int]:
+    """(sparse step, number of sparse layers) for a Switch stack's layer selector."""
+    if not selector:
+        return 1, 0
+    every, start = selector.get("every") or 1, selector.get("start", 0)
+    if every == 1 and start == 0:
+        return 1, n_layers
+    return every, len(range(start, n_layers, every))
+
+
+def _switch(v: dict[str, Any]) -> dict[str, Any]:
+    dec_step, dec_n = _sparse_steps(v.get("moe.layers"), v["dims.n_layers"])
+    enc_step, enc_n = _sparse_steps(v.get("moe.encoder_layers"), v["encoder.n_layers"])
+    return {**_t5_like(v), "decoder_sparse_step": dec_step, "num_sparse_decoder_layers": dec_n,
+            "encoder_sparse_step": enc_step, "num_sparse_encoder_layers": enc_n,
+            "expert_capacity": v["dims.context"]}  # no sequence within the context can overflow it
+
+
+# per model_type: the config keys the family's `derived` function reads, from spec values
+EXPORT_DERIVED: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "gpt2": lambda v: {"n_inner": v["dims.d_ff"]},
+    "gptj": lambda v: {"n_inner": v["dims.d_ff"], "rotary_dim": round(v["position.fraction"] * v["dims.d_head"])},
+    "gpt_neox": lambda v: {**_rope(v, partial=True), "use_parallel_residual": v.get("block.wiring") == "parallel",
+                           "attention_bias": bool(v.get("bias.qkv"))},
+    "opt": lambda v: {"enable_bias": bool(v.get("bias.qkv")), "do_layer_norm_before": v.get("norm.placement") == "pre",
+                      "_remove_final_layer_norm": v.get("norm.placement") == "pre" and not v.get("norm.final"),
+                      "word_embed_proj_dim": v.get("dims.d_embed") or v["dims.d_model"]},
+    "bloom": lambda v: {},
+    "llama": _llama_like, "mistral": _llama_like, "mixtral": _llama_like,
+    "falcon": lambda v: {**_rope(v), "ffn_hidden_size": v["dims.d_ff"], "bias": bool(v.get("bias.qkv"))},
+    "t5": _t5_like, "switch_transformers": _switch,
+}
+
+
+def _candidate(family: Family, v: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {"model_type": family.model_type, "architectures": [HF_CLASSES[family.model_type]]}
+    for key in family.keys:
+        value = v.get(key.spec)
+        if key.spec == "mlp.activation":
+            gated = key.to_spec is not None and key.to_spec.__name__ == "gated_activation"
+            value = (_GATED_NAMES if gated else _DENSE_NAMES).get(value, value)
+        config[key.hf] = value
+    config.update(family.requires)
+    config.update(EXPORT_DERIVED[family.model_type](v))
+    if family.seq2seq:
+        config["is_encoder_decoder"] = True
     return config
-
-
-# Keys export writes although transformers' defaults would do, so the file says what it means.
-_EXPORTED_ONLY = {"tie_word_embeddings", "attention_bias", "mlp_bias", "hidden_act", "do_layer_norm_before",
-                  "enable_bias", "word_embed_proj_dim", "apply_residual_connection_post_layernorm"}
-
-
-def _drop_superseded(family: Family, config: dict[str, Any]) -> None:
-    """transformers 5 reads RoPE settings from rope_parameters; the older flat keys are not written."""
-    if "rope_parameters" in family.nested:
-        for key in ("rope_theta", "rotary_pct", "rotary_emb_base"):
-            config.pop(key, None)
 
 
 def config_from_spec(spec: ModelSpec, where: str) -> tuple[Family, dict[str, Any]]:
     """A config.json that transformers reads as the same function as `spec`, or a one-line refusal."""
-    dump = spec.model_dump(mode="json")
-    want = _arch_view(spec)
+    want = arch_view(spec)
     nearest: tuple[int, str, list[str]] | None = None
     for family in FAMILIES.values():
-        config = _candidate_config(family, dump)
-        _drop_superseded(family, config)
-        try:
-            _, reading = read_spec_fields(config, where)
-            got = ModelSpec.model_validate({**spec_tables(family, reading, spec.model.name)})
-        except Exception:  # this family cannot even state the spec's sizes
+        if family.model_type not in EXPORT_DERIVED:
             continue
-        have = _arch_view(got)
+        try:
+            config = _candidate(family, want)
+            _, reading = read_spec_fields(config, where)
+            have = arch_view(ModelSpec.model_validate(spec_tables(family, reading, spec.model.name)))
+        except Exception:  # noqa: BLE001 - this family cannot even state the spec's sizes
+            continue
         differ = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         if not differ:
             return family, config
@@ -185,6 +284,6 @@ def config_from_spec(spec: ModelSpec, where: str) -> tuple[Family, dict[str, Any
     if nearest is None:
         raise ImportRefused(f"{where}: no transformers class expresses this spec")
     _, name, differ = nearest
-    shown = ", ".join(f"{k} = {want.get(k)!r}" for k in differ[:6]) + (" ..." if len(differ) > 6 else "")
-    raise ImportRefused(f"{where}: no transformers class expresses this spec; the nearest, {name}, "
-                        f"differs in {shown}")
+    listed = ", ".join(f"{k} = {shown(want.get(k))}" for k in differ[:6]) + (" ..." if len(differ) > 6 else "")
+    raise ImportRefused(f"{where}: no transformers class expresses this spec; the nearest, {name}, differs in {listed}")
+

@@ -13,15 +13,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
+import torch
+
 from taxonc.runtime.artifact import read_lock
 from taxonc.runtime.files import why_not_regular
 from taxonc.runtime.weights import SPEC_KEY
 
 from ..spec.model import ModelSpec
-from .hf_config import config_from_spec
+from .hf_config import HF_CLASSES, config_from_spec
 from .hf_families import Family
 from .hf_keys import ImportRefused
-from .hf_weights import plan
+from .hf_stream import export_tensors
 from .safetensors_stream import DTYPES, Entry, StreamWriter, read_header, read_metadata, read_tensor
 from .tokenizer_files import TOKENIZER_FILES
 
@@ -36,6 +38,7 @@ class ExportFormat(StrEnum):
 class Exported:
     out: Path
     family: Family
+    hf_class: str
     n_tensors: int
 
 
@@ -71,12 +74,13 @@ def _weights(artifact: Path, lock: dict) -> dict[str, Entry]:
 
 def export_hf(artifact: Path, out: Path) -> Exported:
     from ..fsutil import write_directory
+    from ..ir import build_graph
+    from ..passes import run_pipeline
 
     artifact, out = Path(artifact), Path(out)
     spec, lock = _artifact_spec(artifact)
     family, config = config_from_spec(spec, str(artifact / "spec.lock.json"))
     entries = _weights(artifact, lock)
-    moves = plan(family.arch, spec, {name: e.shape for name, e in entries.items()})
     codes = {e.code for e in entries.values()}
     if len(codes) != 1 or next(iter(codes)) not in DTYPES:
         raise ImportRefused(f"{artifact / WEIGHTS}: tensors of dtypes {sorted(codes)}; export writes one floating dtype")
@@ -84,18 +88,27 @@ def export_hf(artifact: Path, out: Path) -> Exported:
     config["dtype"] = str(dtype).removeprefix("torch.")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ImportRefused(f"{out}: exists and is not an empty directory; choose another -o or remove it")
+    fused, _ = run_pipeline(build_graph(spec), None, None, None)  # the default pipeline, as taxonc compile runs it
+    missing = sorted(set(fused.param_shapes()) - set(entries))
+    if missing:
+        raise ImportRefused(f"{artifact / WEIGHTS}: lacks {missing[0]} (and {len(missing) - 1} more); not this spec's weights")
 
-    layout = []
-    for move in moves:
-        shape = entries[move.ours].shape
-        for name, rows in zip(move.theirs, move.rows):
-            layout.append((name, dtype, (rows, *shape[1:]) if len(move.theirs) > 1 else shape))
+    def meta(name: str) -> torch.Tensor:
+        return torch.empty(entries[name].shape, dtype=dtype, device="meta")
+
+    layout = [(name, dtype, tuple(t.shape)) for name, t in export_tensors(family, spec, fused, meta)]
 
     def write(handle: BinaryIO) -> None:
+        last: list = [None, None]
+
+        def get(name: str) -> torch.Tensor:  # q, k and v come from one fused tensor: read it once
+            if last[0] != name:
+                last[:] = [name, read_tensor(entries[name])]
+            return last[1]
+
         writer = StreamWriter(handle, layout, {"format": "pt"})
-        for move in moves:
-            for name, part in zip(move.theirs, move.split(read_tensor(entries[move.ours]))):
-                writer.write(name, part)
+        for name, tensor in export_tensors(family, spec, fused, get):
+            writer.write(name, tensor)
         writer.close()
 
     files: dict[str, object] = {"config.json": json.dumps(config, indent=2, sort_keys=True) + "\n",
@@ -107,4 +120,4 @@ def export_hf(artifact: Path, out: Path) -> Exported:
         write_directory(out, files)  # type: ignore[arg-type]
     except FileExistsError as exc:
         raise ImportRefused(str(exc)) from None
-    return Exported(out, family, len(layout))
+    return Exported(out, family, HF_CLASSES[family.model_type], len(layout))

@@ -1,263 +1,541 @@
-"""Per family, as data: which config.json keys taxonc reads, accepts or refuses, and what each
-family fixes in code (its transformers modelling file) rather than in its config.
+"""Hugging Face transformers checkpoints and taxonc specs, family by family, as data.
 
-A new family is one `Family` entry: its `model_type`, the weight-name table in interop/hf.py
-(`arch`), the HF class `export` writes, the spec values its modelling code fixes, and a rule for
-every config key it may carry. The rules' types are in interop/hf_keys.py.
+One `Family` per HF `model_type` says three things:
+
+- `keys`: which config.json key gives which spec value (`Key`), with the HF class default used
+  when a config leaves the key out;
+- `fixed` and `requires`: the conventions the HF modelling code hard-wires (written into the
+  spec as they are), and the config values under which that holds (a config that differs
+  computes another function and must be refused, not imported);
+- `weights`: where each parameter of the lowered (unfused) taxonc graph lives in the HF state
+  dict (`Take`), per scope. Fused projections are packed afterwards by the compiler itself
+  (passes.weights.fuse_state), so the table names q, k and v separately even where HF fuses
+  them, and says how HF packs them (`Packing`).
+
+Nothing here imports torch or transformers: the tensors are moved by interop.hf_weights, the
+spec is validated by the spec loader. Adding a family is adding one entry to FAMILIES.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, Callable
 
-from ..spec.kinds import (
-    Activation, AttentionKind, NormKind, NormPlacement, ParallelNorms, PositionKind, SparseKind, Structure, Wiring,
-)
-from .hf_keys import Config, Meta, Only, Rule, To
+from ..spec.kinds import Activation, LogitScale, RotaryPairing
 
-DROPOUT = Meta("dropout is off at inference")
-SAME_MATMUL = Meta("splits a matmul the same way at any value; the function is unchanged")
+Config = dict[str, Any]
+
+
+class Packing(StrEnum):
+    """How one HF tensor holds q, k and v (rows of the output dim)."""
+
+    STACKED = "stacked"    # [q; k; v]: GPT-2's c_attn (after the transpose), Falcon's multi-query qkv
+    PER_HEAD = "per-head"  # [q_0; k_0; v_0; q_1; ...]: GPT-NeoX and BLOOM query_key_value
+
+
+@dataclass(frozen=True)
+class Take:
+    """One taxonc parameter from the HF state dict.
+
+    `hf` is relative to the scope's HF prefix; `{e}` in it stacks one tensor per expert into a
+    leading expert dim. `part` picks q, k or v out of a fused tensor packed as `packing`.
+    """
+
+    hf: str
+    transpose: bool = False  # GPT-2's Conv1D stores (in, out)
+    part: str | None = None  # "q", "k" or "v"
+    packing: Packing | None = None
+
+
+@dataclass(frozen=True)
+class Key:
+    """A spec value read from one config key. `to_spec` converts the config value (default: as is);
+    `default` is the HF class default, used when the config leaves the key out."""
+
+    spec: str  # dotted spec path, e.g. "dims.d_model"
+    hf: str
+    default: Any = None
+    to_spec: Callable[[Any, Config], Any] | None = None
 
 
 @dataclass(frozen=True)
 class Family:
     model_type: str
-    arch: str  # the key of interop.hf.ARCH: where transformers keeps this family's weights
-    hf_class: str  # what export writes as config.json's architectures
-    fixed: dict[str, Any]  # spec fields the modelling code fixes, whatever config.json says
-    fixed_origin: str  # where `fixed` comes from
-    rules: dict[str, Rule]
-    nested: frozenset[str] = frozenset()  # keys whose object values are read key by key
-    structure: Structure = Structure.DECODER
+    seq2seq: bool
+    keys: tuple[Key, ...]
+    fixed: dict[str, Any]                  # spec values the HF code hard-wires
+    requires: dict[str, Any]               # config values the fixed conventions assume
+    weights: dict[str, dict[str, Take]]    # taxonc scope ("embed", "layers", ...) -> local name -> Take
+    prefixes: dict[str, str]               # taxonc scope -> HF prefix ("{i}" is the layer index)
+    derived: Callable[[Config], dict[str, Any]] | None = None  # spec values computed from several keys
+    notes: str = ""                        # what the table cannot express, said once
+
+    def read(self, cfg: Config, key: str, default: Any = None) -> Any:
+        value = cfg.get(key)
+        return default if value is None else value
 
 
-# Keys every transformers config may carry that do not change the function at inference.
-COMMON: dict[str, Rule] = {
-    **{k: Meta() for k in (
-        "transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype", "use_cache",
-        "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "unk_token_id", "decoder_start_token_id",
-        "initializer_range", "init_std", "output_attentions", "output_hidden_states", "return_dict",
-        "id2label", "label2id", "problem_type", "tokenizer_class", "task_specific_params", "finetuning_task",
-        "prefix", "is_decoder", "torchscript", "chunk_size_feed_forward", "max_length", "min_length",
-        "do_sample", "num_beams", "temperature", "top_k", "top_p", "repetition_penalty", "num_return_sequences",
-    )},
-    **{k: DROPOUT for k in (
-        "dropout", "attention_dropout", "hidden_dropout", "activation_dropout", "classifier_dropout",
-        "resid_pdrop", "embd_pdrop", "attn_pdrop", "layerdrop",
-    )},
-    "is_encoder_decoder": Only((False,), "a decoder-only family"),
-    "add_cross_attention": Only((False,), "cross-attention layers are not in this family's table"),
-    "tie_encoder_decoder": Only((False,), "a decoder-only family"),
-    "pruned_heads": Only(({},), "pruned heads change layer shapes per layer"),
-    "rope_scaling": Only((None,), "RoPE scaling is not in the spec language yet"),
-}
+# --- conventions by config value ------------------------------------------------------------
 
-# transformers' activation names -> the spec's. The spec's `gelu` is the tanh approximation;
-# transformers' "gelu" is exact (erf), which the spec language cannot express yet.
-ACTIVATIONS: dict[str, Activation] = {
-    "gelu_new": Activation.GELU, "gelu_pytorch_tanh": Activation.GELU, "gelu_fast": Activation.GELU,
+# HF activation names (transformers.activations.ACT2FN) -> taxonc's dense activation
+DENSE_ACTIVATIONS = {
+    "gelu": Activation.GELU,
+    "gelu_new": Activation.GELU_TANH,
+    "gelu_fast": Activation.GELU_TANH,
+    "gelu_pytorch_tanh": Activation.GELU_TANH,
     "relu": Activation.RELU,
 }
-ACTIVATION_NAMES: dict[Activation, str] = {Activation.GELU: "gelu_new", Activation.RELU: "relu"}
-
-
-def _activation(value: Any, config: Config) -> Activation:
-    if value not in ACTIVATIONS:
-        raise ValueError(f"the spec language has no such activation; supported: {', '.join(sorted(ACTIVATIONS))}")
-    return ACTIVATIONS[value]
-
-
-def _heads(config: Config) -> int:
-    for key in ("num_attention_heads", "n_head"):
-        if key in config:
-            return int(config[key])
-    raise ValueError("needs num_attention_heads")
-
-
-def _width(config: Config) -> int:
-    for key in ("hidden_size", "n_embed"):
-        if key in config:
-            return int(config[key])
-    raise ValueError("needs hidden_size")
-
-
-def _kv_heads(value: Any, config: Config) -> dict[str, Any]:
-    heads = _heads(config)
-    if value == heads:
-        return {"attention.kind": AttentionKind.MULTI_HEAD}
-    if value == 1:
-        return {"attention.kind": AttentionKind.MULTI_QUERY}
-    return {"attention.kind": AttentionKind.GROUPED_QUERY, "attention.n_kv_heads": value}
-
-
-def _kv_heads_back(spec: dict[str, Any]) -> int:
-    kind = spec["attention"]["kind"]
-    if kind == AttentionKind.MULTI_QUERY:
-        return 1
-    if kind == AttentionKind.GROUPED_QUERY:
-        return spec["attention"]["n_kv_heads"]
-    return spec["dims"]["n_heads"]
-
-
-def _head_dim(value: Any, config: Config) -> dict[str, Any]:
-    # written only when it differs from d_model / n_heads, so that imported specs stay canonical
-    return {} if value is None or value * _heads(config) == _width(config) else {"dims.d_head": value}
-
-
-def _head_dim_back(spec: dict[str, Any]) -> int:
-    d = spec["dims"]
-    return d["d_head"] or d["d_model"] // d["n_heads"]
-
-
-def _parallel(value: Any, config: Config) -> dict[str, Any]:
-    if value:
-        return {"block.wiring": Wiring.PARALLEL, "block.parallel_norms": ParallelNorms.SEPARATE}
-    return {"block.wiring": Wiring.SEQUENTIAL}
-
-
-def _same_as(key: str):
-    def value(config: Config) -> Any:
-        return config.get(key)
-    value.__name__ = f"the value of {key}"
-    return value
-
-
-_SAME_AS_WIDTH = _same_as("hidden_size")
-
-
-def _window(value: Any, config: Config) -> dict[str, Any]:
-    """Mistral's sliding window: each token sees itself and the window - 1 before it, as taxonc's
-    locally-banded pattern does; a window as long as the context changes nothing."""
-    if value is None or value >= config.get("max_position_embeddings", 0):
-        return {}
-    return {"attention.sparse": {"kind": SparseKind.LOCALLY_BANDED.value, "window": int(value)}}
-
-
-def _window_back(spec: dict[str, Any]) -> int | None:
-    sparse = spec["attention"].get("sparse")
-    if sparse and sparse.get("kind") == SparseKind.LOCALLY_BANDED and spec["attention"].get("sparse_layers") is None:
-        return sparse["window"]
-    return None
-
-_ROPE_V5 = {  # transformers 5 keeps RoPE settings in one object
-    "rope_parameters.rope_type": Only(("default",), "only unscaled RoPE is in the spec language"),
-    "rope_parameters.rope_theta": To("position.base", convert=lambda v, c: float(v)),
-}
-
-_DIMS = {
-    "vocab_size": To("dims.vocab_size"),
-    "hidden_size": To("dims.d_model"),
-    "num_hidden_layers": To("dims.n_layers"),
-    "num_attention_heads": To("dims.n_heads"),
-    "max_position_embeddings": To("dims.context"),
-}
-
-_LLAMA_FIXED = {
-    "position.kind": PositionKind.ROTARY, "position.fraction": 1.0, "norm.kind": NormKind.RMSNORM,
-    "norm.placement": NormPlacement.PRE, "norm.final": True, "mlp.activation": Activation.SWIGLU,
-    "block.wiring": Wiring.SEQUENTIAL, "bias.norm": False, "bias.lm_head": False,
-    **{f"bias.{k}": False for k in ("qkv", "attn_out", "mlp_in", "mlp_out")},
-}
-_LLAMA_RULES: dict[str, Rule] = {
-    **COMMON, **_DIMS, **_ROPE_V5,
-    "intermediate_size": To("dims.d_ff"),
-    "num_key_value_heads": To("", convert=_kv_heads, back=_kv_heads_back, default=_heads),
-    "head_dim": To("", convert=_head_dim, back=_head_dim_back, default=None),
-    "rms_norm_eps": To("norm.eps", default=1e-6),
-    "rope_theta": To("position.base", convert=lambda v, c: float(v), default=10000.0),  # transformers 4
-    "hidden_act": Only(("silu",), "the SwiGLU gate is SiLU"),
-    "attention_bias": Only((False,), "LLaMA's projections have no bias"),
-    "mlp_bias": Only((False,), "LLaMA's projections have no bias"),
-    "tie_word_embeddings": To("block.tied_embeddings", default=False),
-    "pretraining_tp": SAME_MATMUL,
-}
-
-FAMILIES: dict[str, Family] = {
-    "llama": Family(
-        model_type="llama", arch="llama", hf_class="LlamaForCausalLM",
-        fixed=_LLAMA_FIXED, fixed_origin="transformers modeling_llama.py",
-        nested=frozenset({"rope_parameters"}), rules=_LLAMA_RULES,
-    ),
-    # Mistral is LLaMA's layer (same weight names) with grouped-query attention and a sliding window.
-    "mistral": Family(
-        model_type="mistral", arch="llama", hf_class="MistralForCausalLM",
-        fixed=_LLAMA_FIXED, fixed_origin="transformers modeling_mistral.py",
-        nested=frozenset({"rope_parameters"}),
-        rules={**_LLAMA_RULES, "sliding_window": To("", convert=_window, back=_window_back, default=None)},
-    ),
-    "gpt_neox": Family(
-        model_type="gpt_neox", arch="neox", hf_class="GPTNeoXForCausalLM",
-        fixed={"position.kind": PositionKind.ROTARY, "norm.kind": NormKind.LAYERNORM,
-               "norm.placement": NormPlacement.PRE, "norm.final": True, "attention.kind": AttentionKind.MULTI_HEAD,
-               "block.tied_embeddings": False, "bias.lm_head": False, **{f"bias.{k}": True for k in ("qkv", "attn_out", "mlp_in", "mlp_out", "norm")}},
-        fixed_origin="transformers modeling_gpt_neox.py",
-        nested=frozenset({"rope_parameters"}),
-        rules={
-            **COMMON, **_DIMS, **_ROPE_V5,
-            "rope_parameters.partial_rotary_factor": To("position.fraction", convert=lambda v, c: float(v)),
-            "intermediate_size": To("dims.d_ff"),
-            "layer_norm_eps": To("norm.eps", default=1e-5),
-            "hidden_act": To("mlp.activation", convert=_activation,
-                             back=lambda s: ACTIVATION_NAMES[Activation(s["mlp"]["activation"])]),
-            "rotary_pct": To("position.fraction", convert=lambda v, c: float(v), default=0.25),  # transformers 4
-            "rotary_emb_base": To("position.base", convert=lambda v, c: float(v), default=10000.0),  # transformers 4
-            "use_parallel_residual": To("", convert=_parallel, back=lambda s: s["block"]["wiring"] == Wiring.PARALLEL,
-                                        default=True),
-            "attention_bias": Only((True,), "GPT-NeoX's projections have biases"),
-            "tie_word_embeddings": Only((False,), "GPT-NeoX's output matrix (embed_out) is its own"),
-        },
-    ),
-    "bloom": Family(
-        model_type="bloom", arch="bloom", hf_class="BloomForCausalLM",
-        fixed={"position.kind": PositionKind.ALIBI, "norm.kind": NormKind.LAYERNORM, "norm.placement": NormPlacement.PRE,
-               "norm.final": True, "norm.embedding": True, "mlp.activation": Activation.GELU,
-               "attention.kind": AttentionKind.MULTI_HEAD, "block.wiring": Wiring.SEQUENTIAL,
-               "block.tied_embeddings": True, "bias.lm_head": False,
-               **{f"bias.{k}": True for k in ("qkv", "attn_out", "mlp_in", "mlp_out", "norm")}},
-        fixed_origin="transformers modeling_bloom.py",
-        rules={
-            **COMMON,
-            "vocab_size": To("dims.vocab_size"),
-            "hidden_size": To("dims.d_model"), "n_embed": To("dims.d_model"),  # n_embed: older configs
-            "n_layer": To("dims.n_layers"), "num_hidden_layers": To("dims.n_layers"),
-            "n_head": To("dims.n_heads"), "num_attention_heads": To("dims.n_heads"),
-            # BLOOM has no position table and so no context key; 2048 is the length it was trained at
-            "seq_length": To("dims.context", default=2048,
-                             default_origin="BigScience 2022, BLOOM paper Table 3: sequence length 2048 (no key in config.json)"),
-            "layer_norm_epsilon": To("norm.eps", default=1e-5),
-            "apply_residual_connection_post_layernorm": Only((False,), "the residual is taken before the norm"),
-            "tie_word_embeddings": Only((True,), "BLOOM's output matrix is its embedding"),
-            "n_inner": Only((None,), "BLOOM's MLP is 4 x d_model"),
-            "pretraining_tp": SAME_MATMUL, "slow_but_exact": SAME_MATMUL,
-            **{k: Meta("a Megatron kernel choice; the function is unchanged") for k in (
-                "masked_softmax_fusion", "bias_dropout_fusion", "skip_bias_add", "skip_bias_add_qkv",
-                "attention_softmax_in_fp32", "offset_alibi")},
-        },
-    ),
-    "opt": Family(
-        model_type="opt", arch="opt", hf_class="OPTForCausalLM",
-        fixed={"position.kind": PositionKind.LEARNED, "position.offset": 2, "norm.kind": NormKind.LAYERNORM,
-               "norm.placement": NormPlacement.PRE, "norm.final": True, "norm.eps": 1e-5,
-               "attention.kind": AttentionKind.MULTI_HEAD, "block.wiring": Wiring.SEQUENTIAL,
-               "block.tied_embeddings": True, "bias.lm_head": False,
-               **{f"bias.{k}": True for k in ("qkv", "attn_out", "mlp_in", "mlp_out", "norm")}},
-        fixed_origin="transformers modeling_opt.py",  # positions looked up at position + 2; nn.LayerNorm's eps
-        rules={
-            **COMMON, **_DIMS,
-            "ffn_dim": To("dims.d_ff"),
-            "activation_function": To("mlp.activation", convert=_activation,
-                                      back=lambda s: ACTIVATION_NAMES[Activation(s["mlp"]["activation"])], default="relu"),
-            "do_layer_norm_before": Only((True,), "post-LayerNorm OPT (350M) is not in the importer's table"),
-            "_remove_final_layer_norm": Only((False,), "the final LayerNorm is part of the model"),
-            "word_embed_proj_dim": Only((_SAME_AS_WIDTH,), "embedding projections (OPT-350M) are not in the importer's table"),
-            "enable_bias": Only((True,), "OPT's projections have biases"),
-            "layer_norm_elementwise_affine": Only((True,), "OPT's LayerNorms have a scale and a bias"),
-            "tie_word_embeddings": Only((True,), "OPT's output matrix is its embedding"),
-        },
-    ),
+# ... and the gated activation whose gate uses it
+GATED_ACTIVATIONS = {
+    "silu": Activation.SWIGLU,
+    "swish": Activation.SWIGLU,
+    "gelu": Activation.GEGLU,
+    "gelu_new": Activation.GEGLU_TANH,
+    "gelu_pytorch_tanh": Activation.GEGLU_TANH,
 }
 
 
-def family_of(model_type: Any) -> Family | None:
-    return FAMILIES.get(model_type) if isinstance(model_type, str) else None
+def dense_activation(name: str, _cfg: Config | None = None) -> str:
+    if name not in DENSE_ACTIVATIONS:
+        raise KeyError(f"activation {name!r} has no taxonc equivalent (known: {', '.join(DENSE_ACTIVATIONS)})")
+    return DENSE_ACTIVATIONS[name].value
+
+
+def gated_activation(name: str, _cfg: Config | None = None) -> str:
+    if name not in GATED_ACTIVATIONS:
+        raise KeyError(f"gated activation {name!r} has no taxonc equivalent (known: {', '.join(GATED_ACTIVATIONS)})")
+    return GATED_ACTIVATIONS[name].value
+
+
+def _rope(cfg: Config) -> dict[str, Any]:
+    """transformers 5 keeps rotary settings in rope_parameters (older configs: rope_theta, rotary_pct)."""
+    rope = dict(cfg.get("rope_parameters") or {})
+    theta = rope.get("rope_theta", cfg.get("rope_theta", cfg.get("rotary_emb_base", 10000.0)))
+    fraction = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor", cfg.get("rotary_pct", 1.0)))
+    return {"theta": float(theta), "fraction": float(fraction), "type": rope.get("rope_type", "default")}
+
+
+def _rotary(cfg: Config, pairing: RotaryPairing = RotaryPairing.HALF) -> dict[str, Any]:
+    rope = _rope(cfg)
+    return {"position.kind": "rotary", "position.base": rope["theta"], "position.fraction": rope["fraction"],
+            "position.pairing": pairing.value}
+
+
+def _head_dim(cfg: Config, hidden: str, heads: str) -> dict[str, Any]:
+    """dims.d_head only when the config sets one other than hidden / heads (Mistral, LLaMA 3 style)."""
+    d_head = cfg.get("head_dim")
+    if d_head and d_head != cfg[hidden] // cfg[heads]:
+        return {"dims.d_head": d_head}
+    return {}
+
+
+def _gqa(cfg: Config, heads: str = "num_attention_heads", kv: str = "num_key_value_heads") -> dict[str, Any]:
+    n_kv = cfg.get(kv) or cfg[heads]
+    if n_kv == cfg[heads]:
+        return {"attention.kind": "multi-head"}
+    if n_kv == 1:
+        return {"attention.kind": "multi-query"}
+    return {"attention.kind": "grouped-query", "attention.n_kv_heads": n_kv}
+
+
+def _sparse_layers(step: int, n_sparse: int) -> dict[str, int]:
+    """SwitchTransformers makes layer i sparse when i % step == 1 (every layer when step == 1)."""
+    if n_sparse <= 0:
+        raise KeyError("a Switch stack without sparse layers: HF still makes layer 1 sparse; not imported")
+    return {"every": 1} if step == 1 else {"every": step, "start": 1}
+
+
+# --- the weight maps, shared where families share code ---------------------------------------
+
+def _qkv(fused: str, packing: Packing, transpose: bool = False, bias: bool = True) -> dict[str, Take]:
+    suffixes = ("weight", "bias") if bias else ("weight",)
+    return {f"{r}.{wb}": Take(f"{fused}.{wb}", transpose=transpose and wb == "weight", part=r, packing=packing)
+            for r in "qkv" for wb in suffixes}
+
+
+def _linear(ours: str, theirs: str, bias: bool = True, transpose: bool = False) -> dict[str, Take]:
+    out = {f"{ours}.weight": Take(f"{theirs}.weight", transpose=transpose)}
+    if bias:
+        out[f"{ours}.bias"] = Take(f"{theirs}.bias")
+    return out
+
+
+def _norm(ours: str, theirs: str, bias: bool = True) -> dict[str, Take]:
+    return _linear(ours, theirs, bias)
+
+
+def _llama_layer(moe: bool = False) -> dict[str, Take]:
+    layer = {**_norm("ln_attn", "input_layernorm", False), **_norm("ln_mlp", "post_attention_layernorm", False),
+             **{f"{r}.weight": Take(f"self_attn.{r}_proj.weight") for r in "qkv"},
+             **_linear("attn_out", "self_attn.o_proj", False)}
+    if moe:
+        return {**layer, "moe.router.weight": Take("mlp.gate.weight"), "moe.w_in": Take("mlp.experts.gate_up_proj"),
+                "moe.w_out": Take("mlp.experts.down_proj")}
+    return {**layer, **_linear("mlp_gate", "mlp.gate_proj", False), **_linear("mlp_up", "mlp.up_proj", False),
+            **_linear("mlp_out", "mlp.down_proj", False)}
+
+
+def _t5_stack(sub: str, decoder: bool) -> dict[str, Take]:
+    """One T5/Switch block: layer.0 self-attention, (decoder) layer.1 cross-attention, then the FFN."""
+    ff = "layer.2" if decoder else "layer.1"
+    layer = {**_norm("ln_attn", "layer.0.layer_norm", False),
+             **{f"{r}.weight": Take(f"layer.0.SelfAttention.{r}.weight") for r in "qkv"},
+             "attn_out.weight": Take("layer.0.SelfAttention.o.weight"),
+             **_norm("ln_mlp", f"{ff}.layer_norm", False),
+             # dense FFN: wi (or wi_0 gate, wi_1 up) and wo; T5 calls the module DenseReluDense, Switch mlp
+             "mlp_in.weight": Take(f"{ff}.{sub}.wi.weight"), "mlp_gate.weight": Take(f"{ff}.{sub}.wi_0.weight"),
+             "mlp_up.weight": Take(f"{ff}.{sub}.wi_1.weight"), "mlp_out.weight": Take(f"{ff}.{sub}.wo.weight"),
+             # Switch's sparse FFN: a router and one DenseActDense per expert
+             "moe.router.weight": Take(f"{ff}.mlp.router.classifier.weight"),
+             "moe.w_in": Take(f"{ff}.mlp.experts.expert_{{e}}.wi.weight"),
+             "moe.w_out": Take(f"{ff}.mlp.experts.expert_{{e}}.wo.weight")}
+    if decoder:
+        layer.update({**_norm("ln_cross", "layer.1.layer_norm", False),
+                      **{f"cross_{r}.weight": Take(f"layer.1.EncDecAttention.{r}.weight") for r in "qkv"},
+                      "cross_out.weight": Take("layer.1.EncDecAttention.o.weight")})
+    return layer
+
+
+def _t5_weights(sub: str) -> dict[str, dict[str, Take]]:
+    return {
+        "embed": {"tok.weight": Take("shared.weight"),
+                  "rel_bias.weight": Take("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")},
+        "encoder_embed": {"rel_bias.weight": Take("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")},
+        "encoder_layers": _t5_stack(sub, decoder=False),
+        "encoder_final": {"ln_f.weight": Take("encoder.final_layer_norm.weight")},
+        "layers": _t5_stack(sub, decoder=True),
+        "head": {"ln_f.weight": Take("decoder.final_layer_norm.weight"), "lm_head.weight": Take("lm_head.weight")},
+    }
+
+
+_T5_PREFIXES = {"embed": "", "encoder_embed": "", "encoder_final": "", "head": "",
+                "encoder_layers": "encoder.block.{i}.", "layers": "decoder.block.{i}."}
+
+_DECODER_CAUSAL = {"model.structure": "decoder"}
+
+
+def _t5_keys(layers: int, d_model: int, heads: int) -> tuple[Key, ...]:
+    """T5Config's keys; SwitchTransformersConfig shares them with other defaults."""
+    return (
+        Key("dims.n_layers", "num_decoder_layers", layers), Key("encoder.n_layers", "num_layers", layers),
+        Key("dims.d_model", "d_model", d_model), Key("dims.n_heads", "num_heads", heads), Key("dims.d_head", "d_kv", 64),
+        Key("dims.d_ff", "d_ff", 2048), Key("dims.vocab_size", "vocab_size", 32128),
+        Key("position.n_buckets", "relative_attention_num_buckets", 32),
+        Key("position.max_distance", "relative_attention_max_distance", 128),
+        Key("norm.eps", "layer_norm_epsilon", 1e-6),
+        # T5 has no position limit; n_positions (512 in the released configs) is the pretraining input length
+        Key("dims.context", "n_positions", 512), Key("encoder.context", "n_positions", 512),
+    )
+
+
+_T5_FIXED = {
+    "model.structure": "encoder-decoder",
+    "position.kind": "relative-bias", "position.per_layer": False,
+    "attention.kind": "multi-head", "attention.score_scale": 1.0,  # no 1/sqrt(d_kv): mesh-tensorflow folds it into the init
+    "norm.kind": "rmsnorm", "norm.placement": "pre", "norm.final": True,
+    "bias.qkv": False, "bias.attn_out": False, "bias.mlp_in": False, "bias.mlp_out": False, "bias.norm": False,
+    "bias.lm_head": False, "block.wiring": "sequential",
+}
+
+
+def _t5_output(cfg: Config) -> dict[str, Any]:
+    """T5 v1.0 ties the output to the embedding and rescales by d_model^-0.5; v1.1 (scale_decoder_outputs false,
+    saved as tie_word_embeddings false) has its own lm_head and no rescale."""
+    scaled = cfg.get("scale_decoder_outputs", cfg.get("tie_word_embeddings", True)) is not False
+    return {"block.tied_embeddings": scaled,
+            "block.logit_scale": (LogitScale.INVERSE_SQRT_D_MODEL if scaled else LogitScale.NONE).value}
+
+
+def _t5_activation(cfg: Config) -> str:
+    act = cfg.get("dense_act_fn")
+    gated = cfg.get("is_gated_act")
+    if act is None:  # older configs: feed_forward_proj only ("relu", "gated-gelu")
+        proj = cfg.get("feed_forward_proj", "relu")
+        gated, act = proj.startswith("gated-"), proj.removeprefix("gated-")
+        act = "gelu_new" if act == "gelu" and gated else act  # HF maps "gated-gelu" to gelu_new
+    return gated_activation(act) if gated else dense_activation(act)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def _add(family: Family) -> None:
+    FAMILIES[family.model_type] = family
+
+
+_add(Family(
+    model_type="gpt2", seq2seq=False,
+    keys=(Key("dims.n_layers", "n_layer", 12), Key("dims.d_model", "n_embd", 768), Key("dims.n_heads", "n_head", 12),
+          Key("dims.vocab_size", "vocab_size", 50257), Key("dims.context", "n_positions", 1024),
+          Key("norm.eps", "layer_norm_epsilon", 1e-5),
+          Key("mlp.activation", "activation_function", "gelu_new", dense_activation)),
+    fixed={**_DECODER_CAUSAL, "position.kind": "learned", "attention.kind": "multi-head", "norm.kind": "layernorm",
+           "norm.placement": "pre", "norm.final": True, "block.wiring": "sequential", "block.tied_embeddings": True,
+           "bias.qkv": True, "bias.attn_out": True, "bias.mlp_in": True, "bias.mlp_out": True, "bias.norm": True,
+           "bias.lm_head": False},
+    requires={"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False,
+              "tie_word_embeddings": True},
+    derived=lambda cfg: {"dims.d_ff": cfg.get("n_inner") or 4 * cfg.get("n_embd", 768)},
+    prefixes={"embed": "transformer.", "layers": "transformer.h.{i}.", "head": "transformer."},
+    weights={
+        "embed": {"tok.weight": Take("wte.weight"), "pos.weight": Take("wpe.weight")},
+        "layers": {**_norm("ln_attn", "ln_1"), **_qkv("attn.c_attn", Packing.STACKED, transpose=True),
+                   **_linear("attn_out", "attn.c_proj", transpose=True), **_norm("ln_mlp", "ln_2"),
+                   **_linear("mlp_in", "mlp.c_fc", transpose=True), **_linear("mlp_out", "mlp.c_proj", transpose=True)},
+        "head": _norm("ln_f", "ln_f"),
+    },
+    notes="reorder_and_upcast_attn only changes the precision of the attention product.",
+))
+
+_add(Family(
+    model_type="gptj", seq2seq=False,
+    keys=(Key("dims.n_layers", "n_layer", 28), Key("dims.d_model", "n_embd", 4096), Key("dims.n_heads", "n_head", 16),
+          Key("dims.vocab_size", "vocab_size", 50400), Key("dims.context", "n_positions", 2048),
+          Key("norm.eps", "layer_norm_epsilon", 1e-5),
+          Key("mlp.activation", "activation_function", "gelu_new", dense_activation)),
+    fixed={**_DECODER_CAUSAL, "position.kind": "rotary", "position.base": 10000.0,
+           # GPT-J rotates adjacent pairs (rotate_every_two)
+           "position.pairing": RotaryPairing.INTERLEAVED.value, "attention.kind": "multi-head",
+           "norm.kind": "layernorm", "norm.placement": "pre", "norm.final": True,
+           "block.wiring": "parallel", "block.parallel_norms": "shared", "block.tied_embeddings": False,
+           "bias.qkv": False, "bias.attn_out": False, "bias.mlp_in": True, "bias.mlp_out": True, "bias.norm": True,
+           "bias.lm_head": True},
+    requires={"tie_word_embeddings": False},
+    derived=lambda cfg: {"dims.d_ff": cfg.get("n_inner") or 4 * cfg.get("n_embd", 4096),
+                         "position.fraction": (cfg.get("rotary_dim") or cfg.get("n_embd", 4096) // cfg.get("n_head", 16))
+                         / (cfg.get("n_embd", 4096) // cfg.get("n_head", 16))},
+    prefixes={"embed": "transformer.", "layers": "transformer.h.{i}.", "head": ""},
+    weights={
+        "embed": {"tok.weight": Take("wte.weight")},
+        "layers": {**_norm("ln", "ln_1"), **{f"{r}.weight": Take(f"attn.{r}_proj.weight") for r in "qkv"},
+                   **_linear("attn_out", "attn.out_proj", False), **_linear("mlp_in", "mlp.fc_in"),
+                   **_linear("mlp_out", "mlp.fc_out")},
+        "head": {**_norm("ln_f", "transformer.ln_f"), **_linear("lm_head", "lm_head")},
+    },
+))
+
+_add(Family(
+    model_type="gpt_neox", seq2seq=False,
+    keys=(Key("dims.n_layers", "num_hidden_layers", 44), Key("dims.d_model", "hidden_size", 6144),
+          Key("dims.n_heads", "num_attention_heads", 64), Key("dims.d_ff", "intermediate_size", 24576),
+          Key("dims.vocab_size", "vocab_size", 50432), Key("dims.context", "max_position_embeddings", 2048),
+          Key("norm.eps", "layer_norm_eps", 1e-5), Key("mlp.activation", "hidden_act", "gelu", dense_activation),
+          Key("block.tied_embeddings", "tie_word_embeddings", False)),
+    fixed={**_DECODER_CAUSAL, "attention.kind": "multi-head", "norm.kind": "layernorm", "norm.placement": "pre",
+           "norm.final": True, "bias.mlp_in": True, "bias.mlp_out": True, "bias.norm": True, "bias.lm_head": False},
+    requires={},
+    derived=lambda cfg: {
+        **_rotary(cfg),
+        # use_parallel_residual: attention and MLP read their own norm of x and add together (Pythia, NeoX-20B)
+        **({"block.wiring": "parallel", "block.parallel_norms": "separate"} if cfg.get("use_parallel_residual", True)
+           else {"block.wiring": "sequential"}),
+        "bias.qkv": cfg.get("attention_bias", True), "bias.attn_out": cfg.get("attention_bias", True)},
+    prefixes={"embed": "gpt_neox.", "layers": "gpt_neox.layers.{i}.", "head": ""},
+    weights={
+        "embed": {"tok.weight": Take("embed_in.weight")},
+        "layers": {**_norm("ln_attn", "input_layernorm"), **_norm("ln_mlp", "post_attention_layernorm"),
+                   **_qkv("attention.query_key_value", Packing.PER_HEAD), **_linear("attn_out", "attention.dense"),
+                   **_linear("mlp_in", "mlp.dense_h_to_4h"), **_linear("mlp_out", "mlp.dense_4h_to_h")},
+        "head": {**_norm("ln_f", "gpt_neox.final_layer_norm"), "lm_head.weight": Take("lm_head.weight")},
+    },
+))
+
+_add(Family(
+    model_type="opt", seq2seq=False,
+    keys=(Key("dims.n_layers", "num_hidden_layers", 12), Key("dims.d_model", "hidden_size", 768),
+          Key("dims.n_heads", "num_attention_heads", 12), Key("dims.d_ff", "ffn_dim", 3072),
+          Key("dims.vocab_size", "vocab_size", 50272), Key("dims.context", "max_position_embeddings", 2048),
+          Key("mlp.activation", "activation_function", "relu", dense_activation),
+          Key("block.tied_embeddings", "tie_word_embeddings", True)),
+    # HF's OPTLearnedPositionalEmbedding has max_positions + 2 rows and looks up position + 2
+    fixed={**_DECODER_CAUSAL, "position.kind": "learned", "position.offset": 2, "attention.kind": "multi-head",
+           "norm.kind": "layernorm", "norm.eps": 1e-5, "block.wiring": "sequential", "bias.lm_head": False},
+    requires={"layer_norm_elementwise_affine": True},
+    derived=lambda cfg: {
+        **{f"bias.{k}": cfg.get("enable_bias", True) for k in ("qkv", "attn_out", "mlp_in", "mlp_out", "norm")},
+        # OPT-350M: post-norm, no final norm, and embeddings narrower than the residual stream
+        "norm.placement": "pre" if cfg.get("do_layer_norm_before", True) else "post",
+        "norm.final": bool(cfg.get("do_layer_norm_before", True) and not cfg.get("_remove_final_layer_norm", False)),
+        **({"dims.d_embed": cfg["word_embed_proj_dim"]}
+           if cfg.get("word_embed_proj_dim") not in (None, cfg.get("hidden_size", 768)) else {})},
+    prefixes={"embed": "model.decoder.", "layers": "model.decoder.layers.{i}.", "head": ""},
+    weights={
+        "embed": {"tok.weight": Take("embed_tokens.weight"), "pos.weight": Take("embed_positions.weight"),
+                  "proj_in.weight": Take("project_in.weight")},
+        "layers": {**_norm("ln_attn", "self_attn_layer_norm"), **{f"{r}.{wb}": Take(f"self_attn.{r}_proj.{wb}")
+                                                                  for r in "qkv" for wb in ("weight", "bias")},
+                   **_linear("attn_out", "self_attn.out_proj"), **_norm("ln_mlp", "final_layer_norm"),
+                   **_linear("mlp_in", "fc1"), **_linear("mlp_out", "fc2")},
+        "head": {**_norm("ln_f", "model.decoder.final_layer_norm"), "proj_out.weight": Take("model.decoder.project_out.weight"),
+                 "lm_head.weight": Take("lm_head.weight")},
+    },
+))
+
+_add(Family(
+    model_type="bloom", seq2seq=False,
+    keys=(Key("dims.n_layers", "n_layer", 2), Key("dims.d_model", "hidden_size", 64), Key("dims.n_heads", "n_head", 8),
+          Key("dims.vocab_size", "vocab_size", 250880), Key("norm.eps", "layer_norm_epsilon", 1e-5),
+          # ALiBi has no position limit; seq_length is the training context where a config gives it
+          Key("dims.context", "seq_length", 2048)),
+    fixed={**_DECODER_CAUSAL, "position.kind": "alibi", "attention.kind": "multi-head", "norm.kind": "layernorm",
+           "norm.placement": "pre", "norm.final": True, "norm.embedding": True,
+           # bloom_gelu_forward: the tanh approximation
+           "mlp.activation": Activation.GELU_TANH.value, "block.wiring": "sequential", "block.tied_embeddings": True,
+           "bias.qkv": True, "bias.attn_out": True, "bias.mlp_in": True, "bias.mlp_out": True, "bias.norm": True,
+           "bias.lm_head": False},
+    requires={"apply_residual_connection_post_layernorm": False, "tie_word_embeddings": True},
+    derived=lambda cfg: {"dims.d_ff": 4 * cfg.get("hidden_size", 64)},
+    prefixes={"embed": "transformer.", "layers": "transformer.h.{i}.", "head": "transformer."},
+    weights={
+        "embed": {"tok.weight": Take("word_embeddings.weight"), **_norm("norm", "word_embeddings_layernorm")},
+        "layers": {**_norm("ln_attn", "input_layernorm"), **_qkv("self_attention.query_key_value", Packing.PER_HEAD),
+                   **_linear("attn_out", "self_attention.dense"), **_norm("ln_mlp", "post_attention_layernorm"),
+                   **_linear("mlp_in", "mlp.dense_h_to_4h"), **_linear("mlp_out", "mlp.dense_4h_to_h")},
+        "head": _norm("ln_f", "ln_f"),
+    },
+))
+
+_LLAMA_PREFIXES = {"embed": "model.", "layers": "model.layers.{i}.", "head": ""}
+_LLAMA_WEIGHTS = {"embed": {"tok.weight": Take("embed_tokens.weight")}, "layers": _llama_layer(),
+                  "head": {"ln_f.weight": Take("model.norm.weight"), "lm_head.weight": Take("lm_head.weight")}}
+_LLAMA_FIXED = {**_DECODER_CAUSAL, "norm.kind": "rmsnorm", "norm.placement": "pre", "norm.final": True,
+                "block.wiring": "sequential", "bias.qkv": False, "bias.attn_out": False, "bias.mlp_in": False,
+                "bias.mlp_out": False, "bias.norm": False, "bias.lm_head": False}
+
+
+def _llama_keys(layers: int, d_model: int, heads: int, kv: int, d_ff: int, context: int, eps: float) -> tuple[Key, ...]:
+    return (Key("dims.n_layers", "num_hidden_layers", layers), Key("dims.d_model", "hidden_size", d_model),
+            Key("dims.n_heads", "num_attention_heads", heads), Key("dims.d_ff", "intermediate_size", d_ff),
+            Key("dims.vocab_size", "vocab_size", 32000), Key("dims.context", "max_position_embeddings", context),
+            Key("norm.eps", "rms_norm_eps", eps), Key("mlp.activation", "hidden_act", "silu", gated_activation),
+            Key("block.tied_embeddings", "tie_word_embeddings", False))
+
+
+def _llama_derived(cfg: Config) -> dict[str, Any]:
+    out = {**_rotary(cfg), **_gqa(cfg), **_head_dim(cfg, "hidden_size", "num_attention_heads")}
+    window = cfg.get("sliding_window")
+    if window and window < cfg.get("max_position_embeddings", 0):
+        # Mistral: each token attends to itself and the window - 1 tokens before it, in every layer
+        out["attention.sparse"] = {"kind": "locally-banded", "window": window}
+    return out
+
+
+_add(Family(
+    model_type="llama", seq2seq=False, keys=_llama_keys(32, 4096, 32, 32, 11008, 2048, 1e-6), fixed=_LLAMA_FIXED,
+    requires={"attention_bias": False, "mlp_bias": False, "pretraining_tp": 1},
+    derived=_llama_derived, prefixes=_LLAMA_PREFIXES, weights=_LLAMA_WEIGHTS))
+
+_add(Family(
+    model_type="mistral", seq2seq=False, keys=_llama_keys(32, 4096, 32, 8, 14336, 131072, 1e-6), fixed=_LLAMA_FIXED,
+    requires={}, derived=_llama_derived, prefixes=_LLAMA_PREFIXES, weights=_LLAMA_WEIGHTS))
+
+_add(Family(
+    model_type="mixtral", seq2seq=False,
+    keys=(*_llama_keys(32, 4096, 32, 8, 14336, 131072, 1e-5),
+          Key("moe.n_experts", "num_local_experts", 8), Key("moe.top_k", "num_experts_per_tok", 2),
+          Key("moe.load_balance_weight", "router_aux_loss_coef", 0.001)),
+    # softmax over all experts, top-k, weights renormalised over the chosen ones; no capacity limit
+    fixed={**_LLAMA_FIXED, "moe.router": "softmax-top-k", "moe.layers": {"every": 1}},
+    requires={}, derived=_llama_derived, prefixes=_LLAMA_PREFIXES,
+    weights={**_LLAMA_WEIGHTS, "layers": _llama_layer(moe=True)},
+    notes="HF's Mixtral never drops tokens; taxonc's training capacity_factor (not used at inference) is left at its default.",
+))
+
+_add(Family(
+    model_type="falcon", seq2seq=False,
+    keys=(Key("dims.n_layers", "num_hidden_layers", 32), Key("dims.d_model", "hidden_size", 4544),
+          Key("dims.n_heads", "num_attention_heads", 71), Key("dims.vocab_size", "vocab_size", 65024),
+          Key("dims.context", "max_position_embeddings", 2048), Key("norm.eps", "layer_norm_epsilon", 1e-5),
+          Key("mlp.activation", "activation", "gelu", dense_activation),
+          Key("block.tied_embeddings", "tie_word_embeddings", True)),
+    # Falcon-7B: multi-query attention and one shared LayerNorm in a parallel block; rotate_half rotary
+    fixed={**_DECODER_CAUSAL, "attention.kind": "multi-query", "norm.kind": "layernorm", "norm.placement": "pre",
+           "norm.final": True, "block.wiring": "parallel", "block.parallel_norms": "shared", "bias.norm": True,
+           "bias.lm_head": False},
+    requires={"multi_query": True, "parallel_attn": True, "new_decoder_architecture": False, "alibi": False},
+    derived=lambda cfg: {**_rotary(cfg),
+                         "dims.d_ff": cfg.get("ffn_hidden_size") or 4 * cfg.get("hidden_size", 4544),
+                         **{f"bias.{k}": bool(cfg.get("bias", False)) for k in ("qkv", "attn_out", "mlp_in", "mlp_out")}},
+    prefixes={"embed": "transformer.", "layers": "transformer.h.{i}.", "head": "transformer."},
+    weights={
+        "embed": {"tok.weight": Take("word_embeddings.weight")},
+        "layers": {**_norm("ln", "input_layernorm"), **_qkv("self_attention.query_key_value", Packing.STACKED),
+                   **_linear("attn_out", "self_attention.dense"), **_linear("mlp_in", "mlp.dense_h_to_4h"),
+                   **_linear("mlp_out", "mlp.dense_4h_to_h")},
+        "head": _norm("ln_f", "ln_f"),
+    },
+    notes="Falcon-40B/180B (new_decoder_architecture: grouped qkv, two norms) and ALiBi Falcons are not covered.",
+))
+
+_add(Family(
+    model_type="t5", seq2seq=True, keys=_t5_keys(6, 512, 8), fixed=_T5_FIXED, requires={},
+    derived=lambda cfg: {**_t5_output(cfg), "mlp.activation": _t5_activation(cfg)},
+    prefixes=_T5_PREFIXES, weights=_t5_weights("DenseReluDense"),
+))
+
+_add(Family(
+    model_type="switch_transformers", seq2seq=True,
+    keys=(*_t5_keys(12, 768, 12), Key("mlp.activation", "dense_act_fn", "relu", dense_activation),
+          Key("moe.n_experts", "num_experts", 8), Key("moe.load_balance_weight", "router_aux_loss_coef", 0.001)),
+    fixed={**_T5_FIXED, "moe.top_k": 1, "moe.router": "switch"},
+    requires={"router_bias": False},
+    derived=lambda cfg: {
+        **_t5_output(cfg),
+        "moe.layers": _sparse_layers(cfg.get("decoder_sparse_step", 4), cfg.get("num_sparse_decoder_layers", 3)),
+        "moe.encoder_layers": _sparse_layers(cfg.get("encoder_sparse_step", 4), cfg.get("num_sparse_encoder_layers", 3))},
+    prefixes=_T5_PREFIXES, weights=_t5_weights("mlp"),
+    notes="HF caps each expert at expert_capacity tokens per sequence, in eval mode too; the spec language has no "
+          "per-sequence count, so the import is exact only while no sequence sends more than expert_capacity "
+          "tokens to one expert (always true for sequences of at most expert_capacity tokens).",
+))
+
+
+def spec_values(model_type: str, cfg: Config) -> dict[str, Any]:
+    """Flat dotted spec values for an HF config dict (as config.json or `config.to_dict()` holds it)."""
+    family = FAMILIES[model_type]
+    values: dict[str, Any] = dict(family.fixed)
+    for key in family.keys:
+        raw = family.read(cfg, key.hf, key.default)
+        values[key.spec] = key.to_spec(raw, cfg) if key.to_spec else raw
+    if family.derived:
+        values.update(family.derived(cfg))
+    return values
+
+
+def mismatched_requirements(model_type: str, cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """Config keys whose value differs from what the family's fixed conventions assume: key -> (found, needed)."""
+    return {k: (cfg[k], v) for k, v in FAMILIES[model_type].requires.items() if k in cfg and cfg[k] != v}
+
+
+def spec_tables(model_type: str, cfg: Config, name: str) -> dict[str, dict[str, Any]]:
+    """The spec as nested TOML tables, every behaviour written out."""
+    tables: dict[str, dict[str, Any]] = {"model": {"name": name}}
+    for dotted, value in sorted(spec_values(model_type, cfg).items()):
+        table, _, key = dotted.partition(".")
+        tables.setdefault(table, {})[key] = value
+    return tables
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where one taxonc parameter comes from: the family's Take and the full HF name (with {e} left in)."""
+
+    take: Take
+    hf_name: str
+
+
+def locate(model_type: str, taxonc_name: str) -> Located:
+    """The HF source of one parameter of the lowered graph, e.g. "layers.3.q.weight"."""
+    family = FAMILIES[model_type]
+    parts = taxonc_name.split(".")
+    if parts[0] in ("layers", "encoder_layers") and len(parts) > 2 and parts[1].isdigit():
+        scope, index, local = parts[0], parts[1], ".".join(parts[2:])
+    else:
+        scope, index, local = parts[0], "", ".".join(parts[1:])
+    table = family.weights.get(scope, {})
+    if local not in table:
+        raise KeyError(f"{model_type}: no HF source for taxonc parameter {taxonc_name!r}")
+    take = table[local]
+    return Located(take, family.prefixes[scope].format(i=index) + take.hf)
+

@@ -26,8 +26,8 @@ from ..spec.model import MAX_NAME, NAME_RE, ModelSpec
 from .hf_config import read_config_json, read_spec_fields, spec_toml
 from .hf_families import Family
 from .hf_keys import ImportRefused
-from .hf_weights import BUFFERS, Move, older_name, plan, tied_copy
-from .safetensors_stream import DTYPES, Entry, StreamWriter, read_header, read_tensor
+from .hf_stream import ImportPlan, check_tied, plan_import
+from .safetensors_stream import Entry, StreamWriter, read_header
 from .tokenizer_files import check_fits, tokenizer_files
 
 SINGLE = "model.safetensors"
@@ -112,56 +112,12 @@ def _meta_state(model_py: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]
     return {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
 
 
-def _source(entries: dict[str, Entry], arch: str, name: str) -> Entry | None:
-    if name in entries:
-        return entries[name]
-    older = older_name(arch, name)
-    return entries.get(older) if older else None
-
-
-def check_weights(src: Path, family: Family, spec: ModelSpec, entries: dict[str, Entry],
-                  ours: dict[str, tuple[int, ...]]) -> tuple[list[tuple[Move, list[Entry]]], torch.dtype]:
-    """Pair every taxonc tensor with its sources; shapes, dtypes and leftovers checked from headers."""
-    moves = plan(family.arch, spec, ours)
-    used: set[str] = set()
-    paired: list[tuple[Move, list[Entry]]] = []
-    missing: list[str] = []
-    for move in moves:
-        parts = [_source(entries, family.arch, name) for name in move.theirs]
-        if any(p is None for p in parts):
-            missing.extend(n for n, p in zip(move.theirs, parts) if p is None)
-            continue
-        paired.append((move, parts))  # type: ignore[arg-type]
-        used.update(p.name for p in parts)  # type: ignore[union-attr]
-    if missing:
-        raise ImportRefused(f"{src}: the checkpoint lacks {len(missing)} tensor(s) config.json implies, e.g. {missing[0]}")
-    tied = tied_copy(family.arch, spec)
-    extra = sorted(n for n in entries if n not in used and n != tied and not BUFFERS.fullmatch(n))
-    if extra:
-        raise ImportRefused(f"{src}: {len(extra)} tensor(s) that a {family.model_type} model with this config.json "
-                            f"does not have, e.g. {extra[0]}")
-    dtypes = {p.code for _, parts in paired for p in parts}
-    if len(dtypes) != 1 or next(iter(dtypes)) not in ("F32", "F16", "BF16", "F64"):
-        raise ImportRefused(f"{src}: tensors of dtypes {sorted(dtypes)}; taxonc imports checkpoints of one floating dtype")
-    for move, parts in paired:
-        shapes = [p.shape for p in parts]
-        want = ours[move.ours]
-        rest = {s[1:] for s in shapes}
-        joined = (sum(s[0] for s in shapes), *shapes[0][1:]) if len(rest) == 1 and shapes[0] else None
-        if joined != want:
-            shown = " + ".join(f"{p.name} {list(p.shape)}" for p in parts)
-            raise ImportRefused(f"{parts[0].file}: shape mismatch: {shown}, but config.json implies "
-                                f"{list(want)} for taxonc's {move.ours}")
-    return paired, DTYPES[next(iter(dtypes))]
-
-
-def _weights_writer(paired: list[tuple[Move, list[Entry]]], ours: dict[str, tuple[int, ...]], dtype: torch.dtype,
-                    metadata: dict[str, str]):
+def _weights_writer(plan: ImportPlan, entries: dict[str, Entry], metadata: dict[str, str]):
     """A function that streams the converted tensors into an open file, one at a time."""
     def write(handle: BinaryIO) -> None:
-        writer = StreamWriter(handle, [(move.ours, dtype, ours[move.ours]) for move, _ in paired], metadata)
-        for move, parts in paired:
-            writer.write(move.ours, move.join([read_tensor(p) for p in parts]))
+        writer = StreamWriter(handle, [(name, plan.dtype, shape) for name, shape in plan.shapes.items()], metadata)
+        for name, tensor in plan.tensors(entries):
+            writer.write(name, tensor)
         writer.close()
     return write
 
@@ -189,33 +145,33 @@ def prepare(src: Path, name: str | None = None, backend: str = "torch"):
         spec_path.write_text(text, encoding="utf-8")
         compiled = compile_spec(spec_path, backend=backend, scale="full", source_label=SPEC_FILE)
     state = _meta_state(compiled.files["model.py"])
-    ours = {k: v[0] for k, v in state.items()}
-    paired, dtype = check_weights(src, family, compiled.spec, entries, ours)
-    return family, text, compiled, paired, ours, dtype, tokenizers
+    plan = plan_import(str(src), family, compiled.spec, compiled.graph, {k: v[0] for k, v in state.items()}, entries)
+    check_tied(family, compiled.spec, entries)
+    return family, text, compiled, plan, entries, tokenizers
 
 
 def import_checkpoint(src: Path, out: Path, name: str | None = None, backend: str = "torch") -> Imported:
     from ..fsutil import write_directory
 
     src, out = Path(src), Path(out)
-    family, text, compiled, paired, ours, dtype, tokenizers = prepare(src, name, backend)
+    family, text, compiled, plan, entries, tokenizers = prepare(src, name, backend)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ImportRefused(f"{out}: exists and is not an empty directory; choose another -o or remove it")
     lock = json.loads(compiled.files["spec.lock.json"])
-    lock["weights_dtype"] = str(dtype).removeprefix("torch.")
+    lock["weights_dtype"] = str(plan.dtype).removeprefix("torch.")
     lock["imported_from"] = {"format": "huggingface", "model_type": family.model_type}
     files: dict[str, object] = {**{k: v for k, v in compiled.files.items() if k != "spec.lock.json"},
                                 "spec.lock.json": json.dumps(lock, indent=2, sort_keys=True) + "\n",
                                 SPEC_FILE: text, **tokenizers}
     metadata = {SPEC_KEY: compiled.digest, NAME_KEY: compiled.spec.model.name, "format": "pt"}
-    files[WEIGHTS] = _weights_writer(paired, ours, dtype, metadata)
+    files[WEIGHTS] = _weights_writer(plan, entries, metadata)
     try:
         write_directory(out, files)  # type: ignore[arg-type]
     except FileExistsError as exc:
         raise ImportRefused(str(exc)) from None
-    n_bytes = sum(p.nbytes for _, parts in paired for p in parts)
+    n_bytes = sum(plan.dtype.itemsize * torch.Size(shape).numel() for shape in plan.shapes.values())
     tokenizer = next((n for n in ("tokenizer.json", "tokenizer.model", "vocab.json") if n in tokenizers), None)
-    return Imported(out, compiled.spec, family, len(paired), n_bytes, tokenizer)
+    return Imported(out, compiled.spec, family, len(plan.shapes), n_bytes, tokenizer)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,89 +1,77 @@
-"""Where each of taxonc's tensors comes from in a transformers checkpoint, and the way back.
+"""Move an HF state dict onto a taxonc graph's parameters, by the table in hf_families.
 
-A `Move` names one taxonc tensor, the transformers tensors it is made of (concatenated along
-rows: separate q/k/v or gate/up projections into taxonc's fused ones), the rows each part
-holds, and whether transformers stores the parts interleaved per head (GPT-NeoX, BLOOM). The
-moves come from the family's weight-name table (interop/hf.py ARCH); import runs them forwards
-and export backwards, one tensor at a time.
+`unfused_state` produces the parameters of the lowered graph (q, k, v separate); the
+compiler's own `passes.weights.fuse_state` then packs them for the compiled graph. Tensors are
+read one at a time through a `get(name)` callable, so a caller can stream them from
+memory-mapped safetensors; nothing here imports transformers.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from ..spec import derive
+from ..ir.graph import Graph
+from ..spec.derive import derive
 from ..spec.model import ModelSpec
-from .hf import ARCH, Arch, per_head_qkv_to_stacked
+from .hf_families import FAMILIES, Packing, Take, locate
 
-# Buffers some transformers versions saved next to the parameters (rotary tables, causal masks):
-# recomputed by every model, never weights.
-BUFFERS = re.compile(r".*\.(rotary_emb\.inv_freq|attention\.bias|attention\.masked_bias|attn\.bias|attn\.masked_bias)$")
+Getter = Callable[[str], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class Move:
-    ours: str
-    theirs: tuple[str, ...]
-    rows: tuple[int, ...]  # rows of each part along dim 0 (for export's split)
-    per_head: int = 0  # n_heads when transformers interleaves the parts per head, else 0
-
-    def join(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        t = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
-        return per_head_qkv_to_stacked(t, self.per_head) if self.per_head else t
-
-    def split(self, t: torch.Tensor) -> list[torch.Tensor]:
-        if self.per_head:
-            t = stacked_to_per_head(t, self.per_head)
-        return [p.contiguous() for p in torch.split(t, list(self.rows), 0)] if len(self.theirs) > 1 else [t]
-
-
-def stacked_to_per_head(t: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """The inverse of per_head_qkv_to_stacked: [q; k; v] back to [q_0, k_0, v_0, q_1, ...]."""
+def qkv_part(t: torch.Tensor, take: Take, n_heads: int, n_kv_heads: int, d_head: int) -> torch.Tensor:
+    """q, k or v out of a fused projection (rows of the output dim; a bias is 1-D)."""
+    index = "qkv".index(take.part)
+    if take.packing is Packing.STACKED:
+        sizes = [n_heads * d_head, n_kv_heads * d_head, n_kv_heads * d_head]
+        start = sum(sizes[:index])
+        return t[start:start + sizes[index]]
+    if n_kv_heads != n_heads:
+        raise ValueError("per-head packed q/k/v needs as many key/value heads as query heads")
     rest = t.shape[1:]
-    d_head = t.shape[0] // (3 * n_heads)
-    return t.reshape(3, n_heads, d_head, *rest).transpose(0, 1).reshape(3 * n_heads * d_head, *rest).contiguous()
+    return t.reshape(n_heads, 3, d_head, *rest)[:, index].reshape(n_heads * d_head, *rest)
 
 
-def _rows(arch: Arch, ours: str, n_parts: int, spec: ModelSpec) -> tuple[int, ...]:
-    a = derive(spec)
-    if ours == "qkv" and n_parts == 3:
-        return (spec.dims.n_heads * a.d_head, a.n_kv_heads * a.d_head, a.n_kv_heads * a.d_head)
-    if n_parts == 2:
-        return (a.d_ff, a.d_ff)
-    return (0,) * n_parts  # a single part is never split
+def take_tensor(get: Getter, take: Take, hf_name: str, spec: ModelSpec) -> torch.Tensor:
+    """One taxonc parameter from the HF tensors `get` returns."""
+    if "{e}" in hf_name:
+        t = torch.stack([get(hf_name.format(e=e)) for e in range(spec.moe.n_experts)])
+    else:
+        t = get(hf_name)
+    if take.transpose:
+        t = t.t()
+    if take.part is not None:
+        arch = derive(spec)
+        t = qkv_part(t, take, spec.dims.n_heads, arch.n_kv_heads, arch.d_head)
+    return t.contiguous()
 
 
-def plan(arch_key: str, spec: ModelSpec, ours: dict[str, tuple[int, ...]]) -> list[Move]:
-    """The moves that make every tensor in `ours` (taxonc's names and shapes), in its order."""
-    arch = ARCH[arch_key]
-    moves: dict[str, Move] = {}
-    for name, theirs in arch.top.items():
-        moves[name] = Move(name, (theirs,), (0,))
-    for i in range(spec.dims.n_layers):
-        prefix = arch.layer_prefix.format(i=i)
-        for suffix in ("weight", "bias"):
-            for short, theirs in arch.layer.items():
-                names = theirs if isinstance(theirs, tuple) else (theirs,)
-                full = tuple(f"{prefix}{n}.{suffix}" for n in names)
-                per_head = spec.dims.n_heads if short in arch.per_head else 0
-                moves[f"layers.{i}.{short}.{suffix}"] = Move(f"layers.{i}.{short}.{suffix}", full,
-                                                             _rows(arch, short, len(full), spec), per_head)
-    missing = [name for name in ours if name not in moves]
-    if missing:
-        raise KeyError(f"the {arch_key} weight table has no source for {missing[:3]}")
-    return [moves[name] for name in ours]
+def hf_sources(model_type: str, graph: Graph) -> dict[str, str]:
+    """taxonc parameter -> the HF tensor name it comes from ({e} stands for every expert)."""
+    return {name: locate(model_type, name).hf_name for name in graph.param_shapes()}
 
 
-def older_name(arch_key: str, name: str) -> str | None:
-    return ARCH[arch_key].older_names.get(name)
+def unfused_state(model_type: str, spec: ModelSpec, graph: Graph, get: Getter) -> dict[str, torch.Tensor]:
+    """The lowered graph's parameters from an HF state dict, with shapes checked against the graph."""
+    if model_type not in FAMILIES:
+        raise KeyError(f"no table for HF model_type {model_type!r}; known: {', '.join(sorted(FAMILIES))}")
+    state: dict[str, torch.Tensor] = {}
+    for name, shape in graph.param_shapes().items():
+        where = locate(model_type, name)
+        t = take_tensor(get, where.take, where.hf_name, spec)
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{where.hf_name} gives {name} the shape {tuple(t.shape)}; the spec needs {tuple(shape)}")
+        state[name] = t
+    return state
 
 
-def tied_copy(arch_key: str, spec: ModelSpec) -> str | None:
-    """The transformers name of an output matrix that a tied model does not need (it is the embedding)."""
-    arch = ARCH[arch_key]
-    if not spec.block.tied_embeddings:
-        return None
-    return arch.top.get("head.lm_head.weight", "lm_head.weight")
+def check_tied(model_type: str, spec: ModelSpec, get: Getter, names: set[str]) -> None:
+    """A tied spec needs an HF output layer equal to the embedding (or none in the checkpoint)."""
+    family = FAMILIES[model_type]
+    head, embed = family.weights.get("head", {}).get("lm_head.weight"), family.weights["embed"]["tok.weight"]
+    if not spec.block.tied_embeddings or head is None:
+        return
+    head_name = family.prefixes["head"] + head.hf
+    if head_name in names and not torch.equal(get(head_name), get(family.prefixes["embed"] + embed.hf)):
+        raise ValueError(f"{head_name} differs from the token embedding, but the spec ties them")

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from taxonc.kernels.reference.masks import Mask, MaskKind
 
-from ..spec.kinds import Activation, NormKind, Router
+from ..spec.kinds import Activation, NormKind, RotaryPairing, Router
 from .ops import Op
 
 
@@ -133,6 +133,7 @@ class SplitAttrs:
 class Rotary:
     dims: int
     base: float
+    pairing: RotaryPairing = RotaryPairing.HALF
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class RotaryAttrs:
     rot_dims: int
     base: float
     cached: bool
+    pairing: RotaryPairing = RotaryPairing.HALF
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ class AttentionAttrs:
     relative: RelativeBias | RelativeXL | None = None
     rotary: Rotary | None = None  # set by fold_rope
     window: int | None = None      # banded layers keep only this many cached keys
-    scale: float | None = None     # None: 1/sqrt(d_head)
+    scale: float | None = None     # None: 1/sqrt(d_head); muP 1/d_head; T5 1
 
     @property
     def fn(self) -> AttentionFn:
@@ -233,6 +235,7 @@ class MoeAttrs:
     load_balance_weight: float
     norm_kind: NormFn
     eps: float
+    inference_capacity_factor: float | None = None  # None: no cap in eval mode
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,7 @@ class ChunkedXattnAttrs:
 class LmHeadAttrs:
     bias: bool
     tied_to: str | None = None
-    logit_scale: float | None = None  # muP divides logits by the width multiplier
+    logit_scale: float | None = None  # muP divides logits by the width multiplier; T5 multiplies by d_model^-0.5
 
 
 ATTRS: dict[Op, type] = {

@@ -11,8 +11,8 @@ from __future__ import annotations
 from taxonc.kernels.reference.masks import Mask, MaskKind
 
 from ..spec.derive import Arch, LayerPlan, derive
-from ..spec.kinds import (Activation, CrossAttentionKind, NormPlacement, ParallelNorms, PositionKind, SparseKind,
-                          Structure, Wiring)
+from ..spec.kinds import (Activation, CrossAttentionKind, LogitScale, NormPlacement, ParallelNorms, PositionKind,
+                          SparseKind, Structure, Wiring)
 from ..spec.model import ModelSpec
 from .attrs import (ActivationAttrs, AddAttrs, AttentionAttrs, ChunkedXattnAttrs, GateAttrs, GluAttrs, LinearAttrs,
                     LmHeadAttrs, MoeAttrs, NeighbourEncoderAttrs, NormAttrs, NormFn, Pack, PosEmbedAttrs, PosTable,
@@ -83,15 +83,21 @@ class _Lowering:
         return Mask(_SPARSE_MASK[sparse.kind], **sizes[sparse.kind], bidirectional_prefix=prefix_lm)
 
     def attention_scale(self, d_head: int | None = None) -> float | None:
-        """muP scores with 1/d_head (Yang et al. 2022) instead of 1/sqrt(d_head); None is the default."""
+        """The spec's score scale (T5: 1), or muP's 1/d_head (Yang et al. 2022); None is 1/sqrt(d_head)."""
+        if self.spec.attention.score_scale is not None:
+            return self.spec.attention.score_scale
         return 1.0 / (d_head or self.dh) if self.spec.training.mup.enabled else None
 
     def logit_scale(self) -> float:
-        """muP divides the output logits by the width multiplier d_model / base_d_model."""
+        """muP divides the output logits by the width multiplier d_model / base_d_model; T5's tied output
+        multiplies them by d_model^-0.5."""
+        scale = 1.0
         mup = self.spec.training.mup
-        if not mup.enabled or not mup.base_d_model:
-            return 1.0
-        return mup.base_d_model / self.d
+        if mup.enabled and mup.base_d_model:
+            scale = mup.base_d_model / self.d
+        if self.spec.block.logit_scale is LogitScale.INVERSE_SQRT_D_MODEL:
+            scale = scale * self.d ** -0.5
+        return scale
 
     # pieces ------------------------------------------------------------------------
     def self_attention(self, scope: str, h: str, plan: LayerPlan | None, encoder: bool, shared_pos: str | None) -> str:
@@ -102,7 +108,8 @@ class _Lowering:
         pos = spec.position
         if pos.kind is PositionKind.ROTARY:
             self.g.add(Op.ROTARY, scope, "rope", [q, k], {"q_rot": self.g.values[q], "k_rot": self.g.values[k]},
-                       RotaryAttrs(self.h, self.kv, self.dh, self.arch.rotary_dims, pos.base, cached=not encoder))
+                       RotaryAttrs(self.h, self.kv, self.dh, self.arch.rotary_dims, pos.base, cached=not encoder,
+                                   pairing=pos.pairing))
             q, k = f"{scope}.q_rot", f"{scope}.k_rot"
         mask = self.mask(plan, bidirectional=encoder)
         params: dict = {}
@@ -167,7 +174,7 @@ class _Lowering:
                     roles["solu_norm.bias"] = Role.NORM_BIAS
             attrs = MoeAttrs(n_experts=m.n_experts, top_k=m.top_k, capacity_factor=m.capacity_factor, router=m.router,
                              activation=act, d_ff=e_ff, load_balance_weight=m.load_balance_weight, norm_kind=self.norm_fn,
-                             eps=spec.norm.eps)
+                             eps=spec.norm.eps, inference_capacity_factor=m.inference_capacity_factor)
             self.g.add(Op.MOE, scope, "moe", [h], {"y": self.g.values[h]}, attrs, params, roles)
             return f"{scope}.y"
         if act.gated:
@@ -194,7 +201,8 @@ class _Lowering:
         hf = self.norm(scope, "xff_norm", x, "xff_h")
         ff = int(xa.ff_ratio * self.d)
         u = self.linear(scope, "xff_in", hf, "xff_u", self.d, ff, self.spec.bias.mlp_in, Role.MLP_IN)
-        self.g.add(Op.ACTIVATION, scope, "xff_act", [u], {"xff_m": self.g.values[u]}, ActivationAttrs(Activation.GELU))
+        # Flamingo is written in JAX/Haiku, whose jax.nn.gelu is the tanh approximation by default
+        self.g.add(Op.ACTIVATION, scope, "xff_act", [u], {"xff_m": self.g.values[u]}, ActivationAttrs(Activation.GELU_TANH))
         y = self.linear(scope, "xff_out", f"{scope}.xff_m", "xff_y", ff, self.d, self.spec.bias.mlp_out, Role.MLP_OUT)
         self.g.add(Op.GATE, scope, "xff_gate", [y], {"xff_g": self.g.values[y]}, GateAttrs(), {"alpha": (1,)}, {"alpha": Role.GATE})
         return self.add(scope, "xff_add", [x, f"{scope}.xff_g"], "x_xff")

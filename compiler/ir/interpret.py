@@ -14,7 +14,7 @@ from torch.func import functional_call
 from taxonc.kernels.reference import attention as A
 from taxonc.kernels.reference import blocks, norms, positions
 
-from .attrs import Activation, AttentionFn, NormFn, PosTable, RelativeBias
+from .attrs import Activation, AttentionFn, NormFn, PosTable, RelativeBias, RotaryPairing
 from .graph import Graph, Node
 from .ops import Op
 
@@ -62,6 +62,8 @@ def _attention(node: Node, p: dict[str, torch.Tensor], args: list[torch.Tensor],
     shared = args[3] if len(args) > 3 else None
     heads = {"n_heads": a.n_heads, "n_kv_heads": a.n_kv_heads, "scale": a.scale}
     rope = run.rope(a.rotary.dims, a.rotary.base, q.shape[1], q.dtype) if a.rotary else None
+    if a.rotary and a.rotary.pairing is RotaryPairing.INTERLEAVED:
+        q, k = (positions.pairs_to_halves(x, n, a.rotary.dims) for x, n in ((q, a.n_heads), (k, a.n_kv_heads)))
     fn = a.fn
     if fn is AttentionFn.XL:
         u, w = (shared[0], shared[1]) if shared is not None else (p["u"], p["w"])
@@ -85,7 +87,7 @@ def _module(node: Node) -> torch.nn.Module:
     with torch.device("meta"):
         if node.op == Op.MOE:
             m = blocks.MoE(1, a.d_ff, a.n_experts, a.top_k, a.capacity_factor, a.router.value, a.activation.value,
-                           "b_in" in node.params, "b_out" in node.params)
+                           "b_in" in node.params, "b_out" in node.params, a.inference_capacity_factor)
             if a.activation is Activation.SOLU:
                 m.solu_norm = _norm_factory(a.norm_kind, a.eps, "solu_norm.bias" in node.params)(a.d_ff)
             return m
@@ -133,7 +135,12 @@ def run_graph(graph: Graph, params: dict[str, torch.Tensor], inputs: dict[str, t
             out = list(torch.split(args[0], list(a.sizes), dim=-1))
         elif op == Op.ROTARY:
             cos, sin = run.rope(a.rot_dims, a.base, args[0].shape[1], args[0].dtype)
-            out = [positions.rotary_flat(args[0], a.n_heads, cos, sin), positions.rotary_flat(args[1], a.n_kv_heads, cos, sin)]
+            heads = (a.n_heads, a.n_kv_heads)
+            if a.pairing is RotaryPairing.INTERLEAVED:  # the rotated values in their own (interleaved) order
+                out = [positions.halves_to_pairs(positions.rotary_flat(positions.pairs_to_halves(x, n, a.rot_dims), n, cos, sin),
+                                                 n, a.rot_dims) for x, n in zip(args[:2], heads)]
+            else:
+                out = [positions.rotary_flat(x, n, cos, sin) for x, n in zip(args[:2], heads)]
         elif op == Op.ATTENTION:
             out = _attention(node, p, args, run)
         elif op == Op.ACTIVATION:

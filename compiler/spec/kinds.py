@@ -54,17 +54,33 @@ class DeepnormScaling(StrEnum):
     SQRT_2N = "sqrt-2n"
 
 
+class RotaryPairing(StrEnum):
+    """Which dims of a head rotary embedding rotates together."""
+
+    HALF = "half"                # dim i with dim i + R/2 (GPT-NeoX, HF LLaMA: rotate_half)
+    INTERLEAVED = "interleaved"  # dims 2i and 2i+1 (GPT-J, RoFormer, Meta's LLaMA checkpoints)
+
+
+class LogitScale(StrEnum):
+    """A factor on the output logits that a convention fixes."""
+
+    NONE = "none"
+    INVERSE_SQRT_D_MODEL = "inverse-sqrt-d-model"  # T5/Switch: tied output scaled by d_model^-0.5
+
+
 class Activation(StrEnum):
     RELU = "relu"
-    GELU = "gelu"
-    GEGLU = "geglu"
+    GELU = "gelu"              # exact: x * Phi(x), with erf (torch's default, HF "gelu")
+    GELU_TANH = "gelu-tanh"    # tanh approximation (HF "gelu_new", "gelu_fast", "gelu_pytorch_tanh")
+    GEGLU = "geglu"            # exact GELU gate
+    GEGLU_TANH = "geglu-tanh"  # tanh-approximated GELU gate (T5 v1.1 "gated-gelu")
     SWIGLU = "swiglu"
     SOLU = "solu"
 
     @property
     def gated(self) -> bool:
         """GLU variants: two input projections, act(gate) * up."""
-        return self in (Activation.GEGLU, Activation.SWIGLU)
+        return self in (Activation.GEGLU, Activation.GEGLU_TANH, Activation.SWIGLU)
 
 
 class Wiring(StrEnum):

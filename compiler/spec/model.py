@@ -12,8 +12,8 @@ from typing import Annotated, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .kinds import (Activation, AttentionKind, CrossAttentionKind, DeepnormScaling, NormKind, NormPlacement,
-                    ParallelNorms, PositionKind, Router, SparseKind, Structure, Wiring)
+from .kinds import (Activation, AttentionKind, CrossAttentionKind, DeepnormScaling, LogitScale, NormKind, NormPlacement,
+                    ParallelNorms, PositionKind, RotaryPairing, Router, SparseKind, Structure, Wiring)
 
 PosInt = Annotated[int, Field(gt=0)]
 
@@ -187,6 +187,11 @@ class Attention(Section):
     sparse_layers: LayerSelector | None = Field(
         None, description="Layers that use the sparse pattern (default: all layers)."
     )
+    score_scale: PosFloat | None = Field(
+        None,
+        description="Factor on the query-key dot products; absent means 1/sqrt(d_head). T5 and Switch use 1 "
+        "(their init folds the scale into the query weights).",
+    )
     source: str = Field("", description="Where the attention facts come from.")
 
     @model_validator(mode="after")
@@ -213,6 +218,11 @@ class RotaryPosition(Section):
     kind: Literal[PositionKind.ROTARY]
     fraction: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(1.0, description="Share of each head's dims rotated.")
     base: PosFloat = Field(10000.0, description="Frequency base.")
+    pairing: Choice[RotaryPairing] = Field(
+        RotaryPairing.HALF,
+        description="Which dims rotate together. half: dim i with dim i + R/2 (GPT-NeoX, HF LLaMA's rotate_half); "
+        "interleaved: dims 2i and 2i+1 (GPT-J, RoFormer).",
+    )
 
 
 class AlibiPosition(Section):
@@ -271,7 +281,9 @@ class Norm(Section):
 
 class Mlp(Section):
     activation: Choice[Activation] = Field(
-        Activation.GELU, description="GLU variants use two input matrices; solu is x*softmax(x) followed by a LayerNorm."
+        Activation.GELU,
+        description="gelu is the exact erf GELU, gelu-tanh its tanh approximation (likewise geglu, geglu-tanh); GLU "
+        "variants use two input matrices; solu is x*softmax(x) followed by a LayerNorm.",
     )
     source: str = Field("", description="Where the MLP facts come from.")
 
@@ -284,6 +296,11 @@ class Block(Section):
         ParallelNorms.SHARED, description="Parallel blocks only: one norm feeding both branches (GPT-J, PaLM) or one each (GPT-NeoX)."
     )
     tied_embeddings: bool = Field(True, description="The output projection reuses the token embedding.")
+    logit_scale: Choice[LogitScale] = Field(
+        LogitScale.NONE,
+        description="none, or inverse-sqrt-d-model: the tied output multiplies the final hidden state by "
+        "d_model^-0.5 (T5, Switch).",
+    )
     source: str = Field("", description="Where the block facts come from.")
 
 
@@ -303,7 +320,14 @@ class Moe(Section):
     encoder_layers: LayerSelector | None = Field(
         None, description="Encoder layers whose MLP is a mixture of experts (encoder-decoder only)."
     )
-    capacity_factor: PosFloat = Field(1.25, description="Expert capacity = factor * tokens * top_k / n_experts; overflow is dropped.")
+    capacity_factor: PosFloat = Field(
+        1.25, description="Training: expert capacity = factor * tokens * top_k / n_experts; overflow is dropped."
+    )
+    inference_capacity_factor: PosFloat | None = Field(
+        None,
+        description="The same cap at inference (eval mode), over the tokens of one call; absent means no cap: every "
+        "token reaches its experts, and a cached decode step computes what the full forward computes.",
+    )
     router: Choice[Router] = Field(
         Router.SOFTMAX_TOP_K, description="softmax-top-k: GShard/GLaM gating renormalised over the chosen experts; switch: top-1 with the raw softmax weight."
     )

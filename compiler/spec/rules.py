@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .kinds import AttentionKind, CrossAttentionKind, NormKind, NormPlacement, PositionKind, SparseKind, Structure, Wiring
+from .kinds import (AttentionKind, CrossAttentionKind, LogitScale, NormKind, NormPlacement, PositionKind, SparseKind,
+                    Structure, Wiring)
 from .model import LayerSelector, ModelSpec
 
 Violation = tuple[str, str, tuple[str, ...]]
@@ -57,6 +58,9 @@ def _attention(spec: ModelSpec) -> Iterator[Violation]:
         if sparse.kind is SparseKind.FIXED and sparse.summary > sparse.block:
             yield "attention.sparse.summary", f"{sparse.summary} summary positions exceed the block ({sparse.block})", ()
     yield from _selector("attention.sparse_layers", a.sparse_layers, d.n_layers)
+    if a.score_scale is not None and spec.training.mup.enabled:
+        # muP fixes the scale at 1/d_head; two sources for one number would silently disagree
+        yield "attention.score_scale", "muP (training.mup.enabled) already sets the score scale to 1/d_head; give one or the other", ()
 
 
 def _position(spec: ModelSpec) -> Iterator[Violation]:
@@ -75,6 +79,9 @@ def _norm_and_block(spec: ModelSpec) -> Iterator[Violation]:
         yield "norm.placement", "DeepNorm is a post-norm scheme", ("post",)
     if spec.block.wiring is Wiring.PARALLEL and spec.norm.placement is NormPlacement.POST:
         yield "block.wiring", "a parallel block needs pre-norm: both branches read the same normed input", ("sequential",)
+    if spec.block.logit_scale is not LogitScale.NONE and not spec.block.tied_embeddings:
+        # T5 and Switch rescale because the output reuses the embedding; an untied head learns its own scale
+        yield "block.logit_scale", f"{spec.block.logit_scale} applies to a tied output projection; block.tied_embeddings is false", (LogitScale.NONE.value,)
 
 
 def _structure(spec: ModelSpec) -> Iterator[Violation]:

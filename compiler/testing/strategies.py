@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 
-from taxonc.compiler.spec.kinds import NormKind, PositionKind
+from taxonc.compiler.spec.kinds import Activation, LogitScale, NormKind, PositionKind, RotaryPairing
 
 if TYPE_CHECKING:
     from taxonc.compiler.spec.model import ModelSpec
@@ -51,13 +51,17 @@ def spec_dicts(draw: st.DrawFn) -> dict[str, Any]:
         spec["position"]["offset"] = draw(st.sampled_from([0, 2]))
     if position == "rotary":
         spec["position"]["fraction"] = draw(st.sampled_from([0.25, 0.5, 1.0]))
+        spec["position"]["pairing"] = draw(st.sampled_from([p.value for p in RotaryPairing]))
     norm = draw(st.sampled_from([k.value for k in NormKind]))
     placement = "post" if norm == NormKind.DEEPNORM else draw(st.sampled_from(["pre", "post"]))
-    spec["norm"] = {"kind": norm, "placement": placement, "embedding": draw(st.booleans()), "final": draw(st.booleans())}
-    spec["mlp"] = {"activation": draw(st.sampled_from(["relu", "gelu", "geglu", "swiglu", "solu"]))}
+    spec["norm"] = {"kind": norm, "placement": placement, "embedding": draw(st.booleans()), "final": draw(st.booleans()),
+                    "eps": draw(st.sampled_from([1e-5, 1e-6]))}
+    spec["mlp"] = {"activation": draw(st.sampled_from([a.value for a in Activation]))}
     wiring = "sequential" if placement == "post" or structure == "encoder-decoder" else draw(st.sampled_from(["sequential", "parallel"]))
     spec["block"] = {"wiring": wiring, "parallel_norms": draw(st.sampled_from(["shared", "separate"])),
                      "tied_embeddings": draw(st.booleans())}
+    if spec["block"]["tied_embeddings"]:
+        spec["block"]["logit_scale"] = draw(st.sampled_from([s.value for s in LogitScale]))
     spec["bias"] = {k: draw(st.booleans()) for k in ("qkv", "attn_out", "mlp_in", "mlp_out", "norm", "lm_head")}
     if structure == "encoder-decoder":
         spec["encoder"] = {"n_layers": draw(st.integers(1, 3)), "context": draw(st.sampled_from([16, 32]))}
@@ -78,6 +82,8 @@ def spec_dicts(draw: st.DrawFn) -> dict[str, Any]:
                                               {"kind": "sentencepiece", "algorithm": "bpe"}]))
     spec["training"] = {"tokens": float(draw(st.integers(1, 10**12))), "lr": draw(st.floats(1e-5, 1e-2)),
                         "mup": {"enabled": draw(st.booleans())}}
+    if not spec["training"]["mup"]["enabled"] and draw(st.booleans()):
+        spec.setdefault("attention", {})["score_scale"] = 1.0  # T5's unscaled scores
     if structure == "decoder" and draw(st.booleans()):
         spec["training"]["fim"] = {"rate": draw(st.floats(0, 1)), "mode": "psm"}
     return spec

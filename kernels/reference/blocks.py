@@ -19,14 +19,17 @@ class MoE(nn.Module):
 
     Tokens are sorted by expert; in training each expert keeps at most `capacity` of them in
     arrival order and the rest are dropped (their expert output is zero, the residual carries
-    them on). At inference nothing is dropped.
+    them on). At inference nothing is dropped unless `inference_capacity_factor` is given; then
+    the same rule holds with that factor, over the tokens of each call.
     The load-balancing loss of the last call is kept in `aux_loss`.
     """
 
-    def __init__(self, d_model, d_ff, n_experts, top_k, capacity_factor, router, activation, bias_in, bias_out, device=None, dtype=None):
+    def __init__(self, d_model, d_ff, n_experts, top_k, capacity_factor, router, activation, bias_in, bias_out,
+                 inference_capacity_factor=None, device=None, dtype=None):
         super().__init__()
         self.top_k, self.capacity_factor, self.router_kind, self.activation = top_k, capacity_factor, router, activation
-        gated = activation in ("swiglu", "geglu")
+        self.inference_capacity_factor = inference_capacity_factor
+        gated = activation in ("swiglu", "geglu", "geglu-tanh")
         self.router = nn.Linear(d_model, n_experts, bias=False, device=device, dtype=dtype)
         self.w_in = nn.Parameter(torch.empty(n_experts, (2 if gated else 1) * d_ff, d_model, device=device, dtype=dtype))
         self.w_out = nn.Parameter(torch.empty(n_experts, d_model, d_ff, device=device, dtype=dtype))
@@ -37,7 +40,7 @@ class MoE(nn.Module):
 
     def hidden(self, h):
         """The experts' activation of their first projection (GLU for swiglu/geglu)."""
-        if self.activation in ("swiglu", "geglu"):
+        if self.activation in ("swiglu", "geglu", "geglu-tanh"):
             gate, up = h.chunk(2, dim=-1)
             return glu(gate, up, self.activation)
         h = activate(h, self.activation)
@@ -70,13 +73,14 @@ class MoE(nn.Module):
         weight_NK, expert_NK = probs_NE.topk(self.top_k, dim=-1)
         if self.router_kind == "softmax-top-k" and self.top_k > 1:
             weight_NK = weight_NK / weight_NK.sum(-1, keepdim=True)
-        if torch.compiler.is_exporting() and not self.training:
+        factor = self.capacity_factor if self.training else self.inference_capacity_factor
+        if torch.compiler.is_exporting() and factor is None:
             # the dispatch below sizes expert batches from the data (bincount().tolist()), which
             # torch.export cannot trace; at inference nothing is dropped, so gathering is equal
             return self.gathered(x_ND, weight_NK, expert_NK).reshape(B, T, D)
-        # capacity limits (and token dropping) apply in training; at inference every token reaches
-        # its experts, so a cached decode step computes what the full forward computes
-        capacity = max(1, math.ceil(self.capacity_factor * n_tokens * self.top_k / n_experts)) if self.training else n_tokens * self.top_k
+        # capacity limits (and token dropping) apply in training; at inference, without an inference
+        # factor, every token reaches its experts, so a cached decode step computes what the full forward computes
+        capacity = n_tokens * self.top_k if factor is None else max(1, math.ceil(factor * n_tokens * self.top_k / n_experts))
         # load balancing: experts' share of tokens times their mean router probability
         share_E = torch.zeros(n_experts, device=x_ND.device).index_add_(0, expert_NK[:, 0], torch.ones(n_tokens, device=x_ND.device)) / n_tokens
         self.aux_loss = n_experts * (share_E * probs_NE.mean(0)).sum()

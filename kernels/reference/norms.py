@@ -25,6 +25,8 @@ def activate(x_BTF, kind):
     if kind == "relu":
         return F.relu(x_BTF)
     if kind == "gelu":
+        return F.gelu(x_BTF)  # exact, with erf
+    if kind == "gelu-tanh":
         return F.gelu(x_BTF, approximate="tanh")
     if kind == "solu":
         return x_BTF * torch.softmax(x_BTF, dim=-1)
@@ -34,4 +36,8 @@ def activate(x_BTF, kind):
 def glu(gate_BTF, up_BTF, kind):
     if kind == "swiglu":
         return F.silu(gate_BTF) * up_BTF
-    return F.gelu(gate_BTF, approximate="tanh") * up_BTF  # geglu
+    if kind == "geglu":
+        return F.gelu(gate_BTF) * up_BTF
+    if kind == "geglu-tanh":
+        return F.gelu(gate_BTF, approximate="tanh") * up_BTF
+    raise ValueError(kind)

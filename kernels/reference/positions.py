@@ -31,6 +31,24 @@ def apply_rotary(x_BHTK, cos_TR, sin_TR):
     return torch.cat([x_rot * cos_TR + rotated * sin_TR, x_pass], dim=-1)
 
 
+def pairs_to_halves(x_BTF, n_heads, rot_dims):
+    """Interleaved rotary pairs (dims 2i, 2i+1 of each head: GPT-J, RoFormer) moved to dims i and i + R/2,
+    where apply_rotary's rotate-half turns them. q and k are reordered alike, and attention reads them
+    only through their dot products, so this computes interleaved rotary embedding exactly."""
+    x_BTHK = x_BTF.unflatten(-1, (n_heads, -1))
+    pairs, rest = x_BTHK[..., :rot_dims], x_BTHK[..., rot_dims:]
+    halves = pairs.unflatten(-1, (rot_dims // 2, 2)).transpose(-1, -2).flatten(-2)
+    return torch.cat([halves, rest], dim=-1).flatten(-2)
+
+
+def halves_to_pairs(x_BTF, n_heads, rot_dims):
+    """The inverse of pairs_to_halves: rotated dims back to their interleaved places."""
+    x_BTHK = x_BTF.unflatten(-1, (n_heads, -1))
+    halves, rest = x_BTHK[..., :rot_dims], x_BTHK[..., rot_dims:]
+    pairs = halves.unflatten(-1, (2, rot_dims // 2)).transpose(-1, -2).flatten(-2)
+    return torch.cat([pairs, rest], dim=-1).flatten(-2)
+
+
 def alibi_slopes(n_heads):
     # geometric slopes for the nearest power of two, then every other slope of the next one
     def powers(n):

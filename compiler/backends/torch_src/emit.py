@@ -16,7 +16,7 @@ from typing import Any
 
 from taxonc.kernels.reference.masks import Mask
 
-from ...ir.attrs import Activation, AttentionFn, NormFn, PosTable, RelativeBias, Role
+from ...ir.attrs import Activation, AttentionFn, NormFn, PosTable, RelativeBias, Role, RotaryPairing
 from ...ir.graph import Graph, Node
 from ...ir.ops import Op
 from ...ir.printer import layer_groups
@@ -78,8 +78,12 @@ def mask_expr(mask: Mask) -> str:
 def activation_call(kind: Activation, arg: str) -> str:
     if kind is Activation.RELU:
         return f"F.relu({arg})"
-    if kind is Activation.GELU:
+    if kind in (Activation.GELU, Activation.GEGLU):
+        return f"F.gelu({arg})"
+    if kind in (Activation.GELU_TANH, Activation.GEGLU_TANH):
         return f'F.gelu({arg}, approximate="tanh")'
+    if kind is Activation.SWIGLU:
+        return f"F.silu({arg})"
     return f"{arg} * torch.softmax({arg}, dim=-1)"  # SoLU; its LayerNorm follows
 
 
@@ -223,8 +227,19 @@ class ScopeEmitter:
         a = node.attrs
         q, k = (self.ref(v) for v in node.inputs)
         rope = self.need("rope")
-        self.line(node, f"{self.out(node, 0)}, {self.out(node, 1)} = rotary_flat({q}, {a.n_heads}, *{rope}), "
-                        f"rotary_flat({k}, {a.n_kv_heads}, *{rope})")
+        calls = [f"rotary_flat({x}, {n}, *{rope})" for x, n in ((q, a.n_heads), (k, a.n_kv_heads))]
+        if a.pairing is RotaryPairing.INTERLEAVED:  # rotated in halves, returned in their interleaved order
+            calls = [f"halves_to_pairs(rotary_flat(pairs_to_halves({x}, {n}, {a.rot_dims}), {n}, *{rope}), {n}, {a.rot_dims})"
+                     for x, n in ((q, a.n_heads), (k, a.n_kv_heads))]
+        self.line(node, f"{self.out(node, 0)}, {self.out(node, 1)} = {calls[0]}, {calls[1]}")
+
+    def rotary_inputs(self, node: Node, q: str, k: str) -> tuple[str, str]:
+        """q and k as the attention helpers rotate them: interleaved pairs are gathered into halves first."""
+        a = node.attrs
+        if a.rotary is None or a.rotary.pairing is not RotaryPairing.INTERLEAVED:
+            return q, k
+        heads, kv = (h.partition("=")[2] for h in self.heads(node))
+        return (f"pairs_to_halves({q}, {heads}, CONFIG.rot_dims)", f"pairs_to_halves({k}, {kv}, CONFIG.rot_dims)")
 
     def heads(self, node: Node) -> list[str]:
         a, values = node.attrs, self.sizes.values
@@ -247,13 +262,14 @@ class ScopeEmitter:
         if a.window:
             args.append(f"window={a.window}")
         if a.scale is not None:
-            args.append(f"scale={a.scale!r}")  # muP: 1/d_head
+            args.append(f"scale={a.scale!r}")  # muP: 1/d_head; T5: 1
         return args
 
     def attention_call(self, node: Node) -> str:
         """The reference helper for this attention block, with keyword arguments."""
         a = node.attrs
         qkv = [self.ref(x) for x in node.inputs[:3]]
+        qkv[:2] = self.rotary_inputs(node, *qkv[:2])
         shared = self.ref(node.inputs[3]) if len(node.inputs) > 3 else None
         fn = a.fn
         args = list(qkv)
@@ -281,10 +297,7 @@ class ScopeEmitter:
 
     def op_glu(self, node: Node) -> None:
         gate, up = (self.ref(v) for v in node.inputs)
-        if node.attrs.kind is Activation.SWIGLU:
-            self.line(node, f"{self.out(node)} = F.silu({gate}) * {up}")
-        else:
-            self.line(node, f'{self.out(node)} = F.gelu({gate}, approximate="tanh") * {up}')
+        self.line(node, f"{self.out(node)} = {activation_call(node.attrs.kind, gate)} * {up}")
 
     def _sum(self, node: Node) -> str:
         terms = [self.ref(v) for v in node.inputs]
@@ -303,8 +316,9 @@ class ScopeEmitter:
 
     def moe_ctor(self, node: Node) -> str:
         a, d_model = node.attrs, node.params["router.weight"][1]
+        capped = f", inference_capacity_factor={a.inference_capacity_factor!r}" if a.inference_capacity_factor else ""
         return (f"MoE({self.sizes.field(d_model, 'd_model').code}, {a.d_ff}, {a.n_experts}, {a.top_k}, {a.capacity_factor!r}, "
-                f"{a.router.value!r}, {a.activation.value!r}, {'b_in' in node.params}, {'b_out' in node.params}, **kw)")
+                f"{a.router.value!r}, {a.activation.value!r}, {'b_in' in node.params}, {'b_out' in node.params}{capped}, **kw)")
 
     def op_moe(self, node: Node) -> None:
         a = node.attrs

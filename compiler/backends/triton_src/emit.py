@@ -77,7 +77,8 @@ class _KernelScopeEmitter(ScopeEmitter):
         if node.kernel is None:
             return super().op_attention(node)
         a = node.attrs
-        args = [*(self.ref(x) for x in node.inputs[:3]), mask_expr(a.mask), *self.heads(node),
+        q, k, v = (self.ref(x) for x in node.inputs[:3])
+        args = [*self.rotary_inputs(node, q, k), v, mask_expr(a.mask), *self.heads(node),
                 *self.attention_kwargs(node, offset=a.cached)]
         self.line(node, f"{self.out(node)} = kernel_attention({', '.join(args)})")
 
@@ -89,7 +90,7 @@ class _KernelScopeEmitter(ScopeEmitter):
         m = f"self.{node.name}"
         self.line(node, f"{self.out(node)}, {m}.aux_loss = moe_kernels.moe_forward({self.ref(node.inputs[0])}, {m}.router.weight, "
                         f"{m}.w_in, {m}.b_in, {m}.w_out, {m}.b_out, {a.top_k}, {a.capacity_factor!r}, {a.router.value!r}, "
-                        f"{a.activation.value!r}, self.training)")
+                        f"{a.activation.value!r}, self.training, inference_capacity_factor={m}.inference_capacity_factor)")
 
     def op_activation(self, node: Node) -> None:
         if node.kernel is not Kernel.SOLU_LAYER_NORM:
