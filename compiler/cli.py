@@ -494,7 +494,7 @@ def run(
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key (spec files only).")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="A safetensors file for the model; or a directory: "
                                                     "an imported artifact, or a Hugging Face checkpoint (imported into the cache).")] = None,
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A SentencePiece model (default: DIR/tokenizer.model, else the shipped one).")] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A tokenizer.json, a SentencePiece .model, or a folder holding one with its HF config files (default: DIR's own, else the shipped one).")] = None,
     sampler: Sampler = "greedy",
     temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option("--top-k")] = None,

@@ -92,20 +92,20 @@ def _check_utf8(flag: str, text: str | None) -> None:
         raise UsageError(f"{flag} is not valid UTF-8 (an undecodable byte at character {exc.start})") from None
 
 
-def _tokenizer(path: Path | None, artifact_dir: Path | None, spec: dict[str, Any]):
+def _tokenizer(path: Path | None, *folders: Path | None):
+    """--tokenizer (a file or folder), else the first of `folders` that holds a tokenizer
+    (tokenizer.json, or tokenizer.model with or without HF's tokenizer_config.json), else the
+    shipped SentencePiece model."""
+    from taxonc.runtime.text_tokenizer import load_tokenizer, tokenizer_in
     from taxonc.runtime.tokenizer import Tokenizer
 
     if path is not None:
-        return Tokenizer.load(path)
-    from taxonc.runtime.files import present
-
-    # anything at DIR/tokenizer.model (a folder, a dangling link) is read and refused, not skipped
-    if artifact_dir is not None and present(artifact_dir / "tokenizer.model"):
-        return Tokenizer.load(artifact_dir / "tokenizer.model")
-    if artifact_dir is not None and present(artifact_dir / "tokenizer.json"):
-        # the shipped tokenizer would turn the model's ids into other text: refuse instead
-        raise UsageError(f"{artifact_dir / 'tokenizer.json'}: this build reads SentencePiece tokenizers only; "
-                         "pass --tokenizer FILE.model")
+        return load_tokenizer(path)
+    for folder in folders:
+        # anything at DIR/tokenizer.json or DIR/tokenizer.model (a folder, a dangling link) is read and refused, not skipped
+        found = tokenizer_in(folder) if folder is not None and folder.is_dir() else None
+        if found is not None:
+            return found
     return Tokenizer.default()
 
 
@@ -129,19 +129,23 @@ def run_generation(*, target: Path | None, prompt: str, scale: str, sets: list[s
         _check_utf8(flag, text)
     if condition not in (None, "good", "bad"):
         raise UsageError(f"--condition is good or bad, not {condition!r}")
+    given_weights = weights
     target, weights = model_source(target, weights)
-    tok = _tokenizer(tokenizer, target if target.is_dir() else None, {})
+    # weights given as a folder (an HF directory or an artifact) bring their own vocabulary, so their
+    # tokenizer comes before the target artifact's
+    tok = _tokenizer(tokenizer, given_weights, target)
     with tempfile.TemporaryDirectory(prefix="taxonc-run-") as tmp:
         artifact = _artifact(target, scale, sets, weights, seed, Path(tmp))
         spec = artifact.spec
         vocab = spec["dims"]["vocab_size"]
         if tok.vocab_size > vocab:
-            raise RuntimeFailure(f"the tokenizer has {tok.vocab_size} pieces but the model embeds only {vocab} tokens")
+            raise RuntimeFailure(f"tokenizer {tok.source} has {tok.vocab_size} ids but the model embeds only {vocab} tokens; "
+                                 f"give a tokenizer of at most {vocab} ids (--tokenizer)")
         ids = tok.encode(prompt)
         if fim_suffix is not None:
             pre, mid, suf = fim_sentinel_ids(tok)
             mode = (spec["training"].get("fim") or {}).get("mode", "psm")
-            ids = fim_prompt(ids, tok.encode(fim_suffix), "spm" if mode == "spm" else "psm", pre, mid, suf)
+            ids = fim_prompt(ids, tok.encode(fim_suffix, add_special_tokens=False), "spm" if mode == "spm" else "psm", pre, mid, suf)
         if condition is not None:
             control = tok.token_id(PHF_GOOD if condition == "good" else PHF_BAD)
             if control is None:
@@ -151,16 +155,19 @@ def run_generation(*, target: Path | None, prompt: str, scale: str, sets: list[s
             raise RuntimeFailure("the prompt encodes to no tokens")
         stream = tok.decode_stream()
 
+        # An embedding padded past the tokenizer (GPT-NeoX: 50432 rows, 50277 ids) can emit ids with no
+        # text; they print nothing, as transformers' decode drops them.
         def on_token(token: int) -> None:
-            if not as_json:
+            if not as_json and token < tok.vocab_size:
                 out.file.write(stream.push(token))
                 out.file.flush()
 
         result = generate(artifact.model, artifact.new_cache, spec, ids, config, max_new_tokens, seed,
-                          tok.eos_id, on_token)
-        text = tok.decode(result.new_ids)
+                          tok.stop_ids, on_token)
+        text = tok.decode([i for i in result.new_ids if i < tok.vocab_size])
         report = {
-            "spec": spec["model"]["name"], "scale": artifact.lock.get("scale"), "prompt": prompt, "text": text,
+            "spec": spec["model"]["name"], "scale": artifact.lock.get("scale"), "tokenizer": tok.source,
+            "prompt": prompt, "text": text,
             "prompt_ids": result.prompt_ids, "ids": result.new_ids, "stopped": result.stopped,
             "sampler": sampler, "seed": seed, "prefill_s": result.prefill_s, "decode_s": result.decode_s,
             "tokens_per_s": result.tokens_per_s,

@@ -13,6 +13,7 @@ from .artifact import Artifact, load
 from .errors import ArtifactError, RuntimeFailure, TokenizerError, WeightsError
 from .generate import Generation
 from .sampling import SamplerConfig
+from .text_tokenizer import TextTokenizer, load_tokenizer, tokenizer_in
 from .tokenizer import Tokenizer, default_tokenizer_path, train_tokenizer
 from .weights import load_weights, save_weights
 
@@ -22,12 +23,15 @@ __all__ = [
     "Generation",
     "RuntimeFailure",
     "SamplerConfig",
+    "TextTokenizer",
     "Tokenizer",
     "TokenizerError",
     "WeightsError",
     "default_tokenizer_path",
     "load",
+    "load_tokenizer",
     "load_weights",
     "save_weights",
+    "tokenizer_in",
     "train_tokenizer",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any, Callable
 
 import torch
@@ -53,9 +54,15 @@ def _checked(logits: torch.Tensor, step: int, budget: int) -> torch.Tensor:
 
 
 def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[str, Any], prompt: list[int],
-             sampler: SamplerConfig, max_new_tokens: int, seed: int = 0, eos_id: int | None = None,
+             sampler: SamplerConfig, max_new_tokens: int, seed: int = 0, eos_id: int | Collection[int] | None = None,
              on_token: Callable[[int], None] | None = None, prefix_len: int | None = None) -> Generation:
-    """Generate up to max_new_tokens after `prompt`; on_token is called as each token arrives."""
+    """Generate up to max_new_tokens after `prompt`; on_token is called as each token arrives.
+
+    `eos_id` is one stop id or several (generation_config.json may list more than one, as
+    transformers' generate accepts); beam search stops on the first of them only.
+    """
+    stops = frozenset([eos_id] if isinstance(eos_id, int) else eos_id or ())
+    eos_id = eos_id if isinstance(eos_id, int) or eos_id is None else next(iter(eos_id), None)
     if not prompt:
         raise RuntimeFailure("the prompt is empty")
     context = spec["dims"]["context"]
@@ -99,7 +106,7 @@ def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[st
             new.append(token)
             if on_token:
                 on_token(token)
-            if eos_id is not None and token == eos_id:
+            if token in stops:
                 stopped = "eos"
                 break
             if i + 1 < budget:

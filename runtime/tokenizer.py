@@ -24,6 +24,7 @@ from typing import Literal, TypeVar
 
 import sentencepiece as spm
 
+from .decode_stream import DecodeStream
 from .errors import TokenizerError
 from .files import why_not_regular
 
@@ -40,6 +41,9 @@ PHF_GOOD = "<|good|>"
 PHF_BAD = "<|bad|>"
 DEFAULT_SPECIAL_TOKENS: tuple[str, ...] = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, PHF_GOOD, PHF_BAD)
 
+# Real SentencePiece models are a few MB (LLaMA's 0.5 MB, Gemma's 4 MB); the cap stops a
+# mislabelled multi-GB file from being read into memory whole.
+MAX_MODEL_BYTES = 64 << 20
 _META_PIECES = ("<unk>", "<s>", "</s>")  # SentencePiece's defaults: unk=0, bos=1, eos=2, no pad
 _BYTE_PIECES = 256
 # TrainerSpec.model_type in sentencepiece_model.proto.
@@ -294,6 +298,9 @@ class Tokenizer:
         reason = why_not_regular(path)  # a FIFO or /dev/zero would block or read forever
         if reason is not None and reason != "does not exist":
             raise TokenizerError(f"tokenizer {path} {reason}; a tokenizer is a SentencePiece .model file")
+        if reason is None and path.stat().st_size > MAX_MODEL_BYTES:
+            raise TokenizerError(f"tokenizer {path} is larger than {MAX_MODEL_BYTES >> 20 or 1} MiB, "
+                                 "the most taxonc reads for a SentencePiece model")
         return cls.from_bytes(_read(path, "tokenizer", Path.read_bytes, "a .model file"), source=str(path))
 
     @classmethod
@@ -313,6 +320,11 @@ class Tokenizer:
     @classmethod
     def default(cls) -> Tokenizer:
         return cls.load(default_tokenizer_path())
+
+    @property
+    def processor(self) -> spm.SentencePieceProcessor:
+        """The SentencePiece processor itself (its normaliser and pieces, for HF conventions)."""
+        return self._sp
 
     # --- vocabulary
 
@@ -336,12 +348,19 @@ class Tokenizer:
         return i
 
     def piece(self, token_id: int) -> str:
-        self._check_ids([token_id])
+        self.check_ids([token_id])
         return self._sp.id_to_piece(int(token_id))
 
     # --- text
 
-    def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """The ids that end generation: the EOS piece, where the model has one."""
+        return () if self.eos_id is None else (self.eos_id,)
+
+    def encode(self, text: str, *, bos: bool = False, eos: bool = False, add_special_tokens: bool = True) -> list[int]:
+        """The ids of `text`; BOS and EOS only where asked for (a spec-trained model's prompts have
+        neither, so `add_special_tokens`, which asks for what the tokenizer adds to a prompt, adds nothing)."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, not {type(text).__name__}")
         return self._sp.encode(text, add_bos=bos, add_eos=eos)
@@ -351,10 +370,11 @@ class Tokenizer:
         try:
             return self._sp.decode(ids)
         except IndexError:
-            self._check_ids(ids)
+            self.check_ids(ids)
             raise
 
-    def _check_ids(self, ids: Iterable[int]) -> None:
+    def check_ids(self, ids: Iterable[int]) -> None:
+        """TokenizerError unless every id is in the vocabulary."""
         for i in ids:
             if not 0 <= int(i) < self._size:
                 raise TokenizerError(f"token id {int(i)} is outside the vocabulary (0..{self._size - 1})")
@@ -365,44 +385,3 @@ class Tokenizer:
     def __repr__(self) -> str:
         where = f" from {self.source}" if self.source else ""
         return f"Tokenizer({self.type}, {self._size} pieces{where})"
-
-
-class DecodeStream:
-    """Turns ids that arrive one at a time into the text to print for each.
-
-    Decoding each id on its own goes wrong twice: a byte-fallback character spans several
-    ids (an emoji is four <0xNN> pieces), and SentencePiece drops the space marker of
-    whichever piece comes first in a decode call. So each step decodes a short window that
-    begins at an id already printed: that first piece is treated the same way in the old and
-    the new decode, and the new text is what the new decode adds. A step whose text ends in
-    U+FFFD (an unfinished UTF-8 sequence) prints nothing until the character is complete, or
-    until flush(). Joining every push() and the final flush() gives exactly decode(ids).
-    """
-
-    def __init__(self, tokenizer: Tokenizer):
-        self._tok = tokenizer
-        self._ids: list[int] = []
-        self._start = 0  # window start: the first id printed by the last step that printed
-        self._printed = 0  # ids[:_printed] are printed
-
-    @property
-    def ids(self) -> list[int]:
-        return list(self._ids)
-
-    def push(self, token_id: int) -> str:
-        """Add one id; return the text it completes ("" while a character is unfinished)."""
-        self._tok._check_ids([token_id])
-        self._ids.append(int(token_id))
-        return self._step(final=False)
-
-    def flush(self) -> str:
-        """Return whatever is still held back, even an unfinished character (as U+FFFD)."""
-        return self._step(final=True)
-
-    def _step(self, final: bool) -> str:
-        old = self._tok.decode(self._ids[self._start : self._printed])
-        new = self._tok.decode(self._ids[self._start :])
-        if not final and (len(new) <= len(old) or new.endswith("\ufffd")):
-            return ""
-        self._start, self._printed = self._printed, len(self._ids)
-        return new[len(old) :]
