@@ -89,3 +89,21 @@ def test_weights_directory_and_a_target_is_a_usage_error(checkpoint, tmp_path):
 def test_run_without_a_model_is_a_usage_error():
     result = runner.invoke(app, ["run", "--prompt", "x"])
     assert result.exit_code == 2 and "--weights DIR" in result.output
+
+
+def test_run_hf_directory_with_its_tokenizer_json(tmp_path, monkeypatch):
+    """A checkpoint with a real tokenizer.json: the prompt's ids are AutoTokenizer's, the greedy
+    tokens transformers' generate."""
+    from taxonc.testing.hf_tokenizers import build
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    hf = random_hf("llama", DIMS)
+    src = save(hf, tmp_path / "hf-llama")
+    build("llama3", src)  # a byte-level BPE tokenizer.json with tokenizer_config.json, 400 ids
+    report = _run("--weights", str(src))
+    expected = transformers.AutoTokenizer.from_pretrained(src)("The compiler").input_ids
+    assert report["prompt_ids"] == expected
+    with torch.inference_mode():
+        theirs = hf.generate(torch.tensor([expected]), max_new_tokens=N_NEW, do_sample=False, pad_token_id=0,
+                             eos_token_id=None)[0, len(expected):].tolist()
+    assert report["ids"] == theirs[:len(report["ids"])] and report["ids"], (report["ids"], theirs)
