@@ -69,16 +69,24 @@ def _modelling_file(family: Family) -> str:
     return f"transformers modeling_{family.model_type}.py"
 
 
-def _without(config: dict[str, Any], key: str) -> dict[str, Any]:
+def _probes(config: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """`config` without `key`, and with its value changed (a flipped bool, a doubled number): the
+    derived values that move under either came from that key."""
     outer, _, inner = key.partition(".")
-    if inner:
-        return {**config, outer: {k: v for k, v in config[outer].items() if k != inner}}
-    return {k: v for k, v in config.items() if k != key}
+    node = config[outer] if inner else config
+    name = inner or key
+    value = node[name]
+    variants = [{k: v for k, v in node.items() if k != name}]
+    if isinstance(value, bool):
+        variants.append({**node, name: not value})
+    elif isinstance(value, (int, float)):
+        variants.append({**node, name: value * 2 if value else type(value)(1)})
+    return [{**config, outer: v} if inner else v for v in variants]
 
 
 def _origins(family: Family, config: dict[str, Any], values: dict[str, Any]) -> dict[str, str]:
-    """Where each value came from. The derived values are traced by leaving each config key out in
-    turn and seeing which values change."""
+    """Where each value came from. The derived values are traced by leaving each config key out,
+    and changing it, in turn and seeing which values move."""
     origins = {name: _modelling_file(family) for name in family.fixed}
     for key in family.keys:
         present = config.get(key.hf) is not None
@@ -88,18 +96,20 @@ def _origins(family: Family, config: dict[str, Any], values: dict[str, Any]) -> 
     keys = [k for k in config if k not in NESTED] + [f"{k}.{s}" for k in NESTED if isinstance(config.get(k), dict)
                                                       for s in config[k]]
     for key in keys:
-        try:
-            changed = spec_values(family.model_type, _without(config, key))
-        except (KeyError, ValueError, TypeError, ZeroDivisionError):
-            continue
-        for name in derived:
-            if changed.get(name) != values.get(name):
-                traced.setdefault(name, []).append(key)
+        moved: set[str] = set()
+        for probe in _probes(config, key):
+            try:
+                changed = spec_values(family.model_type, probe)
+            except (KeyError, ValueError, TypeError, ZeroDivisionError):
+                continue
+            moved |= {name for name in derived if changed.get(name) != values.get(name)}
+        for name in sorted(moved):
+            traced.setdefault(name, []).append(key)
     for name in derived:
         if name in traced:
             origins[name] = "config.json: " + ", ".join(traced[name])
         else:
-            origins[name] = f"{_modelling_file(family)} (from the config's defaults)"
+            origins[name] = f"{_modelling_file(family)} (no config key changes it)"
     return origins
 
 
