@@ -177,7 +177,7 @@ def _default_config(model_type: str) -> dict:
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_default_config_counts_what_transformers_counts(model_type):
     from taxonc.compiler.analysis import count_params
-    from taxonc.compiler.interop.hf_config import read_spec_fields, spec_tables
+    from taxonc.compiler.interop.hf_config_file import read_spec_fields, spec_tables
     from taxonc.compiler.spec.model import ModelSpec
 
     config = _default_config(model_type)

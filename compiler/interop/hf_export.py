@@ -20,7 +20,7 @@ from taxonc.runtime.files import why_not_regular
 from taxonc.runtime.weights import SPEC_KEY
 
 from ..spec.model import ModelSpec
-from .hf_config import HF_CLASSES, config_from_spec
+from .hf_config_file import HF_CLASSES, config_from_spec
 from .hf_families import Family
 from .hf_keys import ImportRefused
 from .hf_stream import export_tensors
