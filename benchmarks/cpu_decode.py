@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from taxonc.compiler.interop.hf import Dims, build_pair  # noqa: E402
+from taxonc.compiler.interop.hf_pairs import Dims, build_pair  # noqa: E402
 
 from taxonc.runtime.generate import generate  # noqa: E402
 from taxonc.runtime.sampling import SamplerConfig  # noqa: E402

@@ -9,7 +9,7 @@ Protocol:
    nn.Linear runs them) and copy GB/s on a 256 MiB buffer (larger than any cache here).
 2. For each architecture (LLaMA-, GPT-NeoX-, BLOOM-, OPT-like; 12 layers, d_model 512,
    50-90M parameters) build the transformers model and the taxonc model with the same weights
-   (taxonc.compiler.interop.hf) and check the fp32 logits agree (max abs diff <= 1e-4). An
+   (taxonc.compiler.interop.hf_pairs) and check the fp32 logits agree (max abs diff <= 1e-4). An
    architecture that fails the check gets no timings.
 3. Time prefill (B=1, T=256 and T=1024; --quick: T=256 only) for four providers: HF eager
    (sdpa attention; BLOOM has only its own baddbmm attention), taxonc eager, HF under
@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from taxonc.compiler.interop.hf import ARCHS, Dims, build_pair, hf_logits  # noqa: E402
+from taxonc.compiler.interop.hf_pairs import ARCHS, Dims, build_pair, hf_logits  # noqa: E402
 
 TOL = 1e-4
 DRIFT = 0.05

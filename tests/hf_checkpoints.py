@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from taxonc.compiler.interop.hf import TINY, Dims, hf_model
-from taxonc.compiler.interop.hf_families import FAMILIES
+from taxonc.compiler.interop.hf import FAMILIES
+from taxonc.compiler.interop.hf_pairs import TINY, Dims, hf_model
 
 REL_TOL = 1e-5  # fp32, relative to the largest logit
 MODEL_TYPES = tuple(FAMILIES)

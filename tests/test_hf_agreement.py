@@ -1,5 +1,5 @@
 """taxonc's emitted models against Hugging Face transformers, weight for weight, for every family
-of the import table (compiler/interop/hf_families.py).
+of the import table (compiler/interop/hf.py).
 
 For each family a small transformers config (2 layers, d_model 64, 4 heads, vocab 128, context
 64) is built with random weights drawn so that logits are of order 5 (asserted), and the taxonc
@@ -21,8 +21,11 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from taxonc.compiler.analysis import count_params  # noqa: E402
-from taxonc.compiler.interop.hf import FAMILY_NAMES, TINY, Dims, build_pair, hf_logits, spec_toml  # noqa: E402
-from taxonc.compiler.interop.hf_families import FAMILIES, Packing, Take, mismatched_requirements  # noqa: E402
+from taxonc.compiler.interop.hf_pairs import FAMILY_NAMES, TINY, Dims, build_pair, hf_logits, spec_toml  # noqa: E402
+from taxonc.compiler.interop.hf_config import (architecture, config_values, mismatched_requirements,  # noqa: E402
+                                               round_trip_differences)
+from taxonc.compiler.interop.hf import FAMILIES  # noqa: E402
+from taxonc.compiler.interop.hf_schema import Packing, Take  # noqa: E402
 from taxonc.compiler.interop.hf_weights import qkv_part  # noqa: E402
 from taxonc.compiler.spec import load_spec  # noqa: E402
 
@@ -223,10 +226,66 @@ def test_full_size_default_config_counts_what_transformers_counts(family: str, t
     assert count_params(load_spec(path).spec).total == theirs
 
 
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_spec_to_config_and_back_keeps_the_function(family: str, tmp_path) -> None:
+    """The default config's spec, written back as config keys by the table and read again, is the same
+    architecture; transformers builds the written config with the same parameter count."""
+    from transformers import AutoConfig
+
+    theirs, cfg = _hf_count(family)
+    first = tmp_path / "a.toml"
+    first.write_text(spec_toml(family, cfg.to_dict()))
+    spec = load_spec(first).spec
+    written = config_values(family, architecture(spec))
+    again = tmp_path / "b.toml"
+    again.write_text(spec_toml(family, AutoConfig.for_model(**written).to_dict()))
+    assert round_trip_differences(family, spec, load_spec(again).spec) == {}
+    assert count_params(load_spec(again).spec).total == theirs
+
+
+CONVENTIONS = ("position.pairing", "mlp.activation", "norm.eps", "attention.score_scale", "block.logit_scale")
+# (family, spec in specs/, config values of the released checkpoint where the HF class default differs,
+#  the conventions compared)
+AUDITED = [
+    ("gptj", "gpt-j", {}, CONVENTIONS),                          # GPTJConfig's defaults are GPT-J-6B's
+    ("t5", "t5", {}, CONVENTIONS),                               # t5-small's conventions are t5-11b's
+    ("switch_transformers", "switch", {}, CONVENTIONS[1:4]),     # Switch-C unties its output (switch_c.gin)
+    ("llama", "llama-7b", {}, CONVENTIONS),
+    ("gpt_neox", "gpt-neox", {"hidden_act": "gelu_fast"}, CONVENTIONS),  # the released 20B config
+    ("bloom", "bloom-560m", {}, CONVENTIONS),
+    ("opt", "opt-125m", {}, CONVENTIONS),
+]
+
+
+@pytest.mark.parametrize("family,name,released,keys", AUDITED, ids=[a[1] for a in AUDITED])
+def test_audited_specs_have_the_conventions_transformers_reads(family, name, released, keys, tmp_path) -> None:
+    """The convention fields of specs/ agree with what the table reads from the family's HF config."""
+    from transformers import AutoConfig
+
+    path = tmp_path / f"{family}.toml"
+    path.write_text(spec_toml(family, AutoConfig.for_model(family, **released).to_dict()))
+    theirs = architecture(load_spec(path).spec)
+    ours = architecture(load_spec(ROOT / "specs" / f"{name}.toml").spec)
+    assert {k: ours.get(k) for k in keys} == {k: theirs.get(k) for k in keys}
+
+
+def test_round_trip_names_what_a_family_cannot_carry(tmp_path) -> None:
+    """LLaMA's config has no interleaved rotary and no exact-GELU T5 gate: the round trip says so by key."""
+    from transformers import AutoConfig
+
+    path = tmp_path / "llama.toml"
+    path.write_text(spec_toml("llama", AutoConfig.for_model("llama").to_dict()))
+    spec = load_spec(path, {"position": {"pairing": "interleaved"}, "norm": {"final": False}}).spec
+    back = tmp_path / "back.toml"
+    back.write_text(spec_toml("llama", config_values("llama", architecture(spec))))
+    differences = round_trip_differences("llama", spec, load_spec(back).spec)
+    assert differences == {"position.pairing": ("interleaved", "half"), "norm.final": (False, True)}
+
+
 def test_the_table_imports_without_transformers() -> None:
     code = ("import sys; sys.modules['transformers'] = None\n"
-            "from taxonc.compiler.interop import hf_families, hf_weights\n"
-            "assert len(hf_families.FAMILIES) == 11\n")
+            "from taxonc.compiler.interop import hf, hf_config, hf_weights\n"
+            "assert len(hf.FAMILIES) == 11\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr

@@ -22,7 +22,7 @@ transformers = pytest.importorskip("transformers")
 
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from taxonc.compiler.interop.hf import Dims, hf_config  # noqa: E402
+from taxonc.compiler.interop.hf_pairs import Dims, hf_config  # noqa: E402
 
 BOUND = 1.3
 PROBE = """

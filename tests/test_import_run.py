@@ -15,7 +15,7 @@ transformers = pytest.importorskip("transformers")
 from typer.testing import CliRunner  # noqa: E402
 
 from taxonc.compiler.cli import app  # noqa: E402
-from taxonc.compiler.interop.hf import Dims  # noqa: E402
+from taxonc.compiler.interop.hf_pairs import Dims  # noqa: E402
 from taxonc.runtime.tokenizer import default_tokenizer_path  # noqa: E402
 
 from .hf_checkpoints import random_hf, save  # noqa: E402

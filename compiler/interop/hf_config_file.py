@@ -1,6 +1,6 @@
 """config.json -> a spec whose every value names its origin, and a spec -> config.json.
 
-Both directions go through the family tables (interop/hf_families.py); interop/hf_keys.py
+Both directions go through the family tables (interop/hf.py); interop/hf_keys.py
 accounts for every key first. Export is checked by the forward direction: the config written
 for a spec must read back as the same architecture, else no transformers class expresses the
 spec and export refuses it.
@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..spec.dump import toml_value
 from ..spec.model import ModelSpec
-from .hf_families import FAMILIES, Family, spec_values
+from .hf import FAMILIES
+from .hf_config import spec_values
+from .hf_schema import Family
 from .hf_keys import NESTED, ImportRefused, account, shown
 
 CONFIG = "config.json"
@@ -188,100 +190,21 @@ def arch_view(spec: ModelSpec) -> dict[str, Any]:
     return view
 
 
-# spec values -> the transformers activation name export writes (one of those import reads as it)
-_DENSE_NAMES = {"gelu": "gelu", "gelu-tanh": "gelu_new", "relu": "relu"}
-_GATED_NAMES = {"swiglu": "silu", "geglu": "gelu", "geglu-tanh": "gelu_new"}
-
-
-def _rope(v: dict[str, Any], partial: bool = False) -> dict[str, Any]:
-    params = {"rope_type": "default", "rope_theta": v.get("position.base", 10000.0)}
-    if partial:
-        params["partial_rotary_factor"] = v.get("position.fraction", 1.0)
-    return {"rope_parameters": params}
-
-
-def _kv(v: dict[str, Any]) -> int:
-    kind = v.get("attention.kind")
-    if kind == "multi-query":
-        return 1
-    if kind == "grouped-query":
-        return v["attention.n_kv_heads"]
-    return v["dims.n_heads"]
-
-
-def _llama_like(v: dict[str, Any]) -> dict[str, Any]:
-    sparse = v.get("attention.sparse") or {}
-    return {**_rope(v), "num_key_value_heads": _kv(v), "head_dim": v["dims.d_head"],
-            "sliding_window": sparse.get("window") if sparse.get("kind") == "locally-banded" else None}
-
-
-def _t5_like(v: dict[str, Any]) -> dict[str, Any]:
-    act = v.get("mlp.activation")
-    gated = act in _GATED_NAMES
-    tied = bool(v.get("block.tied_embeddings"))
-    return {"dense_act_fn": _GATED_NAMES[act] if gated else _DENSE_NAMES.get(act, act), "is_gated_act": gated,
-            "feed_forward_proj": ("gated-" if gated else "") + ("gelu" if "gelu" in str(act) or "geglu" in str(act) else "relu"),
-            "tie_word_embeddings": tied, "scale_decoder_outputs": tied}
-
-
-def _sparse_steps(selector: dict[str, Any] | None, n_layers: int) -> tuple[int, int]:
-    """(sparse step, number of sparse layers) for a Switch stack's layer selector."""
-    if not selector:
-        return 1, 0
-    every, start = selector.get("every") or 1, selector.get("start", 0)
-    if every == 1 and start == 0:
-        return 1, n_layers
-    return every, len(range(start, n_layers, every))
-
-
-def _switch(v: dict[str, Any]) -> dict[str, Any]:
-    dec_step, dec_n = _sparse_steps(v.get("moe.layers"), v["dims.n_layers"])
-    enc_step, enc_n = _sparse_steps(v.get("moe.encoder_layers"), v["encoder.n_layers"])
-    return {**_t5_like(v), "decoder_sparse_step": dec_step, "num_sparse_decoder_layers": dec_n,
-            "encoder_sparse_step": enc_step, "num_sparse_encoder_layers": enc_n,
-            "expert_capacity": v["dims.context"]}  # no sequence within the context can overflow it
-
-
-# per model_type: the config keys the family's `derived` function reads, from spec values
-EXPORT_DERIVED: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "gpt2": lambda v: {"n_inner": v["dims.d_ff"]},
-    "gptj": lambda v: {"n_inner": v["dims.d_ff"], "rotary_dim": round(v["position.fraction"] * v["dims.d_head"])},
-    "gpt_neox": lambda v: {**_rope(v, partial=True), "use_parallel_residual": v.get("block.wiring") == "parallel",
-                           "attention_bias": bool(v.get("bias.qkv"))},
-    "opt": lambda v: {"enable_bias": bool(v.get("bias.qkv")), "do_layer_norm_before": v.get("norm.placement") == "pre",
-                      "_remove_final_layer_norm": v.get("norm.placement") == "pre" and not v.get("norm.final"),
-                      "word_embed_proj_dim": v.get("dims.d_embed") or v["dims.d_model"]},
-    "bloom": lambda v: {},
-    "llama": _llama_like, "mistral": _llama_like, "mixtral": _llama_like,
-    "falcon": lambda v: {**_rope(v), "ffn_hidden_size": v["dims.d_ff"], "bias": bool(v.get("bias.qkv"))},
-    "t5": _t5_like, "switch_transformers": _switch,
-}
-
-
-def _candidate(family: Family, v: dict[str, Any]) -> dict[str, Any]:
-    config: dict[str, Any] = {"model_type": family.model_type, "architectures": [HF_CLASSES[family.model_type]]}
-    for key in family.keys:
-        value = v.get(key.spec)
-        if key.spec == "mlp.activation":
-            gated = key.to_spec is not None and key.to_spec.__name__ == "gated_activation"
-            value = (_GATED_NAMES if gated else _DENSE_NAMES).get(value, value)
-        config[key.hf] = value
-    config.update(family.requires)
-    config.update(EXPORT_DERIVED[family.model_type](v))
-    if family.seq2seq:
-        config["is_encoder_decoder"] = True
-    return config
-
-
 def config_from_spec(spec: ModelSpec, where: str) -> tuple[Family, dict[str, Any]]:
-    """A config.json that transformers reads as the same function as `spec`, or a one-line refusal."""
+    """A config.json that transformers reads as the same function as `spec`, or a one-line refusal.
+
+    Each family writes the config its table's inverse gives (hf_config.config_values); the first
+    whose config reads back (through the same accounting as an import) to the same architecture
+    wins. Sizes are compared as derived, so d_ff from ff_ratio equals the same d_ff written out.
+    """
+    from .hf_config import architecture, config_values
+
     want = arch_view(spec)
+    values = architecture(spec)
     nearest: tuple[int, str, list[str]] | None = None
     for family in FAMILIES.values():
-        if family.model_type not in EXPORT_DERIVED:
-            continue
         try:
-            config = _candidate(family, want)
+            config = {"architectures": [HF_CLASSES[family.model_type]], **config_values(family.model_type, values)}
             _, reading = read_spec_fields(config, where)
             have = arch_view(ModelSpec.model_validate(spec_tables(family, reading, spec.model.name)))
         except Exception:  # noqa: BLE001 - this family cannot even state the spec's sizes
@@ -296,4 +219,3 @@ def config_from_spec(spec: ModelSpec, where: str) -> tuple[Family, dict[str, Any
     _, name, differ = nearest
     listed = ", ".join(f"{k} = {shown(want.get(k))}" for k in differ[:6]) + (" ..." if len(differ) > 6 else "")
     raise ImportRefused(f"{where}: no transformers class expresses this spec; the nearest, {name}, differs in {listed}")
-

@@ -21,7 +21,7 @@ from taxonc.runtime.weights import SPEC_KEY
 
 from ..spec.model import ModelSpec
 from .hf_config_file import HF_CLASSES, config_from_spec
-from .hf_families import Family
+from .hf_schema import Family
 from .hf_keys import ImportRefused
 from .hf_stream import export_tensors
 from .safetensors_stream import DTYPES, Entry, StreamWriter, read_header, read_metadata, read_tensor

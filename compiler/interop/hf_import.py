@@ -24,7 +24,7 @@ from taxonc.runtime.weights import NAME_KEY, SPEC_KEY
 from .. import __version__
 from ..spec.model import MAX_NAME, NAME_RE, ModelSpec
 from .hf_config_file import read_config_json, read_spec_fields, spec_toml
-from .hf_families import Family
+from .hf_schema import Family
 from .hf_keys import ImportRefused
 from .hf_stream import ImportPlan, check_tied, plan_import
 from .safetensors_stream import Entry, StreamWriter, read_header

@@ -1,6 +1,6 @@
 """Every config.json key an import may meet, accounted for: read, harmless, or accepted only at safe values.
 
-The family tables (interop/hf_families.py) say how a config becomes a spec: `Key`s, the
+The family tables (interop/hf.py) say how a config becomes a spec: `Key`s, the
 `requires` a family's fixed conventions assume, and `derived` functions. This module adds what
 an importer needs on top: which other keys the derived functions read (`Read`), which keys do
 not change the function computed at inference (`Meta`), and which are safe only at some values
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import TaxoncError
-from .hf_families import FAMILIES
+from .hf import FAMILIES
 
 Config = Mapping[str, Any]
 

@@ -1,6 +1,6 @@
 """Checkpoint tensors to taxonc's and back, one tensor at a time, by the family tables.
 
-The family table (interop/hf_families.py) says where each parameter of the *lowered* taxonc
+The family table (interop/hf.py) says where each parameter of the *lowered* taxonc
 graph lives in a transformers model (`locate`, `take_tensor`); the compiler says which lowered
 parameters each *fused* parameter packs (passes.weights.fused_sources). Import composes the
 two per fused tensor and reads only the checkpoint tensors that one needs; export runs them
@@ -22,7 +22,8 @@ import torch
 from ..ir import build_graph
 from ..passes.weights import fused_sources
 from ..spec.model import ModelSpec
-from .hf_families import Family, Packing, Take, locate
+from .hf_config import locate
+from .hf_schema import Family, Packing, Take
 from .hf_keys import ImportRefused
 from .hf_weights import take_tensor
 from .safetensors_stream import Entry, read_tensor

@@ -1,4 +1,4 @@
-"""Move an HF state dict onto a taxonc graph's parameters, by the table in hf_families.
+"""Move an HF state dict onto a taxonc graph's parameters, by the family table in interop.hf.
 
 `unfused_state` produces the parameters of the lowered graph (q, k, v separate); the
 compiler's own `passes.weights.fuse_state` then packs them for the compiled graph. Tensors are
@@ -15,7 +15,9 @@ import torch
 from ..ir.graph import Graph
 from ..spec.derive import derive
 from ..spec.model import ModelSpec
-from .hf_families import FAMILIES, Packing, Take, locate
+from .hf_config import locate
+from .hf import FAMILIES
+from .hf_schema import Packing, Take
 
 Getter = Callable[[str], torch.Tensor]
 
