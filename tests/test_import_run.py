@@ -107,3 +107,14 @@ def test_run_hf_directory_with_its_tokenizer_json(tmp_path, monkeypatch):
         theirs = hf.generate(torch.tensor([expected]), max_new_tokens=N_NEW, do_sample=False, pad_token_id=0,
                              eos_token_id=None)[0, len(expected):].tolist()
     assert report["ids"] == theirs[:len(report["ids"])] and report["ids"], (report["ids"], theirs)
+
+
+def test_imported_checkpoint_without_a_tokenizer_needs_one(tmp_path, monkeypatch):
+    """The shipped tokenizer would print other text for the checkpoint's ids: refused, not guessed."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    src = save(random_hf("llama", DIMS), tmp_path / "hf-llama")
+    result = runner.invoke(app, ["run", "--weights", str(src), "--prompt", "x"])
+    assert result.exit_code == 2 and "without tokenizer files" in result.output and "--tokenizer" in result.output
+    result = runner.invoke(app, ["run", "--weights", str(src), "--prompt", "x", "--max-new-tokens", "2",
+                                 "--tokenizer", str(default_tokenizer_path())])
+    assert result.exit_code == 0, result.output
