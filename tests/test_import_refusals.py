@@ -140,3 +140,9 @@ def test_export_refuses_a_spec_no_transformers_class_expresses(tmp_path):
 def test_export_unknown_format_is_a_usage_error(checkpoint, tmp_path):
     result = runner.invoke(app, ["export", str(checkpoint), "--format", "gguf", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and "formats are: hf" in result.output
+
+
+def test_config_the_spec_rules_refuse(checkpoint, tmp_path):
+    _edit_config(checkpoint, num_key_value_heads=3)  # 4 query heads cannot share 3 key/value heads
+    line = _refused(checkpoint, tmp_path)
+    assert "config.json" in line and "spec language refuses" in line and "n_kv_heads" in line, line

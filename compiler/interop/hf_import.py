@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +23,8 @@ from taxonc.runtime.files import why_not_regular
 from taxonc.runtime.weights import NAME_KEY, SPEC_KEY
 
 from .. import __version__
+from ..compile import Compiled
+from ..errors import SpecError
 from ..spec.model import MAX_NAME, NAME_RE, ModelSpec
 from .hf_config_file import read_config_json, read_spec_fields, spec_toml
 from .hf_schema import Family
@@ -122,10 +125,34 @@ def _weights_writer(plan: ImportPlan, entries: dict[str, Entry], metadata: dict[
     return write
 
 
-def prepare(src: Path, name: str | None = None, backend: str = "torch"):
-    """Everything import checks, before writing anything."""
+@dataclass
+class Prepared:
+    """Everything an import checked before writing: the spec's text and compilation, the tensor plan."""
+
+    family: Family
+    spec_text: str
+    compiled: Compiled
+    plan: ImportPlan
+    entries: dict[str, Entry]
+    tokenizers: dict[str, Path]
+
+
+def _compile(src: Path, text: str, backend: str) -> Compiled:
+    """Compile the spec text; a config the spec rules refuse (a window past the context, ...) is one line."""
     from ..compile import compile_spec
 
+    with tempfile.TemporaryDirectory(prefix="taxonc-import-") as tmp:
+        spec_path = Path(tmp) / SPEC_FILE
+        spec_path.write_text(text, encoding="utf-8")
+        try:
+            return compile_spec(spec_path, backend=backend, scale="full", source_label=SPEC_FILE)
+        except SpecError as exc:
+            said = "; ".join(f"{p.key}: {p.message}" for p in exc.problems[:4])
+            raise ImportRefused(f"{src / 'config.json'}: describes a model the spec language refuses ({said})") from None
+
+
+def prepare(src: Path, name: str | None = None, backend: str = "torch") -> Prepared:
+    """Every check an import makes, before anything is written."""
     src = Path(src)
     _check_directory(src)
     config = read_config_json(src)
@@ -138,40 +165,36 @@ def prepare(src: Path, name: str | None = None, backend: str = "torch"):
         kind = "sentencepiece" if counted[1] == "tokenizer.model" else "bpe"
         extra = {"tokenizer.kind": (kind, counted[1]), "tokenizer.vocab_size": (counted[0], f"{counted[1]}: token ids")}
     text = spec_toml(family, reading, name or model_name(src), extra)
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="taxonc-import-") as tmp:
-        spec_path = Path(tmp) / SPEC_FILE
-        spec_path.write_text(text, encoding="utf-8")
-        compiled = compile_spec(spec_path, backend=backend, scale="full", source_label=SPEC_FILE)
+    compiled = _compile(src, text, backend)
     state = _meta_state(compiled.files["model.py"])
     plan = plan_import(str(src), family, compiled.spec, compiled.graph, {k: v[0] for k, v in state.items()}, entries)
     check_tied(family, compiled.spec, entries)
-    return family, text, compiled, plan, entries, tokenizers
+    return Prepared(family, text, compiled, plan, entries, tokenizers)
 
 
 def import_checkpoint(src: Path, out: Path, name: str | None = None, backend: str = "torch") -> Imported:
     from ..fsutil import write_directory
 
     src, out = Path(src), Path(out)
-    family, text, compiled, plan, entries, tokenizers = prepare(src, name, backend)
+    done = prepare(src, name, backend)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ImportRefused(f"{out}: exists and is not an empty directory; choose another -o or remove it")
+    compiled, plan = done.compiled, done.plan
     lock = json.loads(compiled.files["spec.lock.json"])
     lock["weights_dtype"] = str(plan.dtype).removeprefix("torch.")
-    lock["imported_from"] = {"format": "huggingface", "model_type": family.model_type}
+    lock["imported_from"] = {"format": "huggingface", "model_type": done.family.model_type}
     files: dict[str, object] = {**{k: v for k, v in compiled.files.items() if k != "spec.lock.json"},
                                 "spec.lock.json": json.dumps(lock, indent=2, sort_keys=True) + "\n",
-                                SPEC_FILE: text, **tokenizers}
+                                SPEC_FILE: done.spec_text, **done.tokenizers}
     metadata = {SPEC_KEY: compiled.digest, NAME_KEY: compiled.spec.model.name, "format": "pt"}
-    files[WEIGHTS] = _weights_writer(plan, entries, metadata)
+    files[WEIGHTS] = _weights_writer(plan, done.entries, metadata)
     try:
         write_directory(out, files)  # type: ignore[arg-type]
     except FileExistsError as exc:
         raise ImportRefused(str(exc)) from None
     n_bytes = sum(plan.dtype.itemsize * torch.Size(shape).numel() for shape in plan.shapes.values())
-    tokenizer = next((n for n in ("tokenizer.json", "tokenizer.model", "vocab.json") if n in tokenizers), None)
-    return Imported(out, compiled.spec, family, len(plan.shapes), n_bytes, tokenizer)
+    tokenizer = next((n for n in ("tokenizer.json", "tokenizer.model", "vocab.json") if n in done.tokenizers), None)
+    return Imported(out, compiled.spec, done.family, len(plan.shapes), n_bytes, tokenizer)
 
 
 # --------------------------------------------------------------------------------------------
