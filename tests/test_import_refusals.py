@@ -146,3 +146,11 @@ def test_config_the_spec_rules_refuse(checkpoint, tmp_path):
     _edit_config(checkpoint, num_key_value_heads=3)  # 4 query heads cannot share 3 key/value heads
     line = _refused(checkpoint, tmp_path)
     assert "config.json" in line and "spec language refuses" in line and "n_kv_heads" in line, line
+
+
+def test_config_that_is_a_fifo_is_refused_without_blocking(checkpoint, tmp_path):
+    import os
+
+    (checkpoint / "config.json").unlink()
+    os.mkfifo(checkpoint / "config.json")
+    assert "not a regular file" in _refused(checkpoint, tmp_path)

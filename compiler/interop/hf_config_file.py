@@ -45,9 +45,14 @@ class Reading:
 
 
 def read_config_json(directory: Path) -> dict[str, Any]:
+    from taxonc.runtime.files import present, why_not_regular
+
     path = directory / CONFIG
-    if not path.is_file():
+    if not present(path):
         raise ImportRefused(f"{directory}: no {CONFIG}; a Hugging Face model directory has config.json next to its weights")
+    reason = why_not_regular(path)
+    if reason is not None:  # a FIFO or a device would block or never end
+        raise ImportRefused(f"{path}: {reason}; config.json is a regular file")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ImportRefused(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a model config")
     try:

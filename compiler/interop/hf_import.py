@@ -37,6 +37,7 @@ SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 PICKLES = re.compile(r"(pytorch_model.*\.bin|.*\.(pt|pth|ckpt))(\.index\.json)?$")
 SPEC_FILE = "spec.toml"
+MAX_INDEX_BYTES = 64 << 20  # an index names each tensor once: a few MB for the largest models
 WEIGHTS = "weights.safetensors"
 CONVERT_HINT = ("convert it to safetensors first, e.g. in Python: transformers.AutoModelForCausalLM"
                 ".from_pretrained(DIR).save_pretrained(OUT, safe_serialization=True), on a machine where you trust the file")
@@ -67,6 +68,8 @@ def weight_entries(src: Path) -> dict[str, Entry]:
         reason = why_not_regular(index)
         if reason is not None:
             raise ImportRefused(f"{index}: {reason}")
+        if index.stat().st_size > MAX_INDEX_BYTES:
+            raise ImportRefused(f"{index}: larger than {MAX_INDEX_BYTES >> 20} MiB; not a safetensors index")
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
         except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
