@@ -16,15 +16,13 @@ from typing import Any
 from ..spec.dump import toml_value
 from ..spec.model import ModelSpec
 from .hf import FAMILIES
-from .hf_config import spec_values
+from .hf_config import architecture, config_values, spec_values
 from .hf_schema import Family
 from .hf_keys import NESTED, ImportRefused, account, shown
 
 CONFIG = "config.json"
 MAX_CONFIG_BYTES = 1 << 20  # real configs are a few KB
 
-# The spec sections that decide the function a model computes (documentation fields aside).
-ARCH_SECTIONS = ("dims", "encoder", "attention", "position", "norm", "mlp", "block", "bias", "moe", "cross_attention")
 SECTION_ORDER = ("model", "dims", "encoder", "attention", "position", "norm", "mlp", "block", "bias", "moe", "tokenizer")
 
 # what export writes as config.json's architectures
@@ -177,17 +175,10 @@ def spec_toml(family: Family, reading: Reading, name: str, extra: dict[str, tupl
 # --------------------------------------------------------------------------------------------
 
 def arch_view(spec: ModelSpec) -> dict[str, Any]:
-    """What decides the function: the architecture sections without their documentation, sizes derived."""
+    """hf_config.architecture with sizes as derived, so a d_ff from ff_ratio equals the same d_ff written out."""
     from ..spec import derive
 
-    dump = spec.model_dump(mode="json")
-    view: dict[str, Any] = {"model.structure": dump["model"]["structure"]}
-    for section in ARCH_SECTIONS:
-        table = dump.get(section)
-        if isinstance(table, dict):
-            view.update({f"{section}.{k}": v for k, v in table.items() if k != "source"})
-        else:
-            view[section] = table
+    view = architecture(spec)
     arch = derive(spec)
     view.update({"dims.d_head": arch.d_head, "dims.d_ff": arch.d_ff})
     for key in ("dims.ff_ratio", "dims.ff_multiple_of"):  # d_ff is compared instead
@@ -202,8 +193,6 @@ def config_from_spec(spec: ModelSpec, where: str) -> tuple[Family, dict[str, Any
     whose config reads back (through the same accounting as an import) to the same architecture
     wins. Sizes are compared as derived, so d_ff from ff_ratio equals the same d_ff written out.
     """
-    from .hf_config import architecture, config_values
-
     want = arch_view(spec)
     values = architecture(spec)
     nearest: tuple[int, str, list[str]] | None = None
