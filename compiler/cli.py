@@ -489,16 +489,57 @@ def docs_cmd(
         out.print("rewrote " + (names or "nothing (all current)"), markup=False)
 
 
+@app.command("import")
+def import_cmd(
+    path: Annotated[Path, typer.Argument(help="A Hugging Face model directory: config.json, safetensors, tokenizer files.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact directory (default: out/<name>).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="torch or triton (model.py's backend).")] = "torch",
+) -> None:
+    """Import a Hugging Face checkpoint: DIR/spec.toml (each value names its origin), model.py, weights, tokenizer."""
+    from .interop.hf_import import import_checkpoint, model_name
+
+    out_dir = output or Path("out") / model_name(path)
+    try:
+        if get_backend(backend).exports_mlir:
+            raise UsageError(f"--backend {backend}: import writes a runnable model.py; use torch or triton")
+        done = import_checkpoint(path, out_dir, backend=backend)
+    except TaxoncError as exc:
+        fail(exc)
+    out.print(f"{done.spec.model.name} ({done.family.model_type}): {done.n_tensors} tensors, "
+              f"{done.weight_bytes / 2**20:.1f} MiB -> {out_dir}/ (spec.toml, model.py, weights.safetensors"
+              f"{', ' + done.tokenizer if done.tokenizer else ''})", markup=False)
+
+
+@app.command()
+def export(
+    artifact: Annotated[Path, typer.Argument(help="An artifact directory (taxonc import, or compile --init-weights).")],
+    fmt: Annotated[str, typer.Option("--format", help="hf: config.json and model.safetensors for transformers")] = "hf",
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write.")] = Path("out/export"),
+) -> None:
+    """Export an artifact with its weights in another format (hf: a transformers model directory)."""
+    from .interop.hf_export import ExportFormat, export_hf
+
+    if fmt not in tuple(ExportFormat):
+        fail(UsageError(f"unknown format {fmt!r}; formats are: {', '.join(ExportFormat)}"))
+    try:
+        done = export_hf(artifact, output)
+    except TaxoncError as exc:
+        fail(exc)
+    out.print(f"{done.hf_class}: {done.n_tensors} tensors -> {output}/ (config.json, model.safetensors)", markup=False)
+
+
 Sampler = Annotated[str, typer.Option("--sampler", help="greedy, temperature, top-k, top-p, tail-free or beam")]
 
 
 @app.command()
 def run(
-    target: Annotated[Path, typer.Argument(help="A spec file, or a directory from taxonc compile.")],
-    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")],
+    target: Annotated[Optional[Path], typer.Argument(help="A spec file, or a directory from taxonc compile; "
+                                                     "omit it when --weights names a directory.")] = None,
+    prompt: Annotated[str, typer.Option("--prompt", help="Text to continue.")] = ...,
     scale: Annotated[Optional[str], typer.Option("--scale", help="full or tiny (spec files only; default full)")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key (spec files only).")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="A safetensors file for the model.")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="A safetensors file for the model; or a directory: "
+                                                    "an imported artifact, or a Hugging Face checkpoint (imported into the cache).")] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A tokenizer.json, a SentencePiece .model, or a folder holding one with its HF config files (default: DIR's own, else the shipped one).")] = None,
     sampler: Sampler = "greedy",
     temperature: Annotated[float, typer.Option("--temperature")] = 1.0,

@@ -122,8 +122,12 @@ def _header(spec: ModelSpec, source: str, digest: str, scale: str) -> dict[str, 
 
 
 def compile_spec(path: str | Path, *, backend: str = "torch", scale: str = "full", sets: list[str] | None = None,
-                 passes: list[str] | None = None, stop_after: str | None = None, dump_ir: Path | None = None) -> Compiled:
-    """Load, scale, lower and emit one spec for a backend named in backends.registry.BACKENDS."""
+                 passes: list[str] | None = None, stop_after: str | None = None, dump_ir: Path | None = None,
+                 source_label: str | None = None) -> Compiled:
+    """Load, scale, lower and emit one spec for a backend named in backends.registry.BACKENDS.
+
+    `source_label` replaces the spec's path in the outputs when the spec was read from a
+    temporary place (taxonc import writes spec.toml next to model.py)."""
     target = get_backend(backend)
     resolved: ResolvedSpec = load_spec(path, parse_sets(sets or []) or None)
     spec = scale_spec(resolved.spec, scale)
@@ -135,11 +139,12 @@ def compile_spec(path: str | Path, *, backend: str = "torch", scale: str = "full
     graph, log = run_pipeline(graph, passes, stop_after, dump_ir)
     if target.passes:
         graph, log = run_pipeline(graph, list(target.passes), log=log)
-    header = _header(spec, resolved.path, digest, scale)
+    source = source_label or resolved.path
+    header = _header(spec, source, digest, scale)
     header["backend"] = backend
     model_py = target.emit(graph, spec, header)
-    compiled = Compiled(spec, resolved.path, graph, log, {}, digest, scale)
-    lock = {"taxonc_version": __version__, "source": resolved.path, "scale": scale, "backend": backend, "spec_sha256": digest,
+    compiled = Compiled(spec, source, graph, log, {}, digest, scale)
+    lock = {"taxonc_version": __version__, "source": source, "scale": scale, "backend": backend, "spec_sha256": digest,
             "summary": compiled.summary(), "spec": spec.model_dump(mode="json")}
     compiled.files = {"model.py": model_py, "spec.lock.json": json.dumps(lock, indent=2, sort_keys=True) + "\n",
                       "graph.txt": print_graph(graph)}

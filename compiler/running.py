@@ -10,6 +10,8 @@ from typing import Any
 
 from rich.console import Console
 
+from taxonc.runtime.files import present
+
 from .errors import TaxoncError, UsageError
 
 # A model whose fp32 weights would take more than this share of memory is refused up front.
@@ -37,6 +39,25 @@ def _available_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 8 << 30
+
+
+def model_source(target: Path | None, weights: Path | None) -> tuple[Path, Path | None]:
+    """(what to run, a weights file or None). `--weights DIR` holding a model names the model itself:
+    an imported artifact (spec.lock.json), or a Hugging Face directory (config.json) imported on
+    the fly into the cache, keyed by content. Any other path stays a weights file and is checked as one."""
+    is_model = weights is not None and weights.is_dir() and any(
+        present(weights / name) for name in ("spec.lock.json", "config.json"))
+    if weights is not None and is_model:
+        if target is not None:
+            raise UsageError(f"--weights {weights} is a directory holding a whole model; give no spec or artifact as well")
+        if present(weights / "spec.lock.json"):
+            return weights, None
+        from .interop.hf_import import import_cached
+
+        return import_cached(weights), None
+    if target is None:
+        raise UsageError("give a spec file or an artifact directory, or --weights DIR (an artifact or a Hugging Face directory)")
+    return target, weights
 
 
 def _artifact(target: Path, scale: str | None, sets: list[str], weights: Path | None, seed: int, workdir: Path):
@@ -127,6 +148,18 @@ def _check_utf8(flag: str, text: str | None) -> None:
         raise UsageError(f"{flag} is not valid UTF-8 (an undecodable byte at character {exc.start})") from None
 
 
+def _imported_without_tokenizer(target: Path) -> bool:
+    """An artifact from taxonc import whose checkpoint came without tokenizer files."""
+    lock = target / "spec.lock.json"
+    if not target.is_dir() or not lock.is_file():
+        return False
+    try:
+        imported = "imported_from" in json.loads(lock.read_text())
+    except (ValueError, UnicodeDecodeError, OSError):
+        return False  # taxonc.runtime.load reports a damaged lock
+    return imported and not any(present(target / name) for name in ("tokenizer.json", "tokenizer.model"))
+
+
 def _tokenizer(path: Path | None, *folders: Path | None):
     """--tokenizer (a file or folder), else the first of `folders` that holds a tokenizer
     (tokenizer.json, or tokenizer.model with or without HF's tokenizer_config.json), else the
@@ -144,7 +177,7 @@ def _tokenizer(path: Path | None, *folders: Path | None):
     return Tokenizer.default()
 
 
-def run_generation(*, target: Path, prompt: str, scale: str | None, sets: list[str], weights: Path | None, tokenizer: Path | None,
+def run_generation(*, target: Path | None, prompt: str, scale: str | None, sets: list[str], weights: Path | None, tokenizer: Path | None,
                    sampler: dict[str, Any], max_new_tokens: int, seed: int, fim_suffix: str | None, condition: str | None,
                    as_json: bool, out: Console, err: Console, threads: int | None = None) -> dict[str, Any]:
     from taxonc.runtime.conditioning import generation_prefix
@@ -166,12 +199,17 @@ def run_generation(*, target: Path, prompt: str, scale: str | None, sets: list[s
         _check_utf8(flag, text)
     if condition not in (None, "good", "bad"):
         raise UsageError(f"--condition is good or bad, not {condition!r}")
+    given_weights = weights
+    target, weights = model_source(target, weights)
+    # weights given as a folder (an HF directory or an artifact) bring their own vocabulary, so their
+    # tokenizer comes before the target artifact's
+    if tokenizer is None and _imported_without_tokenizer(target):
+        raise UsageError(f"{target}: imported from a checkpoint without tokenizer files; the shipped tokenizer would "
+                         "give other text for its ids: pass --tokenizer (a tokenizer.json, .model or folder)")
     with tempfile.TemporaryDirectory(prefix="taxonc-run-") as tmp:
         artifact = _artifact(target, scale, sets, weights, seed, Path(tmp))
-        # after the artifact, whose manifest says which tokenizer files are part of it; weights given
-        # as a (Hugging Face or artifact) folder bring their own vocabulary, so their tokenizer
-        # comes before the target artifact's
-        tok = _tokenizer(tokenizer, weights, target)
+        # after the artifact, whose manifest says which tokenizer files are part of it
+        tok = _tokenizer(tokenizer, given_weights, target)
         spec = artifact.spec
         vocab = spec["dims"]["vocab_size"]
         if tok.vocab_size > vocab:

@@ -26,6 +26,7 @@ from .weights import load_weights
 WEIGHTS = "weights.safetensors"
 
 _counter = itertools.count()
+_WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 _TMP: Path | None = None  # where load_source writes, made on first use
 
 
@@ -129,6 +130,8 @@ def load(directory: str | Path, weights: str | Path | None = None, device: str |
         raise ArtifactError(f"{directory}: compiled for the Triton backend, which needs a CUDA GPU; "
                             "on a CPU set TRITON_INTERPRET=1 (about 1000x slower) or compile with --backend torch")
     module = import_model(model_py)
+    if dtype is None:  # an imported checkpoint keeps its dtype (bf16 stays bf16); the lock says which
+        dtype = _WEIGHTS_DTYPES.get(lock.get("weights_dtype"))  # type: ignore[arg-type]
     if seed is not None:
         torch.manual_seed(seed)
     try:

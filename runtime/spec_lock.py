@@ -74,6 +74,9 @@ class SpecLock(BaseModel):
     spec_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     summary: LockSummary
     spec: LockSpec
+    # written by taxonc import: the checkpoint's dtype (kept at load) and where it came from
+    weights_dtype: Literal["float32", "float16", "bfloat16", "float64"] | None = None
+    imported_from: dict[str, str] | None = None
 
 
 def spec_sha256(spec: dict[str, Any]) -> str:
