@@ -254,3 +254,20 @@ def test_params_and_compile_of_a_billion_layers_fail_fast(tmp_path: Path, comman
     assert done.returncode == 1, done.stdout + done.stderr
     assert "dims.n_layers" in done.stderr and "at most 1024" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- extends targets (found by tests/test_hostile_fuzz.py)
+
+@pytest.mark.parametrize("target", ["/", "", ".", "..", "recipes/..", "a" * 300, "a/" * 300 + "b"])
+def test_an_extends_target_that_names_no_file_is_a_clean_error(tmp_path: Path, target: str) -> None:
+    """"/" once raised ValueError and a 300-character name OSError (ENAMETOOLONG); "" and "." looked
+    for a sibling of the spec's folder ("../specs.toml")."""
+    from .test_spec_errors import VALID
+
+    (tmp_path / "specs.toml").write_text(VALID)  # what "" and "." used to find
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec = folder / "child.toml"
+    spec.write_text(f'extends = "{target}"\n' + VALID)
+    line = _one_line_validate(spec)
+    assert "child.toml:1:1: extends:" in line and "no spec" in line

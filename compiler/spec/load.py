@@ -252,11 +252,25 @@ def _parse(path: Path, ctx: _Context, given: Path | None = None) -> dict[str, An
     return data
 
 
-def _resolve_target(path: Path, target: str) -> Path:
+def _resolve_target(path: Path, target: str) -> Path | None:
+    """The file `target` names, relative to the spec at `path`; None when it names no file.
+
+    "", ".", "/" and ".." name folders: adding ".toml" to them would look outside the spec's
+    folder ("" would find "../specs.toml") or fail.
+    """
+    if Path(target).name in ("", ".", ".."):
+        return None
     candidate = (path.parent / target)
     if candidate.suffix != ".toml":
         candidate = candidate.with_name(candidate.name + ".toml")
     return candidate
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system, a permission: nothing we can read
+        return False
 
 
 def _nearby_specs(path: Path, target: str) -> str:
@@ -291,7 +305,10 @@ def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None
     bases: list[_Raw] = []
     for target in extends:
         base_path = _resolve_target(path, target)
-        if not base_path.is_file():
+        if base_path is None:
+            ctx.add(file, "extends", f"no spec {target!r}: it names a folder, not a spec file", hint=_nearby_specs(path, target))
+            continue
+        if not _is_file(base_path):
             ctx.add(file, "extends", f"no spec {target!r} (looked for {display_path(base_path)})", hint=_nearby_specs(path, target))
             continue
         base = _load_raw(base_path, ctx, stack + (path,))
