@@ -271,3 +271,33 @@ def test_an_extends_target_that_names_no_file_is_a_clean_error(tmp_path: Path, t
     spec.write_text(f'extends = "{target}"\n' + VALID)
     line = _one_line_validate(spec)
     assert "child.toml:1:1: extends:" in line and "no spec" in line
+
+
+@pytest.mark.parametrize("kind", ["symlink loop", "fifo", "directory", "/dev/zero"])
+def test_an_extends_target_that_is_not_a_regular_file_says_what_it_is(tmp_path: Path, kind: str) -> None:
+    """A symlink loop raised RuntimeError from Path.resolve(); the others were "no spec ... did you mean" the same name."""
+    import os
+
+    from .test_spec_errors import VALID
+
+    base = tmp_path / "base.toml"
+    if kind == "symlink loop":
+        base.symlink_to("base.toml")
+    elif kind == "fifo":
+        os.mkfifo(base)
+    elif kind == "directory":
+        base.mkdir()
+    else:
+        base.symlink_to("/dev/zero")
+    spec = tmp_path / "child.toml"
+    spec.write_text('extends = "base"\n' + VALID)
+    line = _one_line_validate(spec)
+    assert "base.toml" in line and "did you mean" not in line
+    assert {"symlink loop": "symbolic links", "fifo": "regular file", "directory": "directory", "/dev/zero": "regular file"}[kind] in line
+
+
+def test_a_spec_path_that_is_a_symlink_loop_is_a_clean_error(tmp_path: Path) -> None:
+    spec = tmp_path / "loop.toml"
+    spec.symlink_to("loop.toml")
+    line = _one_line_validate(spec)
+    assert "loop.toml" in line and "symbolic links" in line

@@ -85,9 +85,18 @@ class _Context:
         self.problems.append(Problem(file, key, message, line, col, allowed, hint))
 
 
+def _resolved(path: Path) -> Path:
+    """`path` with symlinks resolved; where a symlink loop makes that impossible, the absolute path
+    (reading it then reports the loop)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a loop, later versions OSError
+        return path.absolute()
+
+
 def display_path(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(_resolved(path).relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
 
@@ -266,11 +275,10 @@ def _resolve_target(path: Path, target: str) -> Path | None:
     return candidate
 
 
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # a name too long for the file system, a permission: nothing we can read
-        return False
+def _present(path: Path) -> bool:
+    """Whether anything is at `path`. What is there but is not a spec file (a folder, a FIFO, a link to
+    a device or to itself) is read, and the read says what it is, instead of "no spec"."""
+    return os.path.lexists(path)  # False for a name too long or with a NUL byte, not an exception
 
 
 def _nearby_specs(path: Path, target: str) -> str:
@@ -280,7 +288,7 @@ def _nearby_specs(path: Path, target: str) -> str:
 
 
 def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None:
-    given, path = path, path.resolve()
+    given, path = path, _resolved(path)
     if path in stack:
         cycle = " -> ".join(display_path(p) for p in stack + (path,))
         ctx.add(display_path(stack[-1]), "extends", f"extends cycle: {cycle}")
@@ -308,7 +316,7 @@ def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None
         if base_path is None:
             ctx.add(file, "extends", f"no spec {target!r}: it names a folder, not a spec file", hint=_nearby_specs(path, target))
             continue
-        if not _is_file(base_path):
+        if not _present(base_path):
             ctx.add(file, "extends", f"no spec {target!r} (looked for {display_path(base_path)})", hint=_nearby_specs(path, target))
             continue
         base = _load_raw(base_path, ctx, stack + (path,))
