@@ -301,3 +301,22 @@ def test_a_spec_path_that_is_a_symlink_loop_is_a_clean_error(tmp_path: Path) -> 
     spec.symlink_to("loop.toml")
     line = _one_line_validate(spec)
     assert "loop.toml" in line and "symbolic links" in line
+
+
+@pytest.mark.parametrize(("line", "shown"), [
+    ('extends = "x\\u0000y"', "x\\x00y"),  # the looked-for path held a raw NUL
+    ('"a\\nb" = 1', "a\\nb"),  # an unknown key with a newline split the error in two
+    ('"\\u001b[31mred" = 1', "\\x1b[31mred"),  # a terminal escape sequence reached the terminal
+    ('"a\\u2028b" = 1', "a\\u2028b"),  # a line separator
+])
+def test_control_characters_from_a_spec_are_printed_escaped(tmp_path: Path, line: str, shown: str) -> None:
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "odd.toml"
+    spec.write_text(line + "\n" + VALID)
+    done = subprocess.run([sys.executable, "-m", "taxonc.compiler.cli", "validate", str(spec)], capture_output=True,
+                          text=True, timeout=LIMIT_S, cwd=ROOT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    problems = [p for p in done.stderr.split("\n") if p.startswith("  ")]
+    assert len(problems) == 1 and shown in problems[0], done.stderr
+    assert all(c.isprintable() for c in problems[0]), repr(problems[0])
