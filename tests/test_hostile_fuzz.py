@@ -26,6 +26,7 @@ import re
 import resource
 import shutil
 import signal
+import sys
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -152,11 +153,22 @@ def test_mutated_specs_validate_count_and_compile_cleanly(workspace: Path, files
     event(f"validate {validated.exit_code}, params {counted.exit_code}, compile {compiled.exit_code}")
     if validated.exit_code == 1:  # a spec refused by validate is refused everywhere
         assert counted.exit_code == 1 and compiled.exit_code == 1, (counted.output, compiled.output)
-    if compiled.exit_code == 0:
-        compile((out / "model.py").read_text(), "model.py", "exec")  # spec text never breaks the emitted code
+    if compiled.exit_code == 0:  # spec text never breaks the emitted code: it imports and builds
         json.loads((out / "spec.lock.json").read_text())
+        _build(out / "model.py")
     else:
         assert not out.exists(), "a refused compile left output behind"
+
+
+def _build(model_py: Path) -> None:
+    from taxonc.runtime.artifact import import_model
+
+    with bounded(f"building {model_py}"):
+        module = import_model(model_py)
+        try:
+            module.build().eval()
+        finally:
+            sys.modules.pop(module.__name__, None)  # 10,000 examples must not pile up modules
 
 
 # ----------------------------------------------------------------------------- lock files and safetensors files

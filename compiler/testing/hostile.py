@@ -269,12 +269,28 @@ def _leaf_paths(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tupl
     return out
 
 
+# Free text that reaches generated code (docstrings, the config, the header): quotes, escapes,
+# template syntax, code, control and bidi characters.
+INJECTIONS: tuple[str, ...] = (
+    '"""', "'''", "\\", "\\n", "{{ 7 * 7 }}", "{% if true %}x{% endif %}", "{#", "\nimport os\nos.system('x')\n",
+    "\x00", "\r", "\u2028", "\u202e", "\x1b[2J", "# -*- coding: latin-1 -*-", "[/]", "a" * 5000, "\ud7ff\ue000\U0010ffff",
+)
+_FREE_TEXT_KEYS = ("title", "notes", "source", "paper", "organization", "family", "data", "deviation", "released", "method", "base")
+
+
+def _free_text_paths(data: Any) -> list[tuple]:
+    return [path for path in _paths(data) if path[-1] in _FREE_TEXT_KEYS and isinstance(_parent(data, path)[path[-1]], str)]
+
+
 @st.composite
 def _hostile_spec_text(draw: st.DrawFn, bases: Sequence[str], known: Sequence[tuple[str, ...]]) -> bytes:
     text = draw(st.sampled_from(list(bases)))
-    structural, retarget = draw(st.booleans()), draw(st.integers(0, 2)) == 0
-    if structural or retarget:  # parse, mutate the tables, write TOML again
+    structural, retarget, retext = draw(st.booleans()), draw(st.integers(0, 2)) == 0, draw(st.integers(0, 2)) == 0
+    if structural or retarget or retext:  # parse, mutate the tables, write TOML again
         data = tomllib.loads(text)
+        if retext and _free_text_paths(data):  # the spec stays valid, so its text reaches the emitted code
+            path = draw(st.sampled_from(_free_text_paths(data)))
+            _replace(data, path, draw(st.one_of(st.sampled_from(INJECTIONS), st.text(max_size=30))))
         if structural:
             key_names = sorted({part for path in known for part in path})
             data = _drop_none(draw(_mutated_data(data, known, hostile_values(key_names))))
