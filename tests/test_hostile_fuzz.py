@@ -63,7 +63,7 @@ def bounded(what: str, hang_s: int = HANG_S) -> Iterator[None]:
     previous = signal.signal(signal.SIGALRM, hang)
     signal.alarm(hang_s)
     limits = resource.getrlimit(resource.RLIMIT_AS)
-    mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()  # Linux: pages mapped now
     cap = mapped + HEADROOM if limits[1] == resource.RLIM_INFINITY else min(mapped + HEADROOM, limits[1])
     resource.setrlimit(resource.RLIMIT_AS, (cap, limits[1]))
     try:
@@ -84,7 +84,7 @@ def _plain(line: str) -> bool:
     return not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in line)
 
 
-PROBLEM = re.compile(r"/\S*?(:\d+(:\d+)?)?: ")  # a file (absolute here), line and column, then the key
+PROBLEM = re.compile(r"\S*?\.toml(:\d+(:\d+)?)?: ")  # a spec file, its line and column, then the key
 
 
 def assert_clean(result, args: list[str], file_named: str | None = None) -> list[str]:
