@@ -408,6 +408,7 @@ def _well_formed(draw: st.DrawFn, header: dict[str, Any], body: bytes, names: li
     another shape of the same size, tensors dropped, added or renamed, other metadata."""
     tensors = [(n, header[n]["dtype"], list(header[n]["shape"]), body[slice(*header[n]["data_offsets"])]) for n in names]
     metadata: Any = dict(header.get("__metadata__") or {})
+    digest = metadata.get("taxonc.spec_sha256", "")
     for _ in range(draw(st.integers(1, 2))):
         i = draw(st.integers(0, len(tensors) - 1))
         name, dtype, shape, data = tensors[i]
@@ -433,7 +434,7 @@ def _well_formed(draw: st.DrawFn, header: dict[str, Any], body: bytes, names: li
         else:
             metadata = draw(st.one_of(
                 st.dictionaries(st.sampled_from(["taxonc.spec_sha256", "taxonc.spec_name", "format"]),
-                                st.one_of(st.text(max_size=70), st.sampled_from(["0" * 64, metadata.get("taxonc.spec_sha256", "")])),
+                                st.one_of(st.text(max_size=70), st.sampled_from(["0" * 64, digest])),
                                 max_size=3),
                 st.none()))
     if len({t[0] for t in tensors}) != len(tensors):
