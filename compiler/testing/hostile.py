@@ -230,7 +230,6 @@ def _drop_none(value: Any) -> Any:
 def _mutated_text(draw: st.DrawFn, text: str, lines: Sequence[str], max_steps: int = 2) -> bytes:
     """`text` after 0..max_steps line- and byte-level edits; the result may not be UTF-8."""
     rows = text.split("\n")
-    raw = None
     for _ in range(draw(st.integers(0, max_steps))):
         op = draw(st.sampled_from(["insert-line", "delete-line", "duplicate-line", "swap-lines", "truncate",
                                    "insert-bytes", "replace-char", "oversize"]))
