@@ -472,7 +472,7 @@ def hostile_safetensors(data: bytes) -> st.SearchStrategy[bytes]:
             elif op == "swap" and isinstance(head, dict):  # same-sized tensors trade places
                 other = draw(st.sampled_from(names))
                 if isinstance(head.get(other), dict) and isinstance(entry, dict):
-                    entry["data_offsets"], head[other]["data_offsets"] = head[other]["data_offsets"], entry["data_offsets"]
+                    entry["data_offsets"], head[other]["data_offsets"] = head[other].get("data_offsets"), entry.get("data_offsets")
             elif op == "rename" and isinstance(head, dict) and name in head:
                 head[draw(st.one_of(st.text(max_size=20), st.sampled_from(["", "__metadata__", "x" * 10_000, name + "\n"])))] = head.pop(name)
             elif op == "duplicate" and isinstance(head, dict) and isinstance(entry, dict):
