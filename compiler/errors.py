@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
+
+# Unicode categories never printed raw: control characters (newline, NUL, ESC) and line and paragraph separators
+_ESCAPED = frozenset({"Cc", "Zl", "Zp"})
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters and line separators escaped as \\n, \\x1b, \\u2028.
+
+    Keys, paths and values quoted from a spec file then print as one line of plain text: they cannot
+    split an error in two, or move the cursor and colour the terminal with escape sequences.
+    """
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _ESCAPED else c for c in text)
 
 
 class TaxoncError(Exception):
@@ -36,7 +49,7 @@ class Problem:
             text += f" (allowed: {', '.join(self.allowed)})"
         if self.hint:
             text += f"; {self.hint}"
-        return text
+        return one_line(text)
 
 
 @dataclass

@@ -148,16 +148,11 @@ def _check_utf8(flag: str, text: str | None) -> None:
         raise UsageError(f"{flag} is not valid UTF-8 (an undecodable byte at character {exc.start})") from None
 
 
-def _imported_without_tokenizer(target: Path) -> bool:
-    """An artifact from taxonc import whose checkpoint came without tokenizer files."""
-    lock = target / "spec.lock.json"
-    if not target.is_dir() or not lock.is_file():
-        return False
-    try:
-        imported = "imported_from" in json.loads(lock.read_text())
-    except (ValueError, UnicodeDecodeError, OSError):
-        return False  # taxonc.runtime.load reports a damaged lock
-    return imported and not any(present(target / name) for name in ("tokenizer.json", "tokenizer.model"))
+def _imported_without_tokenizer(artifact) -> bool:
+    """An artifact from taxonc import (its lock, already checked by the load, says so) whose
+    checkpoint came without tokenizer files."""
+    return artifact.lock.get("imported_from") is not None and not any(
+        present(artifact.path / name) for name in ("tokenizer.json", "tokenizer.model"))
 
 
 def _tokenizer(path: Path | None, *folders: Path | None):
@@ -203,11 +198,11 @@ def run_generation(*, target: Path | None, prompt: str, scale: str | None, sets:
     target, weights = model_source(target, weights)
     # weights given as a folder (an HF directory or an artifact) bring their own vocabulary, so their
     # tokenizer comes before the target artifact's
-    if tokenizer is None and _imported_without_tokenizer(target):
-        raise UsageError(f"{target}: imported from a checkpoint without tokenizer files; the shipped tokenizer would "
-                         "give other text for its ids: pass --tokenizer (a tokenizer.json, .model or folder)")
     with tempfile.TemporaryDirectory(prefix="taxonc-run-") as tmp:
         artifact = _artifact(target, scale, sets, weights, seed, Path(tmp))
+        if tokenizer is None and _imported_without_tokenizer(artifact):
+            raise UsageError(f"{target}: imported from a checkpoint without tokenizer files; the shipped tokenizer would "
+                             "give other text for its ids: pass --tokenizer (a tokenizer.json, .model or folder)")
         # after the artifact, whose manifest says which tokenizer files are part of it
         tok = _tokenizer(tokenizer, given_weights, target)
         spec = artifact.spec

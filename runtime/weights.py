@@ -112,7 +112,7 @@ def load_weights(model: torch.nn.Module, path: str | Path, spec_sha256: str | No
     except WeightsError:
         raise
     except Exception as exc:  # safetensors raises several types for damaged files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = _printable(str(exc), limit=200) if str(exc) else type(exc).__name__  # it may quote the file's tensor names
         raise WeightsError(f"{path}: not a readable safetensors file ({reason})") from None
     model.load_state_dict(state)
     return meta

@@ -254,3 +254,69 @@ def test_params_and_compile_of_a_billion_layers_fail_fast(tmp_path: Path, comman
     assert done.returncode == 1, done.stdout + done.stderr
     assert "dims.n_layers" in done.stderr and "at most 1024" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- extends targets (found by tests/test_hostile_fuzz.py)
+
+@pytest.mark.parametrize("target", ["/", "", ".", "..", "recipes/..", "a" * 300, "a/" * 300 + "b"])
+def test_an_extends_target_that_names_no_file_is_a_clean_error(tmp_path: Path, target: str) -> None:
+    """"/" once raised ValueError and a 300-character name OSError (ENAMETOOLONG); "" and "." looked
+    for a sibling of the spec's folder ("../specs.toml")."""
+    from .test_spec_errors import VALID
+
+    (tmp_path / "specs.toml").write_text(VALID)  # what "" and "." used to find
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec = folder / "child.toml"
+    spec.write_text(f'extends = "{target}"\n' + VALID)
+    line = _one_line_validate(spec)
+    assert "child.toml:1:1: extends:" in line and "no spec" in line
+
+
+@pytest.mark.parametrize("kind", ["symlink loop", "fifo", "directory", "/dev/zero"])
+def test_an_extends_target_that_is_not_a_regular_file_says_what_it_is(tmp_path: Path, kind: str) -> None:
+    """A symlink loop raised RuntimeError from Path.resolve(); the others were "no spec ... did you mean" the same name."""
+    import os
+
+    from .test_spec_errors import VALID
+
+    base = tmp_path / "base.toml"
+    if kind == "symlink loop":
+        base.symlink_to("base.toml")
+    elif kind == "fifo":
+        os.mkfifo(base)
+    elif kind == "directory":
+        base.mkdir()
+    else:
+        base.symlink_to("/dev/zero")
+    spec = tmp_path / "child.toml"
+    spec.write_text('extends = "base"\n' + VALID)
+    line = _one_line_validate(spec)
+    assert "base.toml" in line and "did you mean" not in line
+    assert {"symlink loop": "symbolic links", "fifo": "regular file", "directory": "directory", "/dev/zero": "regular file"}[kind] in line
+
+
+def test_a_spec_path_that_is_a_symlink_loop_is_a_clean_error(tmp_path: Path) -> None:
+    spec = tmp_path / "loop.toml"
+    spec.symlink_to("loop.toml")
+    line = _one_line_validate(spec)
+    assert "loop.toml" in line and "symbolic links" in line
+
+
+@pytest.mark.parametrize(("line", "shown"), [
+    ('extends = "x\\u0000y"', "x\\x00y"),  # the looked-for path held a raw NUL
+    ('"a\\nb" = 1', "a\\nb"),  # an unknown key with a newline split the error in two
+    ('"\\u001b[31mred" = 1', "\\x1b[31mred"),  # a terminal escape sequence reached the terminal
+    ('"a\\u2028b" = 1', "a\\u2028b"),  # a line separator
+])
+def test_control_characters_from_a_spec_are_printed_escaped(tmp_path: Path, line: str, shown: str) -> None:
+    from .test_spec_errors import VALID
+
+    spec = tmp_path / "odd.toml"
+    spec.write_text(line + "\n" + VALID)
+    done = subprocess.run([sys.executable, "-m", "taxonc.compiler.cli", "validate", str(spec)], capture_output=True,
+                          text=True, timeout=LIMIT_S, cwd=ROOT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    problems = [p for p in done.stderr.split("\n") if p.startswith("  ")]
+    assert len(problems) == 1 and shown in problems[0], done.stderr
+    assert all(c.isprintable() for c in problems[0]), repr(problems[0])

@@ -312,3 +312,22 @@ def test_minus_inf_logits_for_some_tokens_are_fine() -> None:
     spec = {"dims": {"context": 64, "vocab_size": 8}, "model": {"structure": "decoder"}}
     out = generate(_broken_model(-math.inf, at_step=1), _Cache, spec, [1], SamplerConfig("temperature"), 4)
     assert len(out.new_ids) == 4 and 3 not in out.new_ids
+
+
+def test_a_damaged_file_is_reported_without_its_control_characters(tmp_path: Path) -> None:
+    """safetensors quotes the bad tensor's name in its error; an ESC in that name reached the terminal (found by the fuzzer)."""
+    from taxonc.runtime.errors import WeightsError
+    from taxonc.runtime.weights import load_weights
+
+    name = "\x1b[2J\x1b]0;owned\x07w\nx"
+    tensors = {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+               name: {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}}  # a gap: an invalid offset for `name`
+    header = json.dumps(tensors).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 12)
+    with pytest.raises(WeightsError) as info:
+        load_weights(torch.nn.Linear(1, 1), path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "not a readable safetensors file" in message
+    assert message.isprintable(), repr(message)

@@ -100,9 +100,18 @@ class _Context:
         (self.deferred if deferred else self.problems).append(Problem(file, key, message, line, col, allowed, hint))
 
 
+def _resolved(path: Path) -> Path:
+    """`path` with symlinks resolved; where a symlink loop makes that impossible, the absolute path
+    (reading it then reports the loop)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a loop, later versions OSError
+        return path.absolute()
+
+
 def display_path(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(_resolved(path).relative_to(Path.cwd().resolve()))
     except (ValueError, RuntimeError, OSError):  # RuntimeError: a symlink loop, which resolves nowhere
         return str(path)
 
@@ -279,11 +288,24 @@ def _parse(path: Path, ctx: _Context, given: Path | None = None) -> dict[str, An
     return data
 
 
-def _resolve_target(path: Path, target: str) -> Path:
+def _resolve_target(path: Path, target: str) -> Path | None:
+    """The file `target` names, relative to the spec at `path`; None when it names no file.
+
+    "", ".", "/" and ".." name folders: adding ".toml" to them would look outside the spec's
+    folder ("" would find "../specs.toml") or fail.
+    """
+    if Path(target).name in ("", ".", ".."):
+        return None
     candidate = (path.parent / target)
     if candidate.suffix != ".toml":
         candidate = candidate.with_name(candidate.name + ".toml")
     return candidate
+
+
+def _present(path: Path) -> bool:
+    """Whether anything is at `path`. What is there but is not a spec file (a folder, a FIFO, a link to
+    a device or to itself) is read, and the read says what it is, instead of "no spec"."""
+    return os.path.lexists(path)  # False for a name too long or with a NUL byte, not an exception
 
 
 def _nearby_specs(path: Path, target: str) -> str:
@@ -297,7 +319,7 @@ def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None
     if is_symlink_loop(given):
         ctx.add(display_path(given), "", SYMLINK_LOOP)
         return None
-    path = path.resolve()
+    path = _resolved(path)
     if path in stack:
         cycle = " -> ".join(display_path(p) for p in stack + (path,))
         ctx.add(display_path(stack[-1]), "extends", f"extends cycle: {cycle}")
@@ -325,10 +347,13 @@ def _load_raw(path: Path, ctx: _Context, stack: tuple[Path, ...]) -> _Raw | None
     model_bases: list[tuple[str, dict[str, Any]]] = []  # (file, leaves) of each base that is not a recipe
     for target in extends:
         base_path = _resolve_target(path, target)
+        if base_path is None:
+            ctx.add(file, "extends", f"no spec {target!r}: it names a folder, not a spec file", hint=_nearby_specs(path, target))
+            continue
         if is_symlink_loop(base_path):
             ctx.add(file, "extends", f"{target!r} is a {SYMLINK_LOOP} ({display_path(base_path)})")
             continue
-        if not base_path.is_file():
+        if not _present(base_path):
             ctx.add(file, "extends", f"no spec {target!r} (looked for {display_path(base_path)})", hint=_nearby_specs(path, target))
             continue
         base = _load_raw(base_path, ctx, stack + (path,))
