@@ -293,7 +293,7 @@ def test_an_extends_target_that_is_not_a_regular_file_says_what_it_is(tmp_path: 
     spec.write_text('extends = "base"\n' + VALID)
     line = _one_line_validate(spec)
     assert "base.toml" in line and "did you mean" not in line
-    assert {"symlink loop": "symbolic links", "fifo": "regular file", "directory": "directory", "/dev/zero": "regular file"}[kind] in line
+    assert {"symlink loop": "symlink loop", "fifo": "regular file", "directory": "directory", "/dev/zero": "regular file"}[kind] in line
 
 
 def test_a_spec_path_that_is_a_symlink_loop_is_a_clean_error(tmp_path: Path) -> None:
