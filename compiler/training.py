@@ -1,0 +1,186 @@
+"""`taxonc train`: compile a spec, map its [training] recipe onto this run, prepare the data,
+and hand the runtime's training loop a typed Job (taxonc.runtime.train.loop).
+
+A run is usually far shorter than the paper's. The recipe's durations are kept as shares of
+the spec's training.tokens and applied to the run's budget (--tokens): GPT-3's 375M-token
+warmup in 300B tokens becomes 0.125% of the run. Batch sizes are scaled by one factor, the
+run's --batch-tokens over the spec's training.batch_tokens, so a ramp or PaLM's stages keep
+their shape. Recipes in steps (warmup_steps) are converted to tokens with the spec's own batch
+schedule first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import TaxoncError, UsageError
+from .spec.model import ModelSpec
+
+SFT_METHODS = ("sft", "feedme", "instruction-tuning")
+TOKENIZER_TEXT_LIMIT = 16 << 20  # characters of the corpus a trained tokenizer sees
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    spec: Path
+    data: list[Path]
+    out: Path
+    scale: str = "full"
+    sets: tuple[str, ...] = ()
+    tokens: int | None = None
+    batch_tokens: int | None = None
+    micro_batch: int = 8
+    seq_len: int | None = None
+    seed: int = 0
+    tokenizer: Path | None = None
+    eval_every: int = 50
+    checkpoint_every: int = 0
+    resume: bool = False
+    progress: bool = True
+    bf16: bool = False
+    activation_checkpointing: bool = False
+    compile: bool = False
+    max_steps: int | None = None
+
+
+def _need(spec: ModelSpec, source: str, missing: list[str]) -> None:
+    if missing:
+        raise TaxoncError(f"{source}: the spec's recipe lacks {', '.join(missing)}, which taxonc train needs "
+                          "(write them in [training], or give --set training.KEY=VALUE / the flag named)")
+
+
+def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_flag: int | None):
+    """The runtime Recipe for this run, and lines saying how the spec's recipe was mapped."""
+    from taxonc.runtime.train.recipe import (BatchSchedule, BatchStage, FimConfig, FimMode, LrSchedule, Objective,
+                                              OptimizerConfig, OptimizerKind, Recipe, ScheduleKind)
+    from taxonc.runtime.train.schedule import tokens_after_steps
+
+    t = spec.training
+    missing = []
+    if t.lr is None:
+        missing.append("training.lr")
+    if t.batch_tokens is None and batch_flag is None:
+        missing.append("training.batch_tokens (or --batch-tokens)")
+    if t.tokens is None and budget_flag is None:
+        missing.append("training.tokens (or --tokens)")
+    _need(spec, source, missing)
+    objective = Objective.CAUSAL_LM
+    if spec.lineage and spec.lineage.stages and spec.lineage.stages[-1].method in SFT_METHODS:
+        objective = Objective.SFT
+    elif t.objective != "causal-lm":
+        raise TaxoncError(f"{source}: training.objective = {t.objective!r} is not implemented by taxonc train "
+                          "(implemented: causal-lm, and SFT for lineage stages sft/feedme/instruction-tuning)")
+    if spec.model.structure != "decoder":
+        raise TaxoncError(f"{source}: model.structure = {spec.model.structure.value!r}; taxonc train trains decoders only")
+    budget = int(budget_flag or t.tokens)
+    spec_tokens = float(t.tokens or budget)
+    ratio = budget / spec_tokens
+    spec_batch = float(t.batch_tokens or batch_flag)
+    run_batch = float(batch_flag or t.batch_tokens)
+    scale_b = run_batch / spec_batch
+    spec_schedule = BatchSchedule(
+        spec_batch, t.batch_ramp.start_tokens if t.batch_ramp else None, t.batch_ramp.ramp_tokens if t.batch_ramp else None,
+        tuple(BatchStage(s.batch_tokens, s.until_tokens) for s in t.batch_steps))
+    batch = BatchSchedule(
+        run_batch,
+        spec_schedule.ramp_start_tokens * scale_b if spec_schedule.ramp_start_tokens else None,
+        spec_schedule.ramp_tokens * ratio if spec_schedule.ramp_tokens else None,
+        tuple(BatchStage(s.batch_tokens * scale_b, s.until_tokens * ratio) for s in spec_schedule.stages))
+    warmup = t.warmup_tokens if t.warmup_tokens is not None else (
+        tokens_after_steps(spec_schedule, t.warmup_steps) if t.warmup_steps else 0.0)
+    kind = ScheduleKind(t.schedule)
+    if kind is ScheduleKind.INVERSE_SQRT and not warmup:
+        _need(spec, source, ["training.warmup_steps or training.warmup_tokens (inverse-sqrt holds the peak that long)"])
+    lr = LrSchedule(kind, t.lr, warmup * ratio, (t.decay_tokens or spec_tokens) * ratio, t.final_lr_fraction)
+    optimizer = OptimizerConfig(
+        OptimizerKind.ADAMW if t.optimizer in ("adam", "adamw") else OptimizerKind(t.optimizer),
+        (t.beta1, t.beta2), 1e-8, t.weight_decay, t.grad_clip)
+    fim = FimConfig(t.fim.rate, FimMode(t.fim.mode)) if t.fim and t.fim.rate > 0 else None
+    notes = [f"budget {budget:,} tokens = {ratio:.3g} x the spec's {spec_tokens:,.0f}: warmup {lr.warmup_tokens:,.0f}, "
+             f"decay to {lr.decay_tokens:,.0f} tokens",
+             f"batch {run_batch:,.0f} tokens" + (f" (the spec's {spec_batch:,.0f} x {scale_b:.3g})" if scale_b != 1 else "")]
+    if t.optimizer == "adam":
+        notes.append("optimizer adam with weight decay runs as AdamW (decoupled decay, Loshchilov & Hutter, as GPT-3 cites)")
+    if t.optimizer == "adafactor":
+        notes.append(f"Adafactor is torch.optim.Adafactor: no first moment, so training.beta1 ({t.beta1}) is unused")
+    moe_weight = spec.moe.load_balance_weight if spec.moe else 0.0
+    recipe = Recipe(lr, batch, optimizer, budget, objective, t.z_loss, moe_weight, fim, tuple(notes))
+    return recipe
+
+
+def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world) -> tuple[object, bytes]:
+    """--tokenizer, else RUN_DIR/tokenizer.model from an earlier start, else one trained on the data."""
+    from taxonc.runtime.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer, train_tokenizer
+    from taxonc.runtime.train.distributed import barrier
+
+    path = request.tokenizer or request.out / "tokenizer.model"
+    if request.tokenizer is None and not path.exists():
+        vocab = min(spec.tokenizer.vocab_size or spec.dims.vocab_size, spec.dims.vocab_size)
+        if world.main:
+            with tempfile.TemporaryDirectory(prefix="taxonc-tok-") as tmp:
+                text, size = [], 0
+                for doc in documents():
+                    text.append(doc.text)
+                    size += len(doc.text)
+                    if size > TOKENIZER_TEXT_LIMIT:
+                        break
+                corpus = Path(tmp) / "corpus.txt"
+                corpus.write_text("\n".join(text), encoding="utf-8")
+                train_tokenizer(corpus, vocab, spec.tokenizer.algorithm, path, special_tokens=DEFAULT_SPECIAL_TOKENS,
+                                num_threads=1)
+        barrier(world)
+    tok = Tokenizer.load(path)
+    if tok.vocab_size > spec.dims.vocab_size:
+        raise TaxoncError(f"{path}: the tokenizer has {tok.vocab_size} pieces but the model embeds "
+                          f"dims.vocab_size = {spec.dims.vocab_size}; use a tokenizer of at most that many pieces")
+    if tok.eos_id is None:
+        raise TaxoncError(f"{path}: the tokenizer has no end-of-sequence piece, which packing needs")
+    return tok, path.read_bytes()
+
+
+def run_training(request: TrainRequest):
+    from taxonc.runtime.artifact import load_source
+    from taxonc.runtime.fim import fim_sentinel_ids
+    from taxonc.runtime.train.corpus import corpus_files, read_documents
+    from taxonc.runtime.train.data import Tokenizing, files_key, load_prepared, prepare
+    from taxonc.runtime.train.distributed import barrier, start
+    from taxonc.runtime.train.loop import Job, RunOptions, train
+    from taxonc.runtime.train.recipe import Objective
+
+    from .compile import compile_spec
+
+    for flag, value, low in (("--micro-batch", request.micro_batch, 1), ("--tokens", request.tokens, 1),
+                             ("--batch-tokens", request.batch_tokens, 1), ("--seq-len", request.seq_len, 2),
+                             ("--eval-every", request.eval_every, 0), ("--checkpoint-every", request.checkpoint_every, 0),
+                             ("--max-steps", request.max_steps, 1)):
+        if value is not None and value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
+    compiled = compile_spec(request.spec, backend="torch", scale=request.scale, sets=list(request.sets))
+    spec = compiled.spec
+    recipe = build_recipe(spec, str(request.spec), request.tokens, request.batch_tokens)
+    seq_len = request.seq_len or spec.dims.context
+    if seq_len > spec.dims.context:
+        raise UsageError(f"--seq-len {seq_len} is longer than the model's context (dims.context = {spec.dims.context})")
+    world = start()
+    sft = recipe.objective is Objective.SFT
+    files = corpus_files(request.data)
+    documents = lambda: read_documents(request.data, sft=sft)  # noqa: E731 - read twice (tokenizer, shards)
+    tok, tok_bytes = _tokenizer(request, spec, documents, world)
+    how = Tokenizing(tok.encode, tok.eos_id, spec.dims.vocab_size, hashlib.sha256(tok_bytes).hexdigest(), recipe.fim,
+                     fim_sentinel_ids(tok) if recipe.fim else None, request.seed)
+    data_dir = request.out / "data"
+    if world.main:
+        prepared = prepare(documents(), how, data_dir, files_key(files))
+    barrier(world)
+    if not world.main:
+        prepared = load_prepared(data_dir)
+    build = load_source(compiled.files["model.py"], f"train_{spec.model.name}").build
+    options = RunOptions(request.out, request.seed, request.micro_batch, seq_len, request.eval_every,
+                         checkpoint_every=request.checkpoint_every, resume=request.resume, progress=request.progress,
+                         bf16=request.bf16, activation_checkpointing=request.activation_checkpointing,
+                         compile=request.compile, max_steps=request.max_steps)
+    job = Job(recipe, options, build, prepared, dict(compiled.files), compiled.digest, spec.model.name, tok_bytes)
+    return world, recipe, prepared, train(job)

@@ -1,0 +1,225 @@
+"""The training loop: one optimizer step per recipe batch, gradient accumulation of fixed
+micro-batches, evaluation, checkpoints, and the artifact at the end.
+
+Every rank reads the whole global batch of a step from the memory-mapped shards (cheap: token
+ids) and computes on its own rows, so the loss is normalised by the global count of counted
+tokens without a collective, and a step's rows do not depend on the number of ranks: 2
+processes of micro-batch m train on exactly the rows that 1 process of micro-batch 2m does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint
+from .data import Prepared, Sampler, SamplerState, Windows
+from .distributed import World, barrier, blocks, shard, start, stop, sum_across
+from .errors import TrainingError
+from .export import write_artifact
+from .init import materialize
+from .metrics import MetricsLog, ProgressBar, plot, read_metrics
+from .optim import build_optimizer, clip_gradients, set_lr
+from .recipe import Recipe
+from .schedule import accumulation_steps, batch_tokens_at, lr_at
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How this run executes, apart from the recipe (which says what to train)."""
+
+    run_dir: Path
+    seed: int = 0
+    micro_batch: int = 8  # sequences per rank per forward pass
+    seq_len: int = 64
+    eval_every: int = 50  # steps; and always at the end
+    eval_windows: int = 32
+    checkpoint_every: int = 0  # steps; 0: only at the end
+    resume: bool = False
+    progress: bool = True
+    bf16: bool = False  # autocast matmuls to bfloat16
+    activation_checkpointing: bool = False
+    compile: bool = False
+    max_steps: int | None = None  # stop early (tests); the schedule still follows the full budget
+
+
+@dataclass(frozen=True)
+class Job:
+    recipe: Recipe
+    options: RunOptions
+    build: Callable[..., torch.nn.Module]  # the emitted model.py's build(device=, dtype=)
+    data: Prepared
+    artifact_files: dict[str, str] = field(default_factory=dict)  # model.py, spec.lock.json, graph.txt
+    spec_sha256: str = ""
+    spec_name: str = ""
+    tokenizer: bytes | None = None
+
+
+@dataclass
+class Result:
+    steps: int
+    tokens: int
+    final_loss: float
+    val_loss: float
+    artifact: Path | None
+
+
+def token_losses(logits: torch.Tensor, targets: torch.Tensor, z_loss: float) -> torch.Tensor:
+    """Per-token loss: cross-entropy plus PaLM's z-loss, z_loss * log(Z)^2 (Chowdhery et al. 2022,
+    section 5), which keeps the softmax normaliser near 1."""
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1)
+    ce = lse - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return ce + z_loss * lse.square() if z_loss else ce
+
+
+def _check_data(job: Job, windows: Windows, micro_tokens: int, world: World) -> None:
+    o = job.options
+    first = accumulation_steps(batch_tokens_at(job.recipe.batch, 0), micro_tokens) * o.micro_batch * world.size
+    if windows.count < first:
+        raise TrainingError(
+            f"the training data ({job.data.train_tokens} tokens, {windows.count} windows of {o.seq_len}+1) is shorter "
+            f"than one batch ({first} sequences = {first * o.seq_len} tokens); give more data or a smaller "
+            "batch (--batch-tokens, --micro-batch)")
+
+
+def _evaluate(model: torch.nn.Module, windows: Windows, count: int, micro: int, autocast) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    indices = list(range(min(count, windows.count)))
+    with torch.no_grad():
+        for start_ in range(0, len(indices), micro):
+            ids, mask = windows.batch(indices[start_ : start_ + micro])
+            with autocast():
+                logits = model(ids[:, :-1])
+            loss = token_losses(logits, ids[:, 1:], 0.0)
+            if mask is not None:
+                loss = loss[mask]
+            total += float(loss.sum())
+            n += loss.numel()
+    model.train()
+    return total / max(n, 1)
+
+
+def train(job: Job) -> Result:
+    world = start()
+    try:
+        return _train(job, world)
+    finally:
+        stop(world)
+
+
+def _train(job: Job, world: World) -> Result:
+    recipe, o = job.recipe, job.options
+    torch.manual_seed(o.seed)
+    model = job.build(device="meta")
+    if world.distributed:
+        shard(model, world)
+    materialize(model, job.build, o.seed)
+    model.train()
+    if o.activation_checkpointing:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+        stack = set(map(id, blocks(model)))
+        apply_activation_checkpointing(model, check_fn=lambda m: id(m) in stack)
+    forward = torch.compile(model) if o.compile else model
+    autocast = (lambda: torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)) if o.bf16 else nullcontext
+    optimizer = build_optimizer(model, recipe.optimizer, lr=0.0)
+
+    train_windows = Windows(job.data.tokens("train"), job.data.mask("train"), o.seq_len)
+    val_windows = Windows(job.data.tokens("val"), job.data.mask("val"), o.seq_len)
+    micro_tokens = o.micro_batch * o.seq_len * world.size
+    _check_data(job, train_windows, micro_tokens, world)
+    if val_windows.count == 0:
+        raise TrainingError(f"the validation split ({job.data.val_tokens} tokens) is shorter than one window of "
+                            f"{o.seq_len}+1 tokens; give more data")
+
+    ckpt_root = o.run_dir / "checkpoints"
+    progress = checkpoint.Progress()
+    resumed_from = None
+    if o.resume:
+        found = checkpoint.latest(ckpt_root)
+        if found is not None:
+            progress = checkpoint.load(found, model, optimizer, world)
+            resumed_from = progress.step
+    sampler = Sampler(train_windows.count, o.seed, SamplerState(progress.epoch, progress.position))
+    # a fresh run (or a resume that found no checkpoint) starts metrics.jsonl empty
+    log = MetricsLog(o.run_dir, resumed_from if resumed_from is not None else 0, enabled=world.main)
+    bar = ProgressBar(recipe.tokens, progress.tokens, enabled=o.progress and world.main)
+    loss_value, val_loss = math.nan, math.nan
+    started = time.perf_counter()
+    tokens_at_start = progress.tokens
+    try:
+        while progress.tokens < recipe.tokens and (o.max_steps is None or progress.step < o.max_steps):
+            accum = accumulation_steps(batch_tokens_at(recipe.batch, progress.tokens), micro_tokens)
+            n_rows = accum * o.micro_batch * world.size
+            ids, mask = train_windows.batch(sampler.take(n_rows))
+            counted = int(mask.sum()) if mask is not None else ids[:, 1:].numel()
+            step_tokens = n_rows * o.seq_len
+            lr = lr_at(recipe.lr, progress.tokens + step_tokens)
+            set_lr(optimizer, lr)
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = torch.zeros((), dtype=torch.float64)
+            for a in range(accum):
+                rows = slice((a * world.size + world.rank) * o.micro_batch, (a * world.size + world.rank + 1) * o.micro_batch)
+                x, y = ids[rows, :-1], ids[rows, 1:]
+                with autocast():
+                    logits = forward(x)
+                per_token = token_losses(logits, y, recipe.z_loss)
+                if mask is not None:
+                    per_token = per_token * mask[rows]
+                loss = per_token.sum() / max(counted, 1)
+                if recipe.load_balance_weight and callable(getattr(model, "aux_loss", None)):
+                    loss = loss + recipe.load_balance_weight * model.aux_loss() / (accum * world.size)
+                # FSDP averages gradients over ranks; the loss is already a share of the global
+                # batch, so undo the average
+                (loss * world.size).backward()
+                loss_sum += per_token.detach().sum().double()
+            grad_norm = clip_gradients(model, recipe.optimizer.grad_clip)
+            optimizer.step()
+            progress.step += 1
+            progress.tokens += step_tokens
+            progress.epoch, progress.position = sampler.state.epoch, sampler.state.position
+            loss_value = float(sum_across(world, loss_sum)) / max(counted, 1)
+            if not math.isfinite(loss_value):
+                raise TrainingError(f"the loss is {loss_value} at step {progress.step} (lr {lr:.3g}); "
+                                    "lower training.lr or enable training.grad_clip")
+            elapsed = time.perf_counter() - started
+            rate = (progress.tokens - tokens_at_start) / max(elapsed, 1e-9)
+            log.write({"step": progress.step, "tokens": progress.tokens, "loss": loss_value, "lr": lr,
+                       "batch_tokens": step_tokens, "grad_norm": grad_norm, "tokens_per_s": rate})
+            bar.update(progress.tokens, loss_value, lr, rate)
+            last = progress.tokens >= recipe.tokens or (o.max_steps is not None and progress.step >= o.max_steps)
+            if last or (o.eval_every and progress.step % o.eval_every == 0):
+                val_loss = _evaluate(forward, val_windows, o.eval_windows, o.micro_batch, autocast)
+                log.write({"step": progress.step, "tokens": progress.tokens, "val_loss": val_loss})
+            if last or (o.checkpoint_every and progress.step % o.checkpoint_every == 0):
+                checkpoint.save(ckpt_root, progress, model, optimizer, world)
+    finally:
+        bar.close()
+        log.close()
+    artifact = _export(job, model, world)
+    if world.main:
+        plot(read_metrics(o.run_dir / "metrics.jsonl"), o.run_dir / "training.png", f"{job.spec_name}: training")
+    return Result(progress.step, progress.tokens, loss_value, val_loss, artifact)
+
+
+def _export(job: Job, model: torch.nn.Module, world: World) -> Path | None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    if not job.artifact_files:
+        return None
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=world.distributed))
+    path = None
+    if world.main:
+        path = write_artifact(job.options.run_dir / "model", job.artifact_files, state, job.build, job.spec_sha256,
+                              job.spec_name, job.tokenizer)
+    barrier(world)
+    return path

@@ -1,0 +1,108 @@
+"""`taxonc train`: a tiny run end to end, its artifact, and its one-line errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from taxonc.compiler.cli import app
+from taxonc.runtime import load
+from taxonc.runtime.train.metrics import read_metrics
+
+from .conftest import SPECS
+from .train_helpers import LLAMA, SHIPPED_TOKENIZER, stdlib_corpus, tiny_args
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return stdlib_corpus(tmp_path_factory.mktemp("corpus"), max_files=12)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, corpus) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    result = runner.invoke(app, tiny_args(LLAMA, corpus, out, "--tokens", "1536", "--eval-every", "3"))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_a_run_writes_metrics_plots_and_an_artifact_taxonc_run_loads(finished: Path) -> None:
+    records = read_metrics(finished / "metrics.jsonl")
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 7))
+    assert [r["tokens"] for r in steps] == [256 * i for i in range(1, 7)]
+    assert all(r["batch_tokens"] == 256 for r in steps)
+    assert [r["step"] for r in records if "val_loss" in r] == [3, 6]
+    assert (finished / "training.png").read_bytes()[:4] == b"\x89PNG"
+    artifact = load(finished / "model")
+    assert artifact.weights is not None and (finished / "model" / "tokenizer.model").is_file()
+    result = runner.invoke(app, ["run", str(finished / "model"), "--prompt", "def ", "--max-new-tokens", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output.strip().splitlines()[-1])["ids"]) == 4
+
+
+def test_the_exported_weights_are_the_trained_ones(finished: Path) -> None:
+    """The artifact's weights differ from the initialisation: training moved them, export kept that."""
+    from taxonc.runtime.train.init import materialize
+
+    artifact = load(finished / "model")
+    fresh = artifact.module.build(device="meta")
+    materialize(fresh, artifact.module.build, seed=0)
+    trained = artifact.model.state_dict()
+    moved = [n for n, p in fresh.state_dict().items() if not torch.equal(p, trained[n])]
+    assert len(moved) == len(trained)
+
+
+def test_data_shorter_than_one_batch(tmp_path: Path) -> None:
+    small = tmp_path / "small.txt"
+    small.write_text("x = 1\n" * 30)
+    result = runner.invoke(app, tiny_args(LLAMA, small, tmp_path / "run", "--tokens", "10000", "--batch-tokens", "4096"))
+    assert result.exit_code == 1
+    assert "shorter than one batch" in result.output and "--batch-tokens" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_spec_without_a_recipe_names_the_fields(tmp_path: Path, corpus: Path) -> None:
+    result = runner.invoke(app, tiny_args(SPECS / "gato.toml", corpus, tmp_path / "run"))
+    assert result.exit_code == 1
+    assert "training.lr" in result.output and "training.tokens (or --tokens)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_tokenizer_larger_than_the_embedding(tmp_path: Path, corpus: Path) -> None:
+    result = runner.invoke(app, tiny_args(LLAMA, corpus, tmp_path / "run", "--tokens", "512", "--set", "dims.vocab_size=300",
+                                           "--set", "tokenizer.vocab_size=300"))
+    assert result.exit_code == 1
+    assert "512 pieces" in result.output and "dims.vocab_size = 300" in result.output
+
+
+def test_a_full_disk_is_one_line(tmp_path: Path, corpus: Path, monkeypatch) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dcp, "save", full)
+    result = runner.invoke(app, tiny_args(LLAMA, corpus, tmp_path / "run", "--tokens", "256"))
+    assert result.exit_code == 1
+    assert "disk full" in result.output and "checkpoint" in result.output
+    assert not list((tmp_path / "run" / "checkpoints").glob("step-*"))  # nothing that looks complete
+
+
+def test_unimplemented_objectives_are_named(tmp_path: Path, corpus: Path) -> None:
+    result = runner.invoke(app, tiny_args(SPECS / "t5.toml", corpus, tmp_path / "run", "--tokens", "512"))
+    assert result.exit_code == 1
+    assert "training.objective = 'span-corruption'" in result.output
+
+
+def test_bad_numbers_are_usage_errors(tmp_path: Path, corpus: Path) -> None:
+    result = runner.invoke(app, tiny_args(LLAMA, corpus, tmp_path / "run", "--micro-batch", "0"))
+    assert result.exit_code == 2 and "--micro-batch must be >= 1" in result.output
+    assert SHIPPED_TOKENIZER.is_file()
