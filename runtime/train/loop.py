@@ -25,6 +25,7 @@ from .distributed import World, barrier, blocks, shard, start, stop, sum_across
 from .errors import TrainingError
 from .export import write_artifact
 from .init import materialize
+from .losses import micro_batch_loss, token_losses
 from .metrics import MetricsLog, ProgressBar, plot, read_metrics
 from .optim import build_optimizer, clip_gradients, set_lr
 from .recipe import Recipe
@@ -69,15 +70,6 @@ class Result:
     final_loss: float
     val_loss: float
     artifact: Path | None
-
-
-def token_losses(logits: torch.Tensor, targets: torch.Tensor, z_loss: float) -> torch.Tensor:
-    """Per-token loss: cross-entropy plus PaLM's z-loss, z_loss * log(Z)^2 (Chowdhery et al. 2022,
-    section 5), which keeps the softmax normaliser near 1."""
-    logits = logits.float()
-    lse = torch.logsumexp(logits, dim=-1)
-    ce = lse - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return ce + z_loss * lse.square() if z_loss else ce
 
 
 def _check_data(job: Job, windows: Windows, micro_tokens: int, world: World) -> None:
@@ -172,16 +164,12 @@ def _train(job: Job, world: World) -> Result:
                 x, y = ids[rows, :-1], ids[rows, 1:]
                 with autocast():
                     logits = forward(x)
-                per_token = token_losses(logits, y, recipe.z_loss)
-                if mask is not None:
-                    per_token = per_token * mask[rows]
-                loss = per_token.sum() / max(counted, 1)
-                if recipe.load_balance_weight and callable(getattr(model, "aux_loss", None)):
-                    loss = loss + recipe.load_balance_weight * model.aux_loss() / (accum * world.size)
+                loss, summed = micro_batch_loss(model, logits, y, None if mask is None else mask[rows], counted,
+                                                recipe.z_loss, recipe.load_balance_weight, accum * world.size)
                 # FSDP averages gradients over ranks; the loss is already a share of the global
                 # batch, so undo the average
                 (loss * world.size).backward()
-                loss_sum += per_token.detach().sum().double()
+                loss_sum += summed.double()
             grad_norm = clip_gradients(model, recipe.optimizer.grad_clip)
             optimizer.step()
             progress.step += 1

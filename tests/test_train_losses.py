@@ -1,0 +1,72 @@
+"""Loss terms: cross-entropy, PaLM's z-loss, the MoE load-balancing loss, SFT masks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from taxonc.compiler.compile import compile_spec
+from taxonc.runtime.artifact import load_source
+from taxonc.runtime.train.losses import micro_batch_loss, token_losses
+
+from .conftest import SPECS
+
+
+def logits_of_order_5(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    logits = 5 * torch.randn(2, 6, 11, generator=g, dtype=torch.float64)
+    return logits, torch.randint(0, 11, (2, 6), generator=g)
+
+
+def reference(logits: torch.Tensor, targets: torch.Tensor, z: float) -> torch.Tensor:
+    """Written from the definitions: -log softmax(target) + z * (log sum_j exp l_j)^2."""
+    out = torch.empty(targets.shape, dtype=torch.float64)
+    for b in range(targets.shape[0]):
+        for t in range(targets.shape[1]):
+            row = logits[b, t].tolist()
+            log_z = math.log(sum(math.exp(v) for v in row))
+            out[b, t] = log_z - row[targets[b, t]] + z * log_z**2
+    return out
+
+
+@pytest.mark.parametrize("z", [0.0, 1e-4, 0.1])
+def test_cross_entropy_and_z_loss_match_their_definitions(z: float) -> None:
+    logits, targets = logits_of_order_5()
+    assert torch.allclose(token_losses(logits, targets, z).double(), reference(logits, targets, z), rtol=1e-5)
+
+
+def test_a_wrong_z_convention_is_caught() -> None:
+    """log(Z)^2, not Z^2 nor log(Z): the tolerance above separates them at logits of order 5."""
+    logits, targets = logits_of_order_5()
+    ce = reference(logits, targets, 0.0)
+    log_z = torch.logsumexp(logits, -1)
+    for wrong in (ce + 0.1 * log_z, ce + 0.1 * log_z.exp().square()):
+        assert not torch.allclose(token_losses(logits, targets, 0.1).double(), wrong, rtol=1e-5)
+
+
+def test_masked_tokens_do_not_count() -> None:
+    logits, targets = logits_of_order_5()
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[:, 3:] = True
+    loss, summed = micro_batch_loss(torch.nn.Identity(), logits, targets, mask, int(mask.sum()), 0.0, 0.0, 1)
+    want = reference(logits, targets, 0.0)[:, 3:].mean()
+    assert float(loss) == pytest.approx(float(want), rel=1e-6)
+    assert float(summed) == pytest.approx(float(want) * 6, rel=1e-6)
+
+
+def test_the_moe_load_balancing_loss_is_added_with_the_recipes_weight() -> None:
+    build = load_source(compile_spec(SPECS / "glam.toml", scale="tiny").files["model.py"]).build
+    torch.manual_seed(0)
+    model = build().train()
+    ids = torch.randint(0, 512, (2, 9))
+    logits = model(ids[:, :-1])
+    aux = model.aux_loss()
+    assert aux.requires_grad and float(aux) > 0
+    plain, _ = micro_batch_loss(model, logits, ids[:, 1:], None, 16, 0.0, 0.0, 1)
+    weighted, _ = micro_batch_loss(model, logits, ids[:, 1:], None, 16, 0.0, 0.01, 2)
+    assert float(weighted - plain) == pytest.approx(0.01 * float(aux) / 2, rel=1e-4)  # fp32 difference
+    weighted.backward()
+    routers = [p for n, p in model.named_parameters() if "router" in n]
+    assert routers and all(p.grad is not None and p.grad.abs().sum() > 0 for p in routers)
