@@ -63,10 +63,10 @@ def test_the_moe_load_balancing_loss_is_added_with_the_recipes_weight() -> None:
     ids = torch.randint(0, 512, (2, 9))
     logits = model(ids[:, :-1])
     aux = model.aux_loss()
-    assert aux.requires_grad and float(aux) > 0
+    assert aux.requires_grad and aux.item() > 0
     plain, _ = micro_batch_loss(model, logits, ids[:, 1:], None, 16, 0.0, 0.0, 1)
     weighted, _ = micro_batch_loss(model, logits, ids[:, 1:], None, 16, 0.0, 0.01, 2)
-    assert float(weighted - plain) == pytest.approx(0.01 * float(aux) / 2, rel=1e-4)  # fp32 difference
+    assert (weighted - plain).item() == pytest.approx(0.01 * aux.item() / 2, rel=1e-4)  # fp32 difference
     weighted.backward()
     routers = [p for n, p in model.named_parameters() if "router" in n]
     assert routers and all(p.grad is not None and p.grad.abs().sum() > 0 for p in routers)
