@@ -506,6 +506,8 @@ def train(
     activation_checkpointing: Annotated[bool, typer.Option("--activation-checkpointing", help="Recompute each block in the backward pass.")] = False,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Lineage specs: the post-training stage to train (default: the first).")] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from these weights: an artifact directory or a safetensors file.")] = None,
 ) -> None:
     """Train a spec's model as its recipe says; the weights end in RUN_DIR/model (taxonc run loads it).
 
@@ -516,7 +518,7 @@ def train(
 
     request = TrainRequest(spec, data, output, scale, tuple(sets or ()), tokens, batch_tokens, micro_batch, seq_len, seed,
                            tokenizer, eval_every, checkpoint_every, resume, not no_progress, bf16,
-                           activation_checkpointing, compile_model, max_steps)
+                           activation_checkpointing, compile_model, max_steps, stage, init_from)
     try:
         world, recipe, prepared, result = run_training(request)
     except TaxoncError as exc:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import TaxoncError, UsageError
 from .spec.model import ModelSpec
 
-SFT_METHODS = ("sft", "feedme", "instruction-tuning")
+SFT_METHODS = ("sft", "feedme", "instruction-tuning")  # loss on response tokens of prompt/response pairs
+CONTINUED_METHODS = ("code-finetune", "math-finetune", "science-finetune", "cot-finetune", "dialog-finetune")
 TOKENIZER_TEXT_LIMIT = 16 << 20  # characters of the corpus a trained tokenizer sees
 
 
@@ -44,6 +45,8 @@ class TrainRequest:
     activation_checkpointing: bool = False
     compile: bool = False
     max_steps: int | None = None
+    stage: str | None = None
+    init_from: Path | None = None
 
 
 def _need(spec: ModelSpec, source: str, missing: list[str]) -> None:
@@ -52,30 +55,53 @@ def _need(spec: ModelSpec, source: str, missing: list[str]) -> None:
                           "(write them in [training], or give --set training.KEY=VALUE / the flag named)")
 
 
-def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_flag: int | None):
-    """The runtime Recipe for this run, and lines saying how the spec's recipe was mapped."""
+def lineage_stage(spec: ModelSpec, source: str, stage: str | None):
+    """The post-training stage a lineage spec trains (`stage`, else its first), or None for pretraining."""
+    stages = spec.lineage.stages if spec.lineage else []
+    if not stages:
+        if stage is not None:
+            raise UsageError(f"--stage {stage}: {source} has no lineage stages; it is trained from scratch")
+        return None
+    chosen = next((s for s in stages if s.method == stage), None) if stage else stages[0]
+    if chosen is None:
+        raise UsageError(f"--stage {stage}: {source} has stages {', '.join(s.method for s in stages)}")
+    if chosen.method not in SFT_METHODS + CONTINUED_METHODS:
+        raise TaxoncError(f"{source}: lineage stage {chosen.method!r} is not implemented by taxonc train "
+                          f"(implemented: {', '.join(SFT_METHODS + CONTINUED_METHODS)})")
+    return chosen
+
+
+def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_flag: int | None, stage: str | None = None):
+    """The runtime Recipe for this run, with notes saying how the spec's recipe was mapped.
+
+    A lineage spec trains its first post-training stage (or `stage`): supervised fine-tuning
+    for sft/feedme/instruction-tuning, continued language-model training for the *-finetune
+    stages, on the spec's [training] recipe, for --tokens or the stage's own tokens."""
     from taxonc.runtime.train.recipe import (BatchSchedule, BatchStage, FimConfig, FimMode, LrSchedule, Objective,
                                               OptimizerConfig, OptimizerKind, Recipe, ScheduleKind)
     from taxonc.runtime.train.schedule import tokens_after_steps
 
     t = spec.training
+    chosen = lineage_stage(spec, source, stage)
     missing = []
     if t.lr is None:
         missing.append("training.lr")
     if t.batch_tokens is None and batch_flag is None:
         missing.append("training.batch_tokens (or --batch-tokens)")
-    if t.tokens is None and budget_flag is None:
+    if chosen is not None and chosen.tokens is None and budget_flag is None:
+        missing.append(f"lineage.stages {chosen.method!r} tokens (or --tokens)")
+    if chosen is None and t.tokens is None and budget_flag is None:
         missing.append("training.tokens (or --tokens)")
     _need(spec, source, missing)
     objective = Objective.CAUSAL_LM
-    if spec.lineage and spec.lineage.stages and spec.lineage.stages[-1].method in SFT_METHODS:
+    if chosen is not None and chosen.method in SFT_METHODS:
         objective = Objective.SFT
-    elif t.objective != "causal-lm":
+    elif chosen is None and t.objective != "causal-lm":
         raise TaxoncError(f"{source}: training.objective = {t.objective!r} is not implemented by taxonc train "
                           "(implemented: causal-lm, and SFT for lineage stages sft/feedme/instruction-tuning)")
     if spec.model.structure != "decoder":
         raise TaxoncError(f"{source}: model.structure = {spec.model.structure.value!r}; taxonc train trains decoders only")
-    budget = int(budget_flag or t.tokens)
+    budget = int(budget_flag or (chosen.tokens if chosen is not None else t.tokens))
     spec_tokens = float(t.tokens or budget)
     ratio = budget / spec_tokens
     spec_batch = float(t.batch_tokens or batch_flag)
@@ -116,6 +142,9 @@ def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world) -> tupl
     from taxonc.runtime.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer, train_tokenizer
     from taxonc.runtime.train.distributed import barrier
 
+    base_tokenizer = request.init_from / "tokenizer.model" if request.init_from and request.init_from.is_dir() else None
+    if request.tokenizer is None and base_tokenizer is not None and base_tokenizer.is_file():
+        request = replace(request, tokenizer=base_tokenizer)  # a stage keeps its base model's tokenizer
     path = request.tokenizer or request.out / "tokenizer.model"
     if request.tokenizer is None and not path.exists():
         vocab = min(spec.tokenizer.vocab_size or spec.dims.vocab_size, spec.dims.vocab_size)
@@ -141,6 +170,18 @@ def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world) -> tupl
     return tok, path.read_bytes()
 
 
+def _base_weights(request: TrainRequest, spec: ModelSpec) -> Path | None:
+    """--init-from as a weights file; a lineage stage must start from its base model."""
+    if request.init_from is None:
+        if spec.lineage and spec.lineage.stages:
+            raise UsageError(f"{request.spec}: a lineage stage starts from its base model (lineage.base = "
+                             f"{spec.lineage.base!r}); give --init-from with that model's artifact, e.g. "
+                             "RUN_DIR/model of a taxonc train run of the base spec")
+        return None
+    path = request.init_from / "weights.safetensors" if request.init_from.is_dir() else request.init_from
+    return path
+
+
 def run_training(request: TrainRequest):
     from taxonc.runtime.artifact import load_source
     from taxonc.runtime.fim import fim_sentinel_ids
@@ -160,7 +201,8 @@ def run_training(request: TrainRequest):
             raise UsageError(f"{flag} must be >= {low}, got {value}")
     compiled = compile_spec(request.spec, backend="torch", scale=request.scale, sets=list(request.sets))
     spec = compiled.spec
-    recipe = build_recipe(spec, str(request.spec), request.tokens, request.batch_tokens)
+    recipe = build_recipe(spec, str(request.spec), request.tokens, request.batch_tokens, request.stage)
+    init_from = _base_weights(request, spec)
     seq_len = request.seq_len or spec.dims.context
     if seq_len > spec.dims.context:
         raise UsageError(f"--seq-len {seq_len} is longer than the model's context (dims.context = {spec.dims.context})")
@@ -182,5 +224,5 @@ def run_training(request: TrainRequest):
                          checkpoint_every=request.checkpoint_every, resume=request.resume, progress=request.progress,
                          bf16=request.bf16, activation_checkpointing=request.activation_checkpointing,
                          compile=request.compile, max_steps=request.max_steps)
-    job = Job(recipe, options, build, prepared, dict(compiled.files), compiled.digest, spec.model.name, tok_bytes)
+    job = Job(recipe, options, build, prepared, dict(compiled.files), compiled.digest, spec.model.name, tok_bytes, init_from)
     return world, recipe, prepared, train(job)

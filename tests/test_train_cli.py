@@ -106,3 +106,32 @@ def test_bad_numbers_are_usage_errors(tmp_path: Path, corpus: Path) -> None:
     result = runner.invoke(app, tiny_args(LLAMA, corpus, tmp_path / "run", "--micro-batch", "0"))
     assert result.exit_code == 2 and "--micro-batch must be >= 1" in result.output
     assert SHIPPED_TOKENIZER.is_file()
+
+
+def test_sft_starts_from_the_base_model_and_learns_responses_only(tmp_path: Path, corpus: Path) -> None:
+    from safetensors.torch import load_file
+
+    base = tmp_path / "base"
+    result = runner.invoke(app, tiny_args(SPECS / "gpt3.toml", corpus, base, "--tokens", "512"))
+    assert result.exit_code == 0, result.output
+    pairs = tmp_path / "sft.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Q: {i} + 1?\nA:", "response": f" {i + 1}\n"}) + "\n" for i in range(200)))
+    sft = tmp_path / "sft"
+    args = tiny_args(SPECS / "instructgpt.toml", pairs, sft, "--tokens", "256", "--set", "training.lr=1e-5")
+    no_base = runner.invoke(app, args)
+    assert no_base.exit_code == 2 and "--init-from" in no_base.output and "'gpt3'" in no_base.output
+    result = runner.invoke(app, [*args, "--init-from", str(base / "model")])
+    assert result.exit_code == 0, result.output
+    assert load_prepared_masked(sft)
+    before, after = load_file(base / "model" / "weights.safetensors"), load_file(sft / "model" / "weights.safetensors")
+    assert set(before) == set(after)
+    drift = max(float((before[n] - after[n]).abs().max()) for n in before)
+    assert 0 < drift < 1e-3  # one small step away from the base, not from a fresh init
+    assert load(sft / "model").lock["spec"]["model"]["name"] == "instructgpt"
+
+
+def load_prepared_masked(run: Path) -> bool:
+    from taxonc.runtime.train.data import load_prepared
+
+    prepared = load_prepared(run / "data")
+    return prepared is not None and prepared.masked and 0 < int(prepared.mask("train").sum()) < prepared.train_tokens

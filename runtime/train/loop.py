@@ -61,6 +61,7 @@ class Job:
     spec_sha256: str = ""
     spec_name: str = ""
     tokenizer: bytes | None = None
+    init_from: Path | None = None  # a safetensors file to start from (a lineage stage's base model)
 
 
 @dataclass
@@ -115,6 +116,8 @@ def _train(job: Job, world: World) -> Result:
     if world.distributed:
         shard(model, world)
     materialize(model, job.build, o.seed)
+    if job.init_from is not None and not o.resume:
+        _load_base(model, job)
     model.train()
     if o.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
@@ -197,6 +200,18 @@ def _train(job: Job, world: World) -> Result:
     if world.main:
         plot(read_metrics(o.run_dir / "metrics.jsonl"), o.run_dir / "training.png", f"{job.spec_name}: training")
     return Result(progress.step, progress.tokens, loss_value, val_loss, artifact)
+
+
+def _load_base(model: torch.nn.Module, job: Job) -> None:
+    """Start from saved weights: names, shapes and dtypes are checked (runtime.weights), not the
+    spec hash, since a post-training stage is another spec with the same architecture."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    from ..weights import load_weights
+
+    reference = job.build()
+    load_weights(reference, job.init_from)
+    set_model_state_dict(model, reference.state_dict(), options=StateDictOptions(full_state_dict=True))
 
 
 def _export(job: Job, model: torch.nn.Module, world: World) -> Path | None:
