@@ -47,6 +47,7 @@ class TrainRequest:
     max_steps: int | None = None
     stage: str | None = None
     init_from: Path | None = None
+    scorer: str | None = None  # MODULE:FUNCTION, text -> reward, for feedback conditioning
 
 
 def _need(spec: ModelSpec, source: str, missing: list[str]) -> None:
@@ -170,6 +171,35 @@ def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world) -> tupl
     return tok, path.read_bytes()
 
 
+def _feedback(request: TrainRequest, spec: ModelSpec, tok):
+    """The spec's feedback conditioning with the --scorer hook, or None."""
+    import importlib
+
+    from taxonc.runtime.conditioning import control_token_ids
+    from taxonc.runtime.train.data import Feedback
+
+    fc = spec.training.feedback_conditioning
+    if fc is None:
+        if request.scorer is not None:
+            raise UsageError(f"--scorer: {request.spec} has no training.feedback_conditioning to score for")
+        return None
+    if request.scorer is None:
+        raise UsageError(f"{request.spec}: training.feedback_conditioning needs a reward: give --scorer MODULE:FUNCTION "
+                         "(a function from document text to a number)")
+    if fc.threshold is None:
+        raise TaxoncError(f"{request.spec}: training.feedback_conditioning.threshold is not set; it splits good from bad")
+    module_name, _, attr = request.scorer.partition(":")
+    try:
+        score = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise UsageError(f"--scorer {request.scorer}: cannot be imported ({exc}); "
+                         "give MODULE:FUNCTION importable from the working directory") from None
+    if not callable(score):
+        raise UsageError(f"--scorer {request.scorer}: not a function")
+    good, bad = control_token_ids(tok, fc.good_token, fc.bad_token)
+    return Feedback(score, fc.threshold, good, bad, request.scorer)
+
+
 def _base_weights(request: TrainRequest, spec: ModelSpec) -> Path | None:
     """--init-from as a weights file; a lineage stage must start from its base model."""
     if request.init_from is None:
@@ -212,7 +242,7 @@ def run_training(request: TrainRequest):
     documents = lambda: read_documents(request.data, sft=sft)  # noqa: E731 - read twice (tokenizer, shards)
     tok, tok_bytes = _tokenizer(request, spec, documents, world)
     how = Tokenizing(tok.encode, tok.eos_id, spec.dims.vocab_size, hashlib.sha256(tok_bytes).hexdigest(), recipe.fim,
-                     fim_sentinel_ids(tok) if recipe.fim else None, request.seed)
+                     fim_sentinel_ids(tok) if recipe.fim else None, request.seed, _feedback(request, spec, tok))
     data_dir = request.out / "data"
     if world.main:
         prepared = prepare(documents(), how, data_dir, files_key(files))

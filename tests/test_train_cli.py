@@ -135,3 +135,24 @@ def load_prepared_masked(run: Path) -> bool:
 
     prepared = load_prepared(run / "data")
     return prepared is not None and prepared.masked and 0 < int(prepared.mask("train").sum()) < prepared.train_tokens
+
+
+def test_feedback_conditioning_needs_a_scorer_and_uses_it(tmp_path: Path, corpus: Path, monkeypatch) -> None:
+    (tmp_path / "my_scores.py").write_text("def by_length(text):\n    return len(text)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sets = ["--set", "training.feedback_conditioning.threshold=5000"]
+    missing = runner.invoke(app, tiny_args(LLAMA, corpus, tmp_path / "a", "--tokens", "256", *sets))
+    assert missing.exit_code == 2 and "--scorer MODULE:FUNCTION" in missing.output
+    result = runner.invoke(app, tiny_args(LLAMA, corpus, tmp_path / "b", "--tokens", "256", *sets,
+                                          "--scorer", "my_scores:by_length"))
+    assert result.exit_code == 0, result.output
+    from taxonc.runtime.conditioning import control_token_ids
+    from taxonc.runtime.tokenizer import Tokenizer
+    from taxonc.runtime.train.data import load_prepared
+
+    good, bad = control_token_ids(Tokenizer.load(SHIPPED_TOKENIZER))
+    prepared = load_prepared(tmp_path / "b" / "data")
+    tokens = prepared.tokens("train").tolist() + prepared.tokens("val").tolist()  # few files: the val split is the tail
+    labels = [t for t in tokens if t in (good, bad)]
+    assert labels == [good if len(f.read_text()) >= 5000 else bad for f in sorted(corpus.iterdir())]
+    assert good in labels and bad in labels

@@ -136,3 +136,19 @@ def test_windows_are_inputs_and_shifted_targets() -> None:
     ids, mask = Windows(tokens, None, 4).batch([0, 2])
     assert ids.tolist() == [[0, 1, 2, 3, 4], [8, 9, 10, 11, 12]] and mask is None
     assert Windows(tokens, None, 4).count == 4
+
+
+def test_feedback_conditioning_prepends_the_scorers_label(tmp_path: Path, tok: Tokenizer) -> None:
+    from taxonc.runtime.conditioning import control_token_ids
+    from taxonc.runtime.train.data import Feedback
+
+    good, bad = control_token_ids(tok)
+    corpus = [Document(f"d{i}", f"x = {i}\n") for i in range(10)]
+    feedback = Feedback(lambda text: len(text) % 2, 0.5, good, bad, "parity")
+    prepared = prepare(corpus, tokenizing(tok, feedback=feedback), tmp_path, "k")
+    want = [t for d in corpus for t in [good if len(d.text) % 2 else bad, *tok.encode(d.text), tok.eos_id]]
+    everything = prepared.tokens("train").tolist() + prepared.tokens("val").tolist()
+    assert everything == want
+    with pytest.raises(TrainingError, match="d0: the feedback scorer broken gave no usable score"):
+        prepare(corpus, tokenizing(tok, feedback=Feedback(lambda text: float("nan"), 0.5, good, bad, "broken")),
+                tmp_path / "other", "k")

@@ -65,6 +65,20 @@ class Tokenizing:
     fim: FimConfig | None = None
     fim_ids: tuple[int, int, int] | None = None  # prefix, middle, suffix sentinels
     seed: int = 0
+    feedback: Feedback | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Pretraining with human feedback (Korbak et al. 2023): a control token before each document,
+    good when score(text) >= threshold. The paper scores sentences or lines; this scores whole
+    documents (split a corpus finer to condition finer)."""
+
+    score: Callable[[str], float]
+    threshold: float
+    good_id: int
+    bad_id: int
+    name: str  # of the scorer, so another scorer rebuilds the shards
 
 
 def _doc_tokens(doc: Document, how: Tokenizing, rng: random.Random) -> tuple[list[int], list[int] | None]:
@@ -82,12 +96,22 @@ def _doc_tokens(doc: Document, how: Tokenizing, rng: random.Random) -> tuple[lis
             raise TrainingError(f"{doc.source}: {exc}") from None
     else:
         ids = how.encode(doc.text)
+    if how.feedback is not None:
+        from ..conditioning import condition_tokens
+
+        fb = how.feedback
+        try:
+            score = float(fb.score(doc.text))
+            ids = condition_tokens(ids, score, fb.threshold, fb.good_id, fb.bad_id)
+        except (TypeError, ValueError) as exc:
+            raise TrainingError(f"{doc.source}: the feedback scorer {fb.name} gave no usable score ({exc})") from None
     return ids + [how.eos_id], None
 
 
 def _fingerprint(docs_key: str, how: Tokenizing, val_every: int) -> str:
     fim = None if how.fim is None else [how.fim.rate, how.fim.mode.value, list(how.fim_ids or ())]
-    blob = json.dumps([FORMAT, docs_key, how.fingerprint, how.eos_id, fim, how.seed, val_every])
+    feedback = None if how.feedback is None else [how.feedback.name, how.feedback.threshold]
+    blob = json.dumps([FORMAT, docs_key, how.fingerprint, how.eos_id, fim, how.seed, val_every, feedback])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
