@@ -200,6 +200,54 @@ def _feedback(request: TrainRequest, spec: ModelSpec, tok):
     return Feedback(score, fc.threshold, good, bad, request.scorer)
 
 
+def _base_width_sets(spec: ModelSpec, base: int) -> list[str]:
+    """--set overrides that compile the same spec at muP's base width: every width scaled by
+    base / d_model, head counts kept (so d_head scales too)."""
+    d = spec.dims
+    factor = base / d.d_model
+
+    def scaled(value: int) -> int:
+        return max(1, round(value * factor))
+
+    sets = [f"dims.d_model={base}", f"dims.d_ff={scaled(spec_d_ff(spec))}", "dims.ff_multiple_of=1"]
+    if d.d_head is not None:
+        sets.append(f"dims.d_head={scaled(d.d_head)}")
+    if d.d_embed is not None:
+        sets.append(f"dims.d_embed={scaled(d.d_embed)}")
+    if spec.moe is not None and spec.moe.d_ff is not None:
+        sets.append(f"moe.d_ff={scaled(spec.moe.d_ff)}")
+    return sets
+
+
+def spec_d_ff(spec: ModelSpec) -> int:
+    from .spec import derive
+
+    return derive(spec).d_ff
+
+
+def _mup(request: TrainRequest, spec: ModelSpec):
+    """muP's width multiplier and base-width shapes, when the spec enables it."""
+    from taxonc.runtime.artifact import load_source
+    from taxonc.runtime.train.recipe import MupConfig
+
+    from .compile import compile_spec
+
+    mup = spec.training.mup
+    if not mup.enabled:
+        return None
+    if mup.base_d_model is None:
+        raise TaxoncError(f"{request.spec}: training.mup.enabled needs training.mup.base_d_model (the width the "
+                          "hyperparameters were tuned at)")
+    if request.scale != "full":
+        raise UsageError("muP training runs at --scale full: set the widths with --set dims.d_model=... "
+                         "(tiny scaling picks its own widths)")
+    base = compile_spec(request.spec, backend="torch", scale="full",
+                        sets=[*request.sets, *_base_width_sets(spec, mup.base_d_model)])
+    model = load_source(base.files["model.py"], "mup_base").build(device="meta")
+    shapes = tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+    return MupConfig(spec.dims.d_model / mup.base_d_model, shapes)
+
+
 def _base_weights(request: TrainRequest, spec: ModelSpec) -> Path | None:
     """--init-from as a weights file; a lineage stage must start from its base model."""
     if request.init_from is None:
@@ -232,6 +280,10 @@ def run_training(request: TrainRequest):
     compiled = compile_spec(request.spec, backend="torch", scale=request.scale, sets=list(request.sets))
     spec = compiled.spec
     recipe = build_recipe(spec, str(request.spec), request.tokens, request.batch_tokens, request.stage)
+    mup = _mup(request, spec)
+    if mup is not None:
+        recipe = replace(recipe, mup=mup, notes=(*recipe.notes, f"muP: width multiplier {mup.width_mult:g}; "
+                                                  "hidden matrices train at lr / multiplier"))
     init_from = _base_weights(request, spec)
     seq_len = request.seq_len or spec.dims.context
     if seq_len > spec.dims.context:

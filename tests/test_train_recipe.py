@@ -118,6 +118,7 @@ def test_weight_decay_skips_norms_biases_and_gates() -> None:
     model = Tiny()
     by_id = {id(p): n for n, p in model.named_parameters()}
     groups = param_groups(model, 0.1)
+    assert len(groups) == 2
     assert {by_id[id(p)] for p in groups[0]["params"]} == {"embed.weight", "proj.weight", "experts"}
     assert {by_id[id(p)] for p in groups[1]["params"]} == {"norm.weight", "norm.bias", "proj.bias", "gate"}
     assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0

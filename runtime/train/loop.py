@@ -126,7 +126,12 @@ def _train(job: Job, world: World) -> Result:
         apply_activation_checkpointing(model, check_fn=lambda m: id(m) in stack)
     forward = torch.compile(model) if o.compile else model
     autocast = (lambda: torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)) if o.bf16 else nullcontext
-    optimizer = build_optimizer(model, recipe.optimizer, lr=0.0)
+    lr_mult = None
+    if recipe.mup is not None:
+        from .mup import lr_multipliers
+
+        lr_mult = lr_multipliers(model, dict(recipe.mup.base_shapes), recipe.mup.width_mult)
+    optimizer = build_optimizer(model, recipe.optimizer, lr=0.0, lr_mult=lr_mult)
 
     train_windows = Windows(job.data.tokens("train"), job.data.mask("train"), o.seq_len)
     val_windows = Windows(job.data.tokens("val"), job.data.mask("val"), o.seq_len)

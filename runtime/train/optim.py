@@ -17,16 +17,21 @@ def decays(param: torch.Tensor) -> bool:
     return param.dim() >= 2
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for _, p in named if decays(p)]
-    keep = [p for _, p in named if not decays(p)]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+def param_groups(model: torch.nn.Module, weight_decay: float, lr_mult: dict[str, float] | None = None) -> list[dict]:
+    """Groups by (decays, learning-rate multiplier): decayed first, then the rest; each group keeps
+    its multiplier under "lr_mult" (muP; 1.0 otherwise) for set_lr."""
+    groups: dict[tuple[bool, float], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((decays(p), (lr_mult or {}).get(name, 1.0)), []).append(p)
+    order = sorted(groups, key=lambda k: (not k[0], -k[1]))
+    return [{"params": groups[k], "weight_decay": weight_decay if k[0] else 0.0, "lr_mult": k[1]} for k in order]
 
 
-def build_optimizer(model: torch.nn.Module, config: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, config: OptimizerConfig, lr: float,
+                    lr_mult: dict[str, float] | None = None) -> torch.optim.Optimizer:
     """The optimizer at learning rate `lr`; the loop sets each group's lr every step."""
-    groups = param_groups(model, config.weight_decay)
+    groups = param_groups(model, config.weight_decay, lr_mult)
     if config.kind is OptimizerKind.ADAMW:
         # foreach=False: one code path whether or not parameters are DTensors, so sharded and
         # single-process runs do the same arithmetic
@@ -38,7 +43,7 @@ def build_optimizer(model: torch.nn.Module, config: OptimizerConfig, lr: float) 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)
 
 
 def clip_gradients(model: torch.nn.Module, max_norm: float | None) -> float:

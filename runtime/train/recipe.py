@@ -87,6 +87,14 @@ class FimConfig:
 
 
 @dataclass(frozen=True)
+class MupConfig:
+    """muP: the width multiplier and every parameter's shape at the base width."""
+
+    width_mult: float
+    base_shapes: tuple[tuple[str, tuple[int, ...]], ...]
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything the loop needs to know about how to train, and nothing about the model's shape."""
 
@@ -98,4 +106,5 @@ class Recipe:
     z_loss: float = 0.0
     load_balance_weight: float = 0.0
     fim: FimConfig | None = None
+    mup: MupConfig | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)  # how the spec's recipe was mapped onto this run
