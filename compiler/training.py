@@ -134,7 +134,8 @@ def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_fl
     if t.optimizer == "adafactor":
         notes.append(f"Adafactor is torch.optim.Adafactor: no first moment, so training.beta1 ({t.beta1}) is unused")
     moe_weight = spec.moe.load_balance_weight if spec.moe else 0.0
-    recipe = Recipe(lr, batch, optimizer, budget, objective, t.z_loss, moe_weight, fim, tuple(notes))
+    recipe = Recipe(lr, batch, optimizer, budget, objective, z_loss=t.z_loss, load_balance_weight=moe_weight, fim=fim,
+                    notes=tuple(notes))
     return recipe
 
 

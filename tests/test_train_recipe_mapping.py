@@ -28,7 +28,7 @@ def test_gpt3_keeps_its_shares_of_the_run() -> None:
     assert batch_tokens_at(r.batch, 0) == pytest.approx(320) and batch_tokens_at(r.batch, 1e9) == 32_000
     assert r.optimizer.kind is OptimizerKind.ADAMW and r.optimizer.betas == (0.9, 0.95)
     assert r.optimizer.weight_decay == 0.1 and r.optimizer.grad_clip == 1.0
-    assert any("AdamW" in note for note in r.notes)
+    assert any("AdamW" in note for note in r.notes) and r.mup is None and r.fim is None
 
 
 def test_llama_warmup_steps_become_tokens_through_its_batch() -> None:
