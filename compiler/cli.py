@@ -536,6 +536,45 @@ def train(
             out.print(f"weights: {result.artifact}/weights.safetensors (taxonc run {result.artifact} --prompt ...)", markup=False)
 
 
+@app.command()
+def ablate(
+    specs: Annotated[list[Path], typer.Argument(help="Spec files to compare.", show_default=False)],
+    data: Annotated[list[Path], typer.Option("--data", help="Text, code or JSONL files, or directories of them.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory: one run per spec, ablation.png, ablation.json.")],
+    tokens: Annotated[int, typer.Option("--tokens", help="Token budget of every run.")],
+    batch_tokens: Annotated[int, typer.Option("--batch-tokens", help="Batch size in tokens of every run.")],
+    scale: Annotated[str, typer.Option("--scale", help="full or tiny")] = "tiny",
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key in every spec: --set training.lr=3e-3")] = None,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="Sequences per forward pass.")] = 8,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Tokens per sequence (default dims.context).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="One seed for every run.")] = 0,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A SentencePiece model (default: trained once, shared).")] = None,
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Validation every N steps (and at the end).")] = 50,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+) -> None:
+    """Train several specs on the same data, seed, tokenizer, batch and tokens; table and plot of validation loss.
+
+    Tokens are matched; parameters and FLOPs per token are reported, not matched."""
+    from taxonc.runtime.errors import RuntimeFailure
+
+    from .ablation import markdown_table, run_ablation
+    from .training import TrainRequest
+
+    if len(specs) < 2:
+        fail(UsageError("ablate compares at least two specs"))
+    template = TrainRequest(specs[0], data, output, scale, tuple(sets or ()), tokens, batch_tokens, micro_batch, seq_len, seed,
+                            tokenizer, eval_every, progress=not no_progress)
+    try:
+        rows, plot = run_ablation(specs, template)
+    except TaxoncError as exc:
+        fail(exc)
+    except RuntimeFailure as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1)
+    out.print(markdown_table(rows), markup=False)
+    out.print(f"tokens matched ({tokens:,}); parameters and FLOPs/token differ as listed. Plot: {plot}", markup=False)
+
+
 tokenizer_app = typer.Typer(help="Train SentencePiece tokenizers.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
 

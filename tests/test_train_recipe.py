@@ -79,10 +79,11 @@ def test_gpt3_ramp_is_linear_in_tokens_and_realised_by_accumulation(start, full,
         # Brown et al. 2020 appendix B: linear from a small batch to the full one over ramp tokens
         want = start + (full - start) * min(1.0, done / ramp)
         assert batch_tokens_at(s, done) == pytest.approx(want, rel=1e-12)
-        assert accum == max(1, round(want / micro))
-        assert abs(accum * micro - want) <= micro / 2 or accum == 1
+        if done + max(1, round(want / micro)) * micro <= budget:  # every step but a last one cut short
+            assert accum == max(1, round(want / micro))
+            assert abs(accum * micro - want) <= micro / 2 or accum == 1
         done += accum * micro
-    assert budget <= done
+    assert budget <= done < budget + micro
 
 
 @given(sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=4), lengths=st.lists(durations, min_size=4, max_size=4),
@@ -91,10 +92,12 @@ def test_palm_stages_hold_each_size_until_its_boundary(sizes, lengths, micro) ->
     ends = [sum(lengths[: i + 1]) for i in range(len(sizes))]
     s = BatchSchedule(sizes[-1], stages=tuple(BatchStage(b, u) for b, u in zip(sizes, ends)))
     done = 0
-    for accum in plan_steps(s, ends[-1] * 1.5, micro):
+    budget = ends[-1] * 1.5
+    for accum in plan_steps(s, budget, micro):
         stage = next((i for i, end in enumerate(ends) if done < end), len(sizes) - 1)
         assert batch_tokens_at(s, done) == sizes[stage]
-        assert accum == accumulation_steps(sizes[stage], micro)
+        full = accumulation_steps(sizes[stage], micro)
+        assert accum == full or (accum < full and done + accum * micro >= budget)
         done += accum * micro
 
 

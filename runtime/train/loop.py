@@ -29,7 +29,7 @@ from .losses import micro_batch_loss, token_losses
 from .metrics import MetricsLog, ProgressBar, plot, read_metrics
 from .optim import build_optimizer, clip_gradients, set_lr
 from .recipe import Recipe
-from .schedule import accumulation_steps, batch_tokens_at, lr_at
+from .schedule import accumulation_steps, batch_tokens_at, lr_at, step_accumulation
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def _train(job: Job, world: World) -> Result:
     tokens_at_start = progress.tokens
     try:
         while progress.tokens < recipe.tokens and (o.max_steps is None or progress.step < o.max_steps):
-            accum = accumulation_steps(batch_tokens_at(recipe.batch, progress.tokens), micro_tokens)
+            accum = step_accumulation(recipe.batch, progress.tokens, recipe.tokens, micro_tokens)
             n_rows = accum * o.micro_batch * world.size
             ids, mask = train_windows.batch(sampler.take(n_rows))
             counted = int(mask.sum()) if mask is not None else ids[:, 1:].numel()

@@ -106,3 +106,31 @@ class ProgressBar:
     def close(self) -> None:
         if self.enabled:
             self._bar.stop()
+
+
+def plot_comparison(curves: dict[str, list[dict[str, Any]]], out: Path, title: str) -> Path:
+    """Validation (points) and training (faint) loss against tokens, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, records) in enumerate(curves.items()):
+        color = f"C{i}"
+        steps = [r for r in records if "loss" in r]
+        evals = [r for r in records if "val_loss" in r]
+        ax.plot([r["tokens"] for r in steps], [r["loss"] for r in steps], color=color, alpha=0.25, linewidth=0.8)
+        ax.plot([r["tokens"] for r in evals], [r["val_loss"] for r in evals], "o-", color=color, label=name)
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    with disk_errors(out, "plot"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, out)
+    plt.close(fig)
+    return out

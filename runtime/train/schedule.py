@@ -50,12 +50,19 @@ def accumulation_steps(batch_tokens: float, micro_tokens: int) -> int:
     return max(1, round(batch_tokens / micro_tokens))
 
 
+def step_accumulation(schedule: BatchSchedule, done: float, budget: float, micro_tokens: int) -> int:
+    """Micro-batches of the step that starts after `done` tokens: the recipe's batch, cut short at
+    the end so a run stops within one micro-batch past its budget (runs compared by `ablate`
+    see the same tokens whatever their batch schedule)."""
+    accum = accumulation_steps(batch_tokens_at(schedule, done), micro_tokens)
+    return min(accum, max(1, math.ceil((budget - done) / micro_tokens)))
+
+
 def plan_steps(schedule: BatchSchedule, budget: float, micro_tokens: int) -> list[int]:
-    """Accumulation steps of every optimizer step until `budget` tokens are consumed; the last
-    step is whole, so the run may end up to one batch past the budget."""
+    """Accumulation steps of every optimizer step until `budget` tokens are consumed."""
     steps, done = [], 0
     while done < budget:
-        accum = accumulation_steps(batch_tokens_at(schedule, done), micro_tokens)
+        accum = step_accumulation(schedule, done, budget, micro_tokens)
         steps.append(accum)
         done += accum * micro_tokens
     return steps
