@@ -40,7 +40,7 @@ def run_ablation(specs: list[Path], template: TrainRequest) -> tuple[list[Ablati
             tokenizer = out / "tokenizer.model"
         compiled = compile_spec(spec, scale=template.scale, sets=list(template.sets))
         rows.append(AblationRow(compiled.spec.model.name, count_params(compiled.spec).total,
-                                forward_flops_per_token(compiled.spec).total, result.tokens, result.val_loss,
+                                int(forward_flops_per_token(compiled.spec).total), result.tokens, result.val_loss,
                                 result.final_loss))
         curves[compiled.spec.model.name] = read_metrics(out / "metrics.jsonl")
     plot = plot_comparison(curves, template.out / "ablation.png", f"same data, seed and {rows[0].tokens:,} tokens")
