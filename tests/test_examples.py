@@ -63,6 +63,7 @@ def test_default_collection_stays_in_tests() -> None:
     assert not (EXAMPLES / "__init__.py").exists() and not (EXAMPLES / "conftest.py").exists()
 
 
+@pytest.mark.slow  # four tiny training runs in a subprocess: ~20-40 s
 def test_ablate_blocks_quick(tmp_path) -> None:
     out = _run(str(EXAMPLES / "ablate_blocks.py"), "--quick", "-o", str(tmp_path))
     for name in ("gpt3", "palm", "llama", "gopher"):
