@@ -97,11 +97,16 @@ def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_fl
     objective = Objective.CAUSAL_LM
     if chosen is not None and chosen.method in SFT_METHODS:
         objective = Objective.SFT
+    elif chosen is None and t.objective == "prefix-lm":
+        objective = Objective.PREFIX_LM
     elif chosen is None and t.objective != "causal-lm":
+        hint = "; --set training.objective=prefix-lm trains it as a prefix LM" if spec.model.structure == "prefix-lm" else ""
         raise TaxoncError(f"{source}: training.objective = {t.objective!r} is not implemented by taxonc train "
-                          "(implemented: causal-lm, and SFT for lineage stages sft/feedme/instruction-tuning)")
-    if spec.model.structure != "decoder":
-        raise TaxoncError(f"{source}: model.structure = {spec.model.structure.value!r}; taxonc train trains decoders only")
+                          f"(implemented: causal-lm, prefix-lm, and SFT for lineage stages sft/feedme/instruction-tuning){hint}")
+    wanted = "prefix-lm" if objective is Objective.PREFIX_LM else "decoder"
+    if spec.model.structure != wanted:
+        raise TaxoncError(f"{source}: model.structure = {spec.model.structure.value!r}; the {objective.value} objective "
+                          f"trains {wanted} models (taxonc train has no encoder-decoder training)")
     budget = int(budget_flag or (chosen.tokens if chosen is not None else t.tokens))
     spec_tokens = float(t.tokens or budget)
     ratio = budget / spec_tokens

@@ -156,3 +156,14 @@ def test_feedback_conditioning_needs_a_scorer_and_uses_it(tmp_path: Path, corpus
     labels = [t for t in tokens if t in (good, bad)]
     assert labels == [good if len(f.read_text()) >= 5000 else bad for f in sorted(corpus.iterdir())]
     assert good in labels and bad in labels
+
+
+def test_a_prefix_lm_trains_with_the_prefix_objective(tmp_path: Path, corpus: Path) -> None:
+    glm = SPECS / "glm-130b.toml"
+    refused = runner.invoke(app, tiny_args(glm, corpus, tmp_path / "a", "--tokens", "512", "--set", "training.lr=1e-3"))
+    assert refused.exit_code == 1 and "'blank-infilling' is not implemented" in refused.output
+    assert "--set training.objective=prefix-lm" in refused.output
+    result = runner.invoke(app, tiny_args(glm, corpus, tmp_path / "b", "--tokens", "512", "--set", "training.lr=1e-3",
+                                          "--set", "training.objective=prefix-lm"))
+    assert result.exit_code == 0, result.output
+    assert len([r for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if "loss" in r]) == 2

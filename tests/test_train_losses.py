@@ -70,3 +70,34 @@ def test_the_moe_load_balancing_loss_is_added_with_the_recipes_weight() -> None:
     weighted.backward()
     routers = [p for n, p in model.named_parameters() if "router" in n]
     assert routers and all(p.grad is not None and p.grad.abs().sum() > 0 for p in routers)
+
+
+def test_prefix_lm_counts_only_what_the_prefix_cannot_see() -> None:
+    from taxonc.runtime.train.objectives import prefix_lengths, prefix_target_mask
+
+    lengths = prefix_lengths(0, 5, 100, 16)
+    assert lengths == prefix_lengths(0, 5, 100, 16) and lengths != prefix_lengths(0, 6, 100, 16)
+    assert min(lengths) >= 1 and max(lengths) <= 15
+    assert prefix_target_mask(4, 2, 8).tolist() == [[False] * 3 + [True] * 5] * 2
+
+
+def test_the_prefix_lm_loss_sees_no_future_token() -> None:
+    """Changing a counted target's token leaves every counted position's logits unchanged: the
+    prefix's bidirectional attention never reaches what the loss asks it to predict."""
+    from taxonc.runtime.train.objectives import prefix_target_mask
+
+    build = load_source(compile_spec(SPECS / "glm-130b.toml", scale="tiny").files["model.py"]).build
+    torch.manual_seed(0)
+    model = build().eval()
+    ids = torch.randint(0, 512, (1, 13))
+    P, mask = 5, prefix_target_mask(5, 1, 12)[0]
+    for j in torch.nonzero(mask).flatten().tolist():
+        changed = ids.clone()
+        changed[0, j + 1] = (changed[0, j + 1] + 1) % 512  # the target of position j
+        with torch.no_grad():
+            a, b = model(ids[:, :-1], prefix_len=P), model(changed[:, :-1], prefix_len=P)
+        assert torch.equal(a[0, : j + 1], b[0, : j + 1]), j
+    with torch.no_grad():  # the mask is needed: inside the prefix, a target is visible
+        changed = ids.clone()
+        changed[0, 2] += 1
+        assert not torch.equal(model(ids[:, :-1], prefix_len=P)[0, 1], model(changed[:, :-1], prefix_len=P)[0, 1])

@@ -28,7 +28,8 @@ from .init import materialize
 from .losses import micro_batch_loss, token_losses
 from .metrics import MetricsLog, ProgressBar, plot, read_metrics
 from .optim import build_optimizer, clip_gradients, set_lr
-from .recipe import Recipe
+from .objectives import prefix_lengths, prefix_target_mask
+from .recipe import Objective, Recipe
 from .schedule import accumulation_steps, batch_tokens_at, lr_at, step_accumulation
 
 
@@ -161,6 +162,10 @@ def _train(job: Job, world: World) -> Result:
             accum = step_accumulation(recipe.batch, progress.tokens, recipe.tokens, micro_tokens)
             n_rows = accum * o.micro_batch * world.size
             ids, mask = train_windows.batch(sampler.take(n_rows))
+            prefixes = None
+            if recipe.objective is Objective.PREFIX_LM:
+                prefixes = prefix_lengths(o.seed, progress.step, accum * world.size, o.seq_len)
+                mask = torch.cat([prefix_target_mask(p, o.micro_batch, o.seq_len) for p in prefixes])
             counted = int(mask.sum()) if mask is not None else ids[:, 1:].numel()
             step_tokens = n_rows * o.seq_len
             lr = lr_at(recipe.lr, progress.tokens + step_tokens)
@@ -171,7 +176,7 @@ def _train(job: Job, world: World) -> Result:
                 rows = slice((a * world.size + world.rank) * o.micro_batch, (a * world.size + world.rank + 1) * o.micro_batch)
                 x, y = ids[rows, :-1], ids[rows, 1:]
                 with autocast():
-                    logits = forward(x)
+                    logits = forward(x) if prefixes is None else forward(x, prefix_len=prefixes[a * world.size + world.rank])
                 loss, summed = micro_batch_loss(model, logits, y, None if mask is None else mask[rows], counted,
                                                 recipe.z_loss, recipe.load_balance_weight, accum * world.size)
                 # FSDP averages gradients over ranks; the loss is already a share of the global

@@ -27,6 +27,7 @@ class OptimizerKind(StrEnum):
 class Objective(StrEnum):
     CAUSAL_LM = "causal-lm"
     SFT = "sft"  # causal LM whose loss counts response tokens only
+    PREFIX_LM = "prefix-lm"  # a bidirectional prefix of random length; the loss counts the rest
 
 
 class FimMode(StrEnum):
