@@ -103,3 +103,12 @@ def losses_or_empty(run: Path) -> dict[int, float]:
         return losses(run)
     except ValueError:  # a line being written
         return {}
+
+
+def test_a_resume_with_other_settings_is_refused(tmp_path: Path, corpus: Path) -> None:
+    first = runner.invoke(app, args(corpus, tmp_path, "--max-steps", "1"))
+    assert first.exit_code == 0, first.output
+    changed = [*args(corpus, tmp_path, "--resume"), "--seq-len", "16"]
+    result = runner.invoke(app, changed)
+    assert result.exit_code == 1
+    assert "written with --seq-len = 32, resumed with 16" in result.output

@@ -63,7 +63,9 @@ def latest(root: Path) -> Path | None:
     return max(done, key=lambda p: p.name) if done else None
 
 
-def save(root: Path, progress: Progress, model: torch.nn.Module, optimizer: torch.optim.Optimizer, world: World) -> Path:
+def save(root: Path, progress: Progress, model: torch.nn.Module, optimizer: torch.optim.Optimizer, world: World,
+         run: dict | None = None) -> Path:
+    """Write a checkpoint; `run` holds the settings a resume must repeat (checked by load)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
@@ -80,7 +82,7 @@ def save(root: Path, progress: Progress, model: torch.nn.Module, optimizer: torc
         (tmp / f"rank-{world.rank}.json").write_text(json.dumps(extra))
         barrier(world)
         if world.main:
-            (tmp / MARKER).write_text(json.dumps({"step": progress.step, "world": world.size}) + "\n")
+            (tmp / MARKER).write_text(json.dumps({"step": progress.step, "world": world.size, "run": run or {}}) + "\n")
             _fsync_tree(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -91,7 +93,10 @@ def save(root: Path, progress: Progress, model: torch.nn.Module, optimizer: torc
     return final
 
 
-def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, world: World) -> Progress:
+def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, world: World,
+         run: dict | None = None) -> Progress:
+    """Restore a checkpoint into model and optimizer; the run settings must equal the saved ones,
+    since the data position only means the same windows under the same settings."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
@@ -99,6 +104,11 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, w
     if marker.get("world") != world.size:
         raise TrainingError(f"{path}: saved by {marker.get('world')} processes, resumed with {world.size}; "
                             "resume with the same number of processes")
+    for key, value in (run or {}).items():
+        saved = marker.get("run", {}).get(key)
+        if saved != value:
+            raise TrainingError(f"{path}: written with {key} = {saved!r}, resumed with {value!r}; "
+                                f"resume with the same {key}, or start a new run directory")
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
     try:

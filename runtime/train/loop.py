@@ -148,7 +148,7 @@ def _train(job: Job, world: World) -> Result:
     if o.resume:
         found = checkpoint.latest(ckpt_root)
         if found is not None:
-            progress = checkpoint.load(found, model, optimizer, world)
+            progress = checkpoint.load(found, model, optimizer, world, _run_signature(job))
             resumed_from = progress.step
     sampler = Sampler(train_windows.count, o.seed, SamplerState(progress.epoch, progress.position))
     # a fresh run (or a resume that found no checkpoint) starts metrics.jsonl empty
@@ -202,7 +202,7 @@ def _train(job: Job, world: World) -> Result:
                 val_loss = _evaluate(forward, val_windows, o.eval_windows, o.micro_batch, autocast)
                 log.write({"step": progress.step, "tokens": progress.tokens, "val_loss": val_loss})
             if last or (o.checkpoint_every and progress.step % o.checkpoint_every == 0):
-                checkpoint.save(ckpt_root, progress, model, optimizer, world)
+                checkpoint.save(ckpt_root, progress, model, optimizer, world, _run_signature(job))
     finally:
         bar.close()
         log.close()
@@ -210,6 +210,13 @@ def _train(job: Job, world: World) -> Result:
     if world.main:
         plot(read_metrics(o.run_dir / "metrics.jsonl"), o.run_dir / "training.png", f"{job.spec_name}: training")
     return Result(progress.step, progress.tokens, loss_value, val_loss, artifact)
+
+
+def _run_signature(job: Job) -> dict:
+    """What a resumed run must repeat for its data position and schedule to mean the same."""
+    o = job.options
+    return {"--seq-len": o.seq_len, "--micro-batch": o.micro_batch, "--seed": o.seed, "--tokens": job.recipe.tokens,
+            "training tokens in the data": job.data.train_tokens, "objective": job.recipe.objective.value}
 
 
 def _load_base(model: torch.nn.Module, job: Job) -> None:
