@@ -159,32 +159,8 @@ def _train(job: Job, world: World) -> Result:
     tokens_at_start = progress.tokens
     try:
         while progress.tokens < recipe.tokens and (o.max_steps is None or progress.step < o.max_steps):
-            accum = step_accumulation(recipe.batch, progress.tokens, recipe.tokens, micro_tokens)
-            n_rows = accum * o.micro_batch * world.size
-            ids, mask = train_windows.batch(sampler.take(n_rows))
-            prefixes = None
-            if recipe.objective is Objective.PREFIX_LM:
-                prefixes = prefix_lengths(o.seed, progress.step, accum * world.size, o.seq_len)
-                mask = torch.cat([prefix_target_mask(p, o.micro_batch, o.seq_len) for p in prefixes])
-            counted = int(mask.sum()) if mask is not None else ids[:, 1:].numel()
-            step_tokens = n_rows * o.seq_len
-            lr = lr_at(recipe.lr, progress.tokens + step_tokens)
-            set_lr(optimizer, lr)
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = torch.zeros((), dtype=torch.float64)
-            for a in range(accum):
-                rows = slice((a * world.size + world.rank) * o.micro_batch, (a * world.size + world.rank + 1) * o.micro_batch)
-                x, y = ids[rows, :-1], ids[rows, 1:]
-                with autocast():
-                    logits = forward(x) if prefixes is None else forward(x, prefix_len=prefixes[a * world.size + world.rank])
-                loss, summed = micro_batch_loss(model, logits, y, None if mask is None else mask[rows], counted,
-                                                recipe.z_loss, recipe.load_balance_weight, accum * world.size)
-                # FSDP averages gradients over ranks; the loss is already a share of the global
-                # batch, so undo the average
-                (loss * world.size).backward()
-                loss_sum += summed.double()
-            grad_norm = clip_gradients(model, recipe.optimizer.grad_clip)
-            optimizer.step()
+            step = _step(job, world, forward, model, optimizer, train_windows, sampler, progress, autocast)
+            grad_norm, step_tokens, lr, loss_sum, counted = step
             progress.step += 1
             progress.tokens += step_tokens
             progress.epoch, progress.position = sampler.state.epoch, sampler.state.position
@@ -210,6 +186,42 @@ def _train(job: Job, world: World) -> Result:
     if world.main:
         plot(read_metrics(o.run_dir / "metrics.jsonl"), o.run_dir / "training.png", f"{job.spec_name}: training")
     return Result(progress.step, progress.tokens, loss_value, val_loss, artifact)
+
+
+def _step(job: Job, world: World, forward, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+          windows: Windows, sampler: Sampler, progress: checkpoint.Progress, autocast):
+    """One optimizer step: the recipe's batch as micro-batches, this rank's rows of each.
+
+    Returns (gradient norm, tokens of the step, learning rate, this rank's summed
+    cross-entropy, counted tokens of the whole step)."""
+    recipe, o = job.recipe, job.options
+    micro_tokens = o.micro_batch * o.seq_len * world.size
+    accum = step_accumulation(recipe.batch, progress.tokens, recipe.tokens, micro_tokens)
+    ids, mask = windows.batch(sampler.take(accum * o.micro_batch * world.size))
+    prefixes = None
+    if recipe.objective is Objective.PREFIX_LM:
+        prefixes = prefix_lengths(o.seed, progress.step, accum * world.size, o.seq_len)
+        mask = torch.cat([prefix_target_mask(p, o.micro_batch, o.seq_len) for p in prefixes])
+    counted = int(mask.sum()) if mask is not None else ids[:, 1:].numel()
+    step_tokens = ids.shape[0] * o.seq_len
+    lr = lr_at(recipe.lr, progress.tokens + step_tokens)
+    set_lr(optimizer, lr)
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for a in range(accum):
+        part = a * world.size + world.rank  # micro-batch `part` of the step's accum * world
+        rows = slice(part * o.micro_batch, (part + 1) * o.micro_batch)
+        with autocast():
+            logits = forward(ids[rows, :-1]) if prefixes is None else forward(ids[rows, :-1], prefix_len=prefixes[part])
+        loss, summed = micro_batch_loss(model, logits, ids[rows, 1:], None if mask is None else mask[rows], counted,
+                                        recipe.z_loss, recipe.load_balance_weight, accum * world.size)
+        # FSDP averages gradients over ranks; the loss is already a share of the global batch,
+        # so undo the average
+        (loss * world.size).backward()
+        loss_sum += summed.double()
+    grad_norm = clip_gradients(model, recipe.optimizer.grad_clip)
+    optimizer.step()
+    return grad_norm, step_tokens, lr, loss_sum, counted
 
 
 def _run_signature(job: Job) -> dict:
