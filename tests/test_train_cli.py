@@ -167,3 +167,10 @@ def test_a_prefix_lm_trains_with_the_prefix_objective(tmp_path: Path, corpus: Pa
                                           "--set", "training.objective=prefix-lm"))
     assert result.exit_code == 0, result.output
     assert len([r for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if "loss" in r]) == 2
+
+
+def test_the_progress_bar_shows_loss_lr_and_throughput(tmp_path: Path, corpus: Path) -> None:
+    args = [a for a in tiny_args(LLAMA, corpus, tmp_path, "--tokens", "512") if a != "--no-progress"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "loss" in result.output and "lr " in result.output and "tok/s" in result.output and "512/512" in result.output
