@@ -297,13 +297,18 @@ def run_training(request: TrainRequest):
     world = start()
     sft = recipe.objective is Objective.SFT
     files = corpus_files(request.data)
-    documents = lambda: read_documents(request.data, sft=sft)  # noqa: E731 - read twice (tokenizer, shards)
+    skipped: list[Path] = []
+    documents = lambda: read_documents(request.data, sft=sft, skipped=skipped)  # noqa: E731 - read twice
     tok, tok_bytes = _tokenizer(request, spec, documents, world)
     how = Tokenizing(tok.encode, tok.eos_id, spec.dims.vocab_size, hashlib.sha256(tok_bytes).hexdigest(), recipe.fim,
                      fim_sentinel_ids(tok) if recipe.fim else None, request.seed, _feedback(request, spec, tok))
     data_dir = request.out / "data"
     if world.main:
         prepared = prepare(documents(), how, data_dir, files_key(files))
+        if skipped:
+            notes = (*recipe.notes, f"left out {len(set(skipped))} file(s) found in directories that are not UTF-8, "
+                                    f"e.g. {sorted(set(skipped))[0]}")
+            recipe = replace(recipe, notes=notes)
     barrier(world)
     if not world.main:
         prepared = load_prepared(data_dir)

@@ -152,3 +152,15 @@ def test_feedback_conditioning_prepends_the_scorers_label(tmp_path: Path, tok: T
     with pytest.raises(TrainingError, match="d0: the feedback scorer broken gave no usable score"):
         prepare(corpus, tokenizing(tok, feedback=Feedback(lambda text: float("nan"), 0.5, good, bad, "broken")),
                 tmp_path / "other", "k")
+
+
+def test_non_utf8_files_found_in_directories_are_left_out_and_reported(tmp_path: Path) -> None:
+    (tmp_path / "good.py").write_text("x = 1\n")
+    (tmp_path / "latin1.py").write_bytes("# caf\xe9\n".encode("latin-1"))
+    skipped: list[Path] = []
+    assert [d.text for d in read_documents([tmp_path], skipped=skipped)] == ["x = 1\n"]
+    assert skipped == [tmp_path / "latin1.py"]
+    with pytest.raises(TrainingError, match=r"latin1.py: not UTF-8 \(bad byte at offset 5\)"):
+        list(read_documents([tmp_path / "latin1.py"], skipped=[]))  # named on the command line: an error
+    with pytest.raises(TrainingError, match="not UTF-8"):
+        list(read_documents([tmp_path]))  # no list to report into: an error too

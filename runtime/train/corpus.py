@@ -52,6 +52,16 @@ def _read_text(path: Path) -> str:
         raise TrainingError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
+def _is_utf8(path: Path) -> bool:
+    try:
+        path.read_bytes().decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+    except OSError:
+        return True  # unreadable: _read_text reports it
+
+
 def _jsonl(path: Path, sft: bool) -> Iterator[Document]:
     wanted = '"prompt" and "response" strings' if sft else 'a "text" string'
     for number, line in enumerate(_read_text(path).splitlines(), 1):
@@ -74,9 +84,17 @@ def _jsonl(path: Path, sft: bool) -> Iterator[Document]:
             yield Document(f"{path}:{number}", record["text"])
 
 
-def read_documents(paths: list[Path], sft: bool = False) -> Iterator[Document]:
-    """Every document of the corpus, in a fixed order. SFT reads JSONL prompt/response files only."""
+def read_documents(paths: list[Path], sft: bool = False, skipped: list[Path] | None = None) -> Iterator[Document]:
+    """Every document of the corpus, in a fixed order. SFT reads JSONL prompt/response files only.
+
+    A file named on the command line must be UTF-8; one found by walking a directory that is not
+    (source trees carry a few on purpose, e.g. CPython's encoding tests) is left out and added
+    to `skipped`, so the caller can say so, or refused when `skipped` is None."""
+    named = {p for p in paths if not p.is_dir()}
     for path in corpus_files(paths):
+        if skipped is not None and path not in named and not _is_utf8(path):
+            skipped.append(path)
+            continue
         if path.suffix == JSONL_SUFFIX:
             yield from _jsonl(path, sft)
         elif sft:
