@@ -487,7 +487,7 @@ def run(
 
 @app.command()
 def train(
-    spec: Annotated[Path, typer.Argument(help="A spec file whose [training] table is the recipe.")],
+    spec: Annotated[Path, typer.Argument(help="A spec file; its \\[training] table is the recipe.")],
     data: Annotated[list[Path], typer.Option("--data", help="Text, code or JSONL files, or directories of them.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The run directory (metrics, checkpoints, plots, model/).")],
     scale: Annotated[str, typer.Option("--scale", help="full or tiny")] = "full",
