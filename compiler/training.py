@@ -147,27 +147,29 @@ def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_fl
 def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world) -> tuple[object, bytes]:
     """--tokenizer, else RUN_DIR/tokenizer.model from an earlier start, else one trained on the data."""
     from taxonc.runtime.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer, train_tokenizer
-    from taxonc.runtime.train.distributed import barrier
+    from taxonc.runtime.train.distributed import on_main
 
     base_tokenizer = request.init_from / "tokenizer.model" if request.init_from and request.init_from.is_dir() else None
     if request.tokenizer is None and base_tokenizer is not None and base_tokenizer.is_file():
         request = replace(request, tokenizer=base_tokenizer)  # a stage keeps its base model's tokenizer
     path = request.tokenizer or request.out / "tokenizer.model"
-    if request.tokenizer is None and not path.exists():
+    def train_one() -> None:
+        if request.tokenizer is not None or path.exists():
+            return
         vocab = min(spec.tokenizer.vocab_size or spec.dims.vocab_size, spec.dims.vocab_size)
-        if world.main:
-            with tempfile.TemporaryDirectory(prefix="taxonc-tok-") as tmp:
-                text, size = [], 0
-                for doc in documents():
-                    text.append(doc.text)
-                    size += len(doc.text)
-                    if size > TOKENIZER_TEXT_LIMIT:
-                        break
-                corpus = Path(tmp) / "corpus.txt"
-                corpus.write_text("\n".join(text), encoding="utf-8")
-                train_tokenizer(corpus, vocab, spec.tokenizer.algorithm, path, special_tokens=DEFAULT_SPECIAL_TOKENS,
-                                num_threads=1)
-        barrier(world)
+        with tempfile.TemporaryDirectory(prefix="taxonc-tok-") as tmp:
+            text, size = [], 0
+            for doc in documents():
+                text.append(doc.text)
+                size += len(doc.text)
+                if size > TOKENIZER_TEXT_LIMIT:
+                    break
+            corpus = Path(tmp) / "corpus.txt"
+            corpus.write_text("\n".join(text), encoding="utf-8")
+            train_tokenizer(corpus, vocab, spec.tokenizer.algorithm, path, special_tokens=DEFAULT_SPECIAL_TOKENS,
+                            num_threads=1)
+
+    on_main(world, train_one)  # rank 0 decides and trains; the others wait for it, or fail with it
     tok = Tokenizer.load(path)
     if tok.vocab_size > spec.dims.vocab_size:
         raise TaxoncError(f"{path}: the tokenizer has {tok.vocab_size} pieces but the model embeds "
@@ -271,7 +273,7 @@ def run_training(request: TrainRequest):
     from taxonc.runtime.fim import fim_sentinel_ids
     from taxonc.runtime.train.corpus import corpus_files, read_documents
     from taxonc.runtime.train.data import Tokenizing, files_key, load_prepared, prepare
-    from taxonc.runtime.train.distributed import barrier, start
+    from taxonc.runtime.train.distributed import on_main, start
     from taxonc.runtime.train.loop import Job, RunOptions, train
     from taxonc.runtime.train.recipe import Objective
 
@@ -303,15 +305,13 @@ def run_training(request: TrainRequest):
     how = Tokenizing(tok.encode, tok.eos_id, spec.dims.vocab_size, hashlib.sha256(tok_bytes).hexdigest(), recipe.fim,
                      fim_sentinel_ids(tok) if recipe.fim else None, request.seed, _feedback(request, spec, tok))
     data_dir = request.out / "data"
-    if world.main:
-        prepared = prepare(documents(), how, data_dir, files_key(files))
-        if skipped:
-            notes = (*recipe.notes, f"left out {len(set(skipped))} file(s) found in directories that are not UTF-8, "
-                                    f"e.g. {sorted(set(skipped))[0]}")
-            recipe = replace(recipe, notes=notes)
-    barrier(world)
+    prepared = on_main(world, lambda: prepare(documents(), how, data_dir, files_key(files)))
     if not world.main:
         prepared = load_prepared(data_dir)
+    if skipped:
+        notes = (*recipe.notes, f"left out {len(set(skipped))} file(s) found in directories that are not UTF-8, "
+                                f"e.g. {sorted(set(skipped))[0]}")
+        recipe = replace(recipe, notes=notes)
     build = load_source(compiled.files["model.py"], f"train_{spec.model.name}").build
     options = RunOptions(request.out, request.seed, request.micro_batch, seq_len, request.eval_every,
                          checkpoint_every=request.checkpoint_every, resume=request.resume, progress=request.progress,

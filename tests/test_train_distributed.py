@@ -49,3 +49,17 @@ def test_two_processes_with_fsdp_equal_one(tmp_path: Path) -> None:
     a, b = load(tmp_path / "one" / "model").model.state_dict(), load(tmp_path / "two" / "model").model.state_dict()
     for name in a:
         assert (a[name] - b[name]).abs().max() < 1e-4, name
+
+
+@pytest.mark.slow
+def test_a_data_error_on_rank_0_stops_every_rank(tmp_path: Path) -> None:
+    """Rank 0 tokenizes; when that fails, rank 1 must fail with it rather than wait in a barrier."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"txt": "typo"}\n')
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "taxonc.compiler.cli", *tiny_args(LLAMA, bad, tmp_path / "run", "--tokens", "512")]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "bad.jsonl:1: key 'text' is missing" in output and "rank 0 failed" in output

@@ -10,12 +10,16 @@ column-sharded projection would silently break.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from .errors import TrainingError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,26 @@ def shard(model: nn.Module, world: World) -> None:
     for block in blocks(model):
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
+
+
+def on_main(world: World, work: Callable[[], T]) -> T | None:
+    """Run `work` on rank 0 while the others wait; if it fails, every rank fails with its message.
+
+    Without this a rank-0 error (data shorter than a batch, a bad tokenizer) would leave the
+    other ranks blocked in the next barrier. The outcome travels with broadcast_object_list."""
+    result, failure = None, None
+    if world.main:
+        try:
+            result = work()
+        except Exception as exc:  # re-raised below on rank 0 itself, unchanged
+            failure = exc
+    if world.distributed:
+        import torch.distributed as dist
+
+        message = [None if failure is None else f"{failure}"]
+        dist.broadcast_object_list(message, src=0)
+        if not world.main and message[0] is not None:
+            raise TrainingError(f"rank 0 failed: {message[0]}")
+    if failure is not None:
+        raise failure
+    return result
