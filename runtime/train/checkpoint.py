@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .distributed import World, barrier
+from .distributed import World, on_main, together
 from .errors import TrainingError, disk_errors
 
 MARKER = "COMPLETE"
@@ -70,26 +70,33 @@ def save(root: Path, progress: Progress, model: torch.nn.Module, optimizer: torc
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     tmp, final = _dir(root, progress.step, tmp=True), _dir(root, progress.step)
-    with disk_errors(tmp, "checkpoint"):
-        if world.main:
+
+    def start() -> None:
+        with disk_errors(tmp, "checkpoint"):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-        barrier(world)
-        model_state, optim_state = get_state_dict(model, optimizer)
-        with _single_process_quietly(world):
-            dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))
-        extra = {"progress": progress.__dict__, "rng": _rng_state()}
-        (tmp / f"rank-{world.rank}.json").write_text(json.dumps(extra))
-        barrier(world)
-        if world.main:
+
+    def own_part() -> None:
+        with disk_errors(tmp, "checkpoint"):
+            extra = {"progress": progress.__dict__, "rng": _rng_state()}
+            (tmp / f"rank-{world.rank}.json").write_text(json.dumps(extra))
+
+    def finish() -> None:
+        with disk_errors(tmp, "checkpoint"):
             (tmp / MARKER).write_text(json.dumps({"step": progress.step, "world": world.size, "run": run or {}}) + "\n")
             _fsync_tree(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             _fsync(root)
-            for old in sorted(p for p in root.glob("step-*") if (p / MARKER).is_file())[:-KEEP]:
-                shutil.rmtree(old, ignore_errors=True)
-        barrier(world)
+        for old in sorted(p for p in root.glob("step-*") if (p / MARKER).is_file())[:-KEEP]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    on_main(world, start)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    with disk_errors(tmp, "checkpoint"), _single_process_quietly(world):
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp))  # DCP gathers errors itself
+    together(world, own_part)
+    on_main(world, finish)
     return final
 
 

@@ -56,13 +56,6 @@ def stop(world: World) -> None:
             dist.destroy_process_group()
 
 
-def barrier(world: World) -> None:
-    if world.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def sum_across(world: World, value: torch.Tensor) -> torch.Tensor:
     if world.distributed:
         import torch.distributed as dist
@@ -93,24 +86,31 @@ def shard(model: nn.Module, world: World) -> None:
     fully_shard(model, mesh=mesh)
 
 
-def on_main(world: World, work: Callable[[], T]) -> T | None:
-    """Run `work` on rank 0 while the others wait; if it fails, every rank fails with its message.
+def together(world: World, work: Callable[[], T]) -> T:
+    """Run `work` on every rank (it may do nothing off rank 0), then compare outcomes: if any rank
+    failed, every rank fails, the failing one with its own exception, the others with its message.
 
-    Without this a rank-0 error (data shorter than a batch, a bad tokenizer) would leave the
-    other ranks blocked in the next barrier. The outcome travels with broadcast_object_list."""
+    This is where a barrier would otherwise stand: a rank that raised before a barrier would
+    leave the others waiting in it for ever. Outcomes travel with all_gather_object."""
     result, failure = None, None
-    if world.main:
-        try:
-            result = work()
-        except Exception as exc:  # re-raised below on rank 0 itself, unchanged
-            failure = exc
+    try:
+        result = work()
+    except Exception as exc:  # re-raised below, unchanged, on the rank that raised it
+        failure = exc
     if world.distributed:
         import torch.distributed as dist
 
-        message = [None if failure is None else f"{failure}"]
-        dist.broadcast_object_list(message, src=0)
-        if not world.main and message[0] is not None:
-            raise TrainingError(f"rank 0 failed: {message[0]}")
+        messages: list[str | None] = [None] * world.size
+        dist.all_gather_object(messages, None if failure is None else str(failure))
+        if failure is None:
+            rank, message = next(((r, m) for r, m in enumerate(messages) if m is not None), (None, None))
+            if message is not None:
+                raise TrainingError(f"rank {rank} failed: {message}")
     if failure is not None:
         raise failure
     return result
+
+
+def on_main(world: World, work: Callable[[], T]) -> T | None:
+    """`work` on rank 0 only, with `together`'s failure handling; None on the other ranks."""
+    return together(world, lambda: work() if world.main else None)

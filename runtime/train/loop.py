@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .data import Prepared, Sampler, SamplerState, Windows
-from .distributed import World, barrier, blocks, shard, start, stop, sum_across
+from .distributed import World, blocks, on_main, shard, start, stop, sum_across
 from .errors import TrainingError
 from .export import write_artifact
 from .init import materialize
@@ -249,9 +249,5 @@ def _export(job: Job, model: torch.nn.Module, world: World) -> Path | None:
     if not job.artifact_files:
         return None
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=world.distributed))
-    path = None
-    if world.main:
-        path = write_artifact(job.options.run_dir / "model", job.artifact_files, state, job.build, job.spec_sha256,
-                              job.spec_name, job.tokenizer)
-    barrier(world)
-    return path
+    return on_main(world, lambda: write_artifact(job.options.run_dir / "model", job.artifact_files, state, job.build,
+                                                  job.spec_sha256, job.spec_name, job.tokenizer))
