@@ -509,6 +509,8 @@ def train(
     stage: Annotated[Optional[str], typer.Option("--stage", help="Lineage specs: the post-training stage to train (default: the first).")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from these weights: an artifact directory or a safetensors file.")] = None,
     scorer: Annotated[Optional[str], typer.Option("--scorer", help="Feedback conditioning: MODULE:FUNCTION scoring a document's text.")] = None,
+    tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel processes per model replica (under torchrun).")] = 1,
+    no_fusion: Annotated[bool, typer.Option("--no-fusion", help="Compile without fusion passes (--tp implies it).")] = False,
 ) -> None:
     """Train a spec's model as its recipe says; the weights end in RUN_DIR/model (taxonc run loads it).
 
@@ -519,7 +521,8 @@ def train(
 
     request = TrainRequest(spec, data, output, scale, tuple(sets or ()), tokens, batch_tokens, micro_batch, seq_len, seed,
                            tokenizer, eval_every, checkpoint_every, resume, not no_progress, bf16,
-                           activation_checkpointing, compile_model, max_steps, stage, init_from, scorer)
+                           activation_checkpointing, compile_model, max_steps, stage, init_from, scorer, tp,
+                           not no_fusion)
     try:
         world, recipe, prepared, result = run_training(request)
     except TaxoncError as exc:

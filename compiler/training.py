@@ -48,6 +48,8 @@ class TrainRequest:
     stage: str | None = None
     init_from: Path | None = None
     scorer: str | None = None  # MODULE:FUNCTION, text -> reward, for feedback conditioning
+    tp: int = 1
+    fusion: bool = True  # tensor parallelism compiles without fusion passes, whatever this says
 
 
 def _need(spec: ModelSpec, source: str, missing: list[str]) -> None:
@@ -256,6 +258,18 @@ def _mup(request: TrainRequest, spec: ModelSpec):
     return MupConfig(spec.dims.d_model / mup.base_d_model, shapes)
 
 
+def _check_tp(request: TrainRequest, spec: ModelSpec) -> None:
+    """Tensor parallelism splits whole heads and whole MLP columns across --tp ranks."""
+    from .spec import derive
+
+    if request.tp == 1:
+        return
+    arch = derive(spec)
+    for key, value in (("dims.n_heads", spec.dims.n_heads), ("n_kv_heads", arch.n_kv_heads), ("the MLP width", arch.d_ff)):
+        if value % request.tp:
+            raise UsageError(f"--tp {request.tp} does not divide {key} ({value}); tensor parallelism splits it evenly")
+
+
 def _base_weights(request: TrainRequest, spec: ModelSpec) -> Path | None:
     """--init-from as a weights file; a lineage stage must start from its base model."""
     if request.init_from is None:
@@ -285,8 +299,13 @@ def run_training(request: TrainRequest):
                              ("--max-steps", request.max_steps, 1)):
         if value is not None and value < low:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
-    compiled = compile_spec(request.spec, backend="torch", scale=request.scale, sets=list(request.sets))
+    if request.tp < 1:
+        raise UsageError(f"--tp must be >= 1, got {request.tp}")
+    fused = request.fusion and request.tp == 1  # fused projections cannot be split by tensor parallelism
+    compiled = compile_spec(request.spec, backend="torch", scale=request.scale, sets=list(request.sets),
+                            passes=None if fused else [])
     spec = compiled.spec
+    _check_tp(request, spec)
     recipe = build_recipe(spec, str(request.spec), request.tokens, request.batch_tokens, request.stage)
     mup = _mup(request, spec)
     if mup is not None:
@@ -316,6 +335,6 @@ def run_training(request: TrainRequest):
     options = RunOptions(request.out, request.seed, request.micro_batch, seq_len, request.eval_every,
                          checkpoint_every=request.checkpoint_every, resume=request.resume, progress=request.progress,
                          bf16=request.bf16, activation_checkpointing=request.activation_checkpointing,
-                         compile=request.compile, max_steps=request.max_steps)
+                         compile=request.compile, max_steps=request.max_steps, tp=request.tp)
     job = Job(recipe, options, build, prepared, dict(compiled.files), compiled.digest, spec.model.name, tok_bytes, init_from)
     return world, recipe, prepared, train(job)

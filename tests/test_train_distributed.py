@@ -63,3 +63,35 @@ def test_a_data_error_on_rank_0_stops_every_rank(tmp_path: Path) -> None:
     assert done.returncode != 0
     output = done.stdout + done.stderr
     assert "bad.jsonl:1: key 'text' is missing" in output and "rank 0 failed" in output
+
+
+@pytest.mark.slow
+def test_tensor_parallel_two_processes_equal_one(tmp_path: Path) -> None:
+    """--tp 2: attention and MLP projections split across 2 processes (DTensor), the same rows
+    on both; equal to one process of the same (unfused) model."""
+    corpus = stdlib_corpus(tmp_path / "corpus", max_files=12)
+    single = CliRunner().invoke(app, [*run_args(corpus, tmp_path / "one", micro_batch=8), "--no-fusion"])
+    assert single.exit_code == 0, single.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "taxonc.compiler.cli", *run_args(corpus, tmp_path / "two", micro_batch=8), "--tp", "2"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (marker,) = (tmp_path / "two" / "checkpoints").glob("step-*/COMPLETE")
+    saved = json.loads(marker.read_text())
+    assert saved["world"] == 2 and saved["run"]["--tp"] == 2
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == len(two) == STEPS
+    assert two == pytest.approx(one, rel=1e-5, abs=1e-5)
+    a, b = load(tmp_path / "one" / "model").model.state_dict(), load(tmp_path / "two" / "model").model.state_dict()
+    assert set(a) == set(b) and "layers.0.q.weight" in a  # unfused on both sides
+    for name in a:
+        assert (a[name] - b[name]).abs().max() < 1e-4, name
+
+
+def test_tp_without_torchrun_is_an_error(tmp_path: Path) -> None:
+    corpus = stdlib_corpus(tmp_path / "corpus", max_files=3)
+    result = CliRunner().invoke(app, [*run_args(corpus, tmp_path / "run", micro_batch=4), "--tp", "2"])
+    assert result.exit_code == 1 and "launch with torchrun" in result.output
+    result = CliRunner().invoke(app, [*run_args(corpus, tmp_path / "run", micro_batch=4), "--tp", "3"])
+    assert result.exit_code == 2 and "--tp 3 does not divide dims.n_heads (4)" in result.output

@@ -1,14 +1,14 @@
-"""Many processes: torchrun's environment and FSDP2, one fully_shard unit per block.
+"""Many processes: torchrun's environment, FSDP2 (one fully_shard unit per block) and tensor
+parallelism (DTensor parallelize_module on attention and MLP projections).
 
 Nothing here moves tensors between ranks by hand: sharding is torch.distributed.fsdp's
-fully_shard, checkpoints are torch.distributed.checkpoint, and the one reduction the loop
-needs (the logged loss) is torch.distributed.all_reduce. Tensor parallelism (--tp) is not
-implemented: the emitted attention splits heads by the configured count, which a
-column-sharded projection would silently break.
+fully_shard and DTensor's parallel styles, checkpoints are torch.distributed.checkpoint, and
+the reductions the loop needs (the logged loss, failures) are all_reduce and all_gather_object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,16 +74,60 @@ def blocks(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def shard(model: nn.Module, world: World) -> None:
-    """FSDP2 over all ranks: each block is its own fully_shard unit, and the root holds the
+def shard(model: nn.Module, world: World, tp: int = 1) -> None:
+    """Tensor parallelism over groups of `tp` ranks (tp > 1), then FSDP2 over the data-parallel
+    ranks (size / tp > 1): each block is its own fully_shard unit, and the root holds the
     embeddings, final norm and head. Call on a meta-device model, before materialize()."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (world.size,), mesh_dim_names=("dp",))
+    if world.size % tp:
+        raise TrainingError(f"--tp {tp} does not divide the {world.size} processes")
+    device, dp = ("cuda" if torch.cuda.is_available() else "cpu"), world.size // tp
+    mesh = init_device_mesh(device, (dp, tp), mesh_dim_names=("dp", "tp"))
+    if tp > 1:
+        _tensor_parallel(model, mesh["tp"])
+    if dp > 1:
+        for block in blocks(model):
+            fully_shard(block, mesh=mesh["dp"])
+        fully_shard(model, mesh=mesh["dp"])
+
+
+COLUMNWISE = ("q", "k", "v", "mlp_in", "mlp_gate", "mlp_up")  # input projections: split by output
+ROWWISE = ("attn_out", "mlp_out")  # output projections: split by input, summed across ranks
+FUSED = ("qkv", "mlp_gate_up", "attn_mlp_in")
+
+
+def _tensor_parallel(model: nn.Module, mesh) -> None:
+    """Megatron's split of each block with DTensor's parallelize_module: input projections
+    column-wise (their outputs stay DTensors sharded by head, so the emitted code's head split
+    keeps whole heads), output projections row-wise. Fused projections cannot be split this way:
+    the model is compiled without fusion passes for tensor parallelism."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
     for block in blocks(model):
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        names = {name for name, _ in block.named_children()}
+        if names & set(FUSED):
+            raise TrainingError(f"tensor parallelism needs unfused projections; this model has {sorted(names & set(FUSED))}")
+        plan = {n: ColwiseParallel(use_local_output=False) for n in COLUMNWISE if n in names}
+        plan.update({n: RowwiseParallel() for n in ROWWISE if n in names})
+        if plan:
+            parallelize_module(block, mesh, plan)
+
+
+def sharded_compute(tp: int):
+    """The context a tensor-parallel forward and backward run in: plain tensors (rotary tables,
+    masks) act as replicated DTensors, and attention uses the math kernel, which DTensor can
+    split by head (the CPU flash kernel has no sharding rule)."""
+    if tp <= 1:
+        return contextlib.nullcontext()
+    from torch.distributed.tensor.experimental import implicit_replication
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(implicit_replication())
+    stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+    return stack
 
 
 def together(world: World, work: Callable[[], T]) -> T:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .data import Prepared, Sampler, SamplerState, Windows
-from .distributed import World, blocks, on_main, shard, start, stop, sum_across
+from .distributed import World, blocks, on_main, shard, sharded_compute, start, stop, sum_across
 from .errors import TrainingError
 from .export import write_artifact
 from .init import materialize
@@ -50,6 +50,7 @@ class RunOptions:
     activation_checkpointing: bool = False
     compile: bool = False
     max_steps: int | None = None  # stop early (tests); the schedule still follows the full budget
+    tp: int = 1  # tensor-parallel ranks per model replica (the model must be compiled without fusions)
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,16 @@ class Result:
     artifact: Path | None
 
 
+def _autocast(o: RunOptions):
+    """bf16 autocast for forward passes (backward runs outside it, as torch.autocast asks)."""
+    if not o.bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)
+
+
 def _check_data(job: Job, windows: Windows, micro_tokens: int, world: World) -> None:
     o = job.options
-    first = accumulation_steps(batch_tokens_at(job.recipe.batch, 0), micro_tokens) * o.micro_batch * world.size
+    first = accumulation_steps(batch_tokens_at(job.recipe.batch, 0), micro_tokens) * o.micro_batch * (world.size // o.tp)
     if windows.count < first:
         raise TrainingError(
             f"the training data ({job.data.train_tokens} tokens, {windows.count} windows of {o.seq_len}+1) is shorter "
@@ -115,7 +123,9 @@ def _train(job: Job, world: World) -> Result:
     torch.manual_seed(o.seed)
     model = job.build(device="meta")
     if world.distributed:
-        shard(model, world)
+        shard(model, world, o.tp)
+    elif o.tp > 1:
+        raise TrainingError(f"--tp {o.tp} needs {o.tp} processes per model replica; launch with torchrun")
     materialize(model, job.build, o.seed)
     if job.init_from is not None and not o.resume:
         _load_base(model, job)
@@ -126,7 +136,7 @@ def _train(job: Job, world: World) -> Result:
         stack = set(map(id, blocks(model)))
         apply_activation_checkpointing(model, check_fn=lambda m: id(m) in stack)
     forward = torch.compile(model) if o.compile else model
-    autocast = (lambda: torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16)) if o.bf16 else nullcontext
+    autocast = _autocast(o)
     lr_mult = None
     if recipe.mup is not None:
         from .mup import lr_multipliers
@@ -136,7 +146,7 @@ def _train(job: Job, world: World) -> Result:
 
     train_windows = Windows(job.data.tokens("train"), job.data.mask("train"), o.seq_len)
     val_windows = Windows(job.data.tokens("val"), job.data.mask("val"), o.seq_len)
-    micro_tokens = o.micro_batch * o.seq_len * world.size
+    micro_tokens = o.micro_batch * o.seq_len * world.size // o.tp
     _check_data(job, train_windows, micro_tokens, world)
     if val_windows.count == 0:
         raise TrainingError(f"the validation split ({job.data.val_tokens} tokens) is shorter than one window of "
@@ -164,7 +174,7 @@ def _train(job: Job, world: World) -> Result:
             progress.step += 1
             progress.tokens += step_tokens
             progress.epoch, progress.position = sampler.state.epoch, sampler.state.position
-            loss_value = float(sum_across(world, loss_sum)) / max(counted, 1)
+            loss_value = float(sum_across(world, loss_sum)) / o.tp / max(counted, 1)  # each replica's ranks agree
             if not math.isfinite(loss_value):
                 raise TrainingError(f"the loss is {loss_value} at step {progress.step} (lr {lr:.3g}); "
                                     "lower training.lr or enable training.grad_clip")
@@ -175,7 +185,8 @@ def _train(job: Job, world: World) -> Result:
             bar.update(progress.tokens, loss_value, lr, rate)
             last = progress.tokens >= recipe.tokens or (o.max_steps is not None and progress.step >= o.max_steps)
             if last or (o.eval_every and progress.step % o.eval_every == 0):
-                val_loss = _evaluate(forward, val_windows, o.eval_windows, o.micro_batch, autocast)
+                with sharded_compute(o.tp):
+                    val_loss = _evaluate(forward, val_windows, o.eval_windows, o.micro_batch, autocast)
                 log.write({"step": progress.step, "tokens": progress.tokens, "val_loss": val_loss})
             if last or (o.checkpoint_every and progress.step % o.checkpoint_every == 0):
                 checkpoint.save(ckpt_root, progress, model, optimizer, world, _run_signature(job))
@@ -195,12 +206,12 @@ def _step(job: Job, world: World, forward, model: torch.nn.Module, optimizer: to
     Returns (gradient norm, tokens of the step, learning rate, this rank's summed
     cross-entropy, counted tokens of the whole step)."""
     recipe, o = job.recipe, job.options
-    micro_tokens = o.micro_batch * o.seq_len * world.size
-    accum = step_accumulation(recipe.batch, progress.tokens, recipe.tokens, micro_tokens)
-    ids, mask = windows.batch(sampler.take(accum * o.micro_batch * world.size))
+    replicas, replica = world.size // o.tp, world.rank // o.tp  # data-parallel size and index (mesh (dp, tp))
+    accum = step_accumulation(recipe.batch, progress.tokens, recipe.tokens, o.micro_batch * o.seq_len * replicas)
+    ids, mask = windows.batch(sampler.take(accum * o.micro_batch * replicas))
     prefixes = None
     if recipe.objective is Objective.PREFIX_LM:
-        prefixes = prefix_lengths(o.seed, progress.step, accum * world.size, o.seq_len)
+        prefixes = prefix_lengths(o.seed, progress.step, accum * replicas, o.seq_len)
         mask = torch.cat([prefix_target_mask(p, o.micro_batch, o.seq_len) for p in prefixes])
     counted = int(mask.sum()) if mask is not None else ids[:, 1:].numel()
     step_tokens = ids.shape[0] * o.seq_len
@@ -208,27 +219,36 @@ def _step(job: Job, world: World, forward, model: torch.nn.Module, optimizer: to
     set_lr(optimizer, lr)
     optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), dtype=torch.float64)
+    with sharded_compute(o.tp):
+        grad_norm = _accumulate(job, forward, model, ids, mask, prefixes, counted, accum, replicas, replica, loss_sum,
+                                autocast)
+        optimizer.step()
+    return grad_norm, step_tokens, lr, loss_sum, counted
+
+
+def _accumulate(job: Job, forward, model, ids, mask, prefixes, counted: int, accum: int, replicas: int, replica: int,
+                loss_sum: torch.Tensor, autocast) -> float:
+    """Forward and backward of this rank's micro-batches; returns the clipped gradients' norm."""
+    recipe, o = job.recipe, job.options
     for a in range(accum):
-        part = a * world.size + world.rank  # micro-batch `part` of the step's accum * world
+        part = a * replicas + replica  # micro-batch `part` of the step's accum * replicas
         rows = slice(part * o.micro_batch, (part + 1) * o.micro_batch)
         with autocast():
             logits = forward(ids[rows, :-1]) if prefixes is None else forward(ids[rows, :-1], prefix_len=prefixes[part])
         loss, summed = micro_batch_loss(model, logits, ids[rows, 1:], None if mask is None else mask[rows], counted,
-                                        recipe.z_loss, recipe.load_balance_weight, accum * world.size)
-        # FSDP averages gradients over ranks; the loss is already a share of the global batch,
-        # so undo the average
-        (loss * world.size).backward()
+                                        recipe.z_loss, recipe.load_balance_weight, accum * replicas)
+        # FSDP averages gradients over replicas; the loss is already a share of the global
+        # batch, so undo the average
+        (loss * replicas).backward()
         loss_sum += summed.double()
-    grad_norm = clip_gradients(model, recipe.optimizer.grad_clip)
-    optimizer.step()
-    return grad_norm, step_tokens, lr, loss_sum, counted
+    return clip_gradients(model, recipe.optimizer.grad_clip)
 
 
 def _run_signature(job: Job) -> dict:
     """What a resumed run must repeat for its data position and schedule to mean the same."""
     o = job.options
     return {"--seq-len": o.seq_len, "--micro-batch": o.micro_batch, "--seed": o.seed, "--tokens": job.recipe.tokens,
-            "training tokens in the data": job.data.train_tokens, "objective": job.recipe.objective.value}
+            "--tp": o.tp, "training tokens in the data": job.data.train_tokens, "objective": job.recipe.objective.value}
 
 
 def _load_base(model: torch.nn.Module, job: Job) -> None:

@@ -47,13 +47,24 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def clip_gradients(model: torch.nn.Module, max_norm: float | None) -> float:
-    """Clip the global gradient norm (across shards, through DTensor); returns the norm before clipping."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    if not params:
+    """Scale gradients so their global norm is at most `max_norm`; returns the norm before.
+
+    The norm of a sharded gradient (FSDP, tensor parallelism) is its DTensor norm made whole
+    with full_tensor(), so plain and sharded parameters can be mixed, as tensor parallelism
+    mixes them; the scale is torch's clip_grad_norm_ rule, max_norm / (norm + 1e-6) capped at 1.
+    """
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
         return 0.0
-    if max_norm is None:
-        max_norm = float("inf")
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)
-    if hasattr(norm, "full_tensor"):
-        norm = norm.full_tensor()
-    return float(norm)
+    norms = []
+    for g in grads:
+        n = torch.linalg.vector_norm(g, dtype=torch.float32)
+        norms.append(n.full_tensor() if hasattr(n, "full_tensor") else n)
+    total = float(torch.linalg.vector_norm(torch.stack(norms)))
+    if max_norm is not None:
+        scale = min(1.0, max_norm / (total + 1e-6))
+        if scale < 1.0:
+            with torch.no_grad():
+                for g in grads:
+                    g.mul_(scale)
+    return total
