@@ -99,16 +99,17 @@ def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_fl
     objective = Objective.CAUSAL_LM
     if chosen is not None and chosen.method in SFT_METHODS:
         objective = Objective.SFT
-    elif chosen is None and t.objective == "prefix-lm":
-        objective = Objective.PREFIX_LM
+    elif chosen is None and t.objective in ("prefix-lm", "span-corruption"):
+        objective = Objective(t.objective)
     elif chosen is None and t.objective != "causal-lm":
         hint = "; --set training.objective=prefix-lm trains it as a prefix LM" if spec.model.structure == "prefix-lm" else ""
         raise TaxoncError(f"{source}: training.objective = {t.objective!r} is not implemented by taxonc train "
-                          f"(implemented: causal-lm, prefix-lm, and SFT for lineage stages sft/feedme/instruction-tuning){hint}")
-    wanted = "prefix-lm" if objective is Objective.PREFIX_LM else "decoder"
+                          "(implemented: causal-lm, prefix-lm, span-corruption, and SFT for lineage stages "
+                          f"sft/feedme/instruction-tuning){hint}")
+    wanted = {Objective.PREFIX_LM: "prefix-lm", Objective.SPAN_CORRUPTION: "encoder-decoder"}.get(objective, "decoder")
     if spec.model.structure != wanted:
         raise TaxoncError(f"{source}: model.structure = {spec.model.structure.value!r}; the {objective.value} objective "
-                          f"trains {wanted} models (taxonc train has no encoder-decoder training)")
+                          f"trains {wanted} models")
     budget = int(budget_flag or (chosen.tokens if chosen is not None else t.tokens))
     spec_tokens = float(t.tokens or budget)
     ratio = budget / spec_tokens
@@ -150,6 +151,7 @@ def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world) -> tupl
     """--tokenizer, else RUN_DIR/tokenizer.model from an earlier start, else one trained on the data."""
     from taxonc.runtime.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer, train_tokenizer
     from taxonc.runtime.train.distributed import on_main
+    from taxonc.runtime.train.objectives import SENTINEL, SENTINELS
 
     base_tokenizer = request.init_from / "tokenizer.model" if request.init_from and request.init_from.is_dir() else None
     if request.tokenizer is None and base_tokenizer is not None and base_tokenizer.is_file():
@@ -168,8 +170,8 @@ def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world) -> tupl
                     break
             corpus = Path(tmp) / "corpus.txt"
             corpus.write_text("\n".join(text), encoding="utf-8")
-            train_tokenizer(corpus, vocab, spec.tokenizer.algorithm, path, special_tokens=DEFAULT_SPECIAL_TOKENS,
-                            num_threads=1)
+            specials = (*DEFAULT_SPECIAL_TOKENS, *(SENTINEL.format(i) for i in range(SENTINELS)))
+            train_tokenizer(corpus, vocab, spec.tokenizer.algorithm, path, special_tokens=specials, num_threads=1)
 
     on_main(world, train_one)  # rank 0 decides and trains; the others wait for it, or fail with it
     tok = Tokenizer.load(path)
@@ -258,6 +260,38 @@ def _mup(request: TrainRequest, spec: ModelSpec):
     return MupConfig(spec.dims.d_model / mup.base_d_model, shapes)
 
 
+def _seq_len(request: TrainRequest, spec: ModelSpec, recipe) -> int:
+    """--seq-len, else the context; span corruption's windows must fit the encoder (inputs) and
+    the decoder (targets) after corruption."""
+    from taxonc.runtime.train.objectives import span_lengths
+    from taxonc.runtime.train.recipe import Objective
+
+    if recipe.objective is not Objective.SPAN_CORRUPTION:
+        seq_len = request.seq_len or spec.dims.context
+        if seq_len > spec.dims.context:
+            raise UsageError(f"--seq-len {seq_len} is longer than the model's context (dims.context = {spec.dims.context})")
+        return seq_len
+    encoder = spec.encoder.context if spec.encoder else spec.dims.context
+    seq_len = request.seq_len or encoder
+    inputs, targets = span_lengths(seq_len)
+    if inputs > encoder or targets > spec.dims.context:
+        raise UsageError(f"--seq-len {seq_len}: span corruption makes inputs of {inputs} and targets of {targets} tokens; "
+                         f"the encoder takes {encoder} (encoder.context) and the decoder {spec.dims.context} (dims.context)")
+    return seq_len
+
+
+def _sentinels(tok, seq_len: int) -> tuple[int, ...]:
+    """The tokenizer's <extra_id_N> ids, enough for the spans of one window."""
+    from taxonc.runtime.train.objectives import SENTINEL, span_counts
+
+    needed = span_counts(seq_len)[1]
+    ids = [tok.token_id(SENTINEL.format(i)) for i in range(needed)]
+    if None in ids:
+        raise TaxoncError(f"{tok.source}: span corruption needs sentinel pieces {SENTINEL.format(0)} to "
+                          f"{SENTINEL.format(needed - 1)}; use a tokenizer trained by taxonc train (no --tokenizer)")
+    return tuple(ids)
+
+
 def _check_tp(request: TrainRequest, spec: ModelSpec) -> None:
     """Tensor parallelism splits whole heads and whole MLP columns across --tp ranks."""
     from .spec import derive
@@ -312,9 +346,7 @@ def run_training(request: TrainRequest):
         recipe = replace(recipe, mup=mup, notes=(*recipe.notes, f"muP: width multiplier {mup.width_mult:g}; "
                                                   "hidden matrices train at lr / multiplier"))
     init_from = _base_weights(request, spec)
-    seq_len = request.seq_len or spec.dims.context
-    if seq_len > spec.dims.context:
-        raise UsageError(f"--seq-len {seq_len} is longer than the model's context (dims.context = {spec.dims.context})")
+    seq_len = _seq_len(request, spec, recipe)
     world = start()
     sft = recipe.objective is Objective.SFT
     files = corpus_files(request.data)
@@ -336,5 +368,7 @@ def run_training(request: TrainRequest):
                          checkpoint_every=request.checkpoint_every, resume=request.resume, progress=request.progress,
                          bf16=request.bf16, activation_checkpointing=request.activation_checkpointing,
                          compile=request.compile, max_steps=request.max_steps, tp=request.tp)
-    job = Job(recipe, options, build, prepared, dict(compiled.files), compiled.digest, spec.model.name, tok_bytes, init_from)
+    sentinels = _sentinels(tok, seq_len) if recipe.objective is Objective.SPAN_CORRUPTION else ()
+    job = Job(recipe, options, build, prepared, dict(compiled.files), compiled.digest, spec.model.name, tok_bytes, init_from,
+              sentinels, tok.eos_id)
     return world, recipe, prepared, train(job)

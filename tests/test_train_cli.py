@@ -96,10 +96,19 @@ def test_a_full_disk_is_one_line(tmp_path: Path, corpus: Path, monkeypatch) -> N
     assert not list((tmp_path / "run" / "checkpoints").glob("step-*"))  # nothing that looks complete
 
 
-def test_unimplemented_objectives_are_named(tmp_path: Path, corpus: Path) -> None:
-    result = runner.invoke(app, tiny_args(SPECS / "t5.toml", corpus, tmp_path / "run", "--tokens", "512"))
-    assert result.exit_code == 1
-    assert "training.objective = 'span-corruption'" in result.output
+@pytest.mark.parametrize("name", ["t5", "switch"])
+def test_encoder_decoders_train_with_span_corruption(tmp_path: Path, corpus: Path, name: str) -> None:
+    args = tiny_args(SPECS / f"{name}.toml", corpus, tmp_path / "run", "--tokens", "512", "--set", "training.lr=1e-3")
+    at = args.index("--tokenizer")
+    del args[at : at + 2]  # the shipped tokenizer has no sentinels; one is trained with them
+    del args[args.index("--seq-len") : args.index("--seq-len") + 2]  # default: the encoder's context
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == [1, 2] and records[-1]["val_loss"] > 0
+    shipped = runner.invoke(app, tiny_args(SPECS / f"{name}.toml", corpus, tmp_path / "other", "--tokens", "512",
+                                           "--set", "training.lr=1e-3"))
+    assert shipped.exit_code == 1 and "<extra_id_0>" in shipped.output
 
 
 def test_bad_numbers_are_usage_errors(tmp_path: Path, corpus: Path) -> None:

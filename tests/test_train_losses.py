@@ -101,3 +101,29 @@ def test_the_prefix_lm_loss_sees_no_future_token() -> None:
         changed = ids.clone()
         changed[0, 2] += 1
         assert not torch.equal(model(ids[:, :-1], prefix_len=P)[0, 1], model(changed[:, :-1], prefix_len=P)[0, 1])
+
+
+@pytest.mark.parametrize("raw", [8, 33, 64, 200])
+def test_span_corruption_splits_a_window_into_input_and_target_that_rebuild_it(raw: int) -> None:
+    import random
+
+    from taxonc.runtime.train.objectives import span_corruption, span_counts, span_lengths
+
+    sentinels, eos = list(range(1000, 1032)), 999
+    for seed in range(20):
+        tokens = random.Random(seed).choices(range(500), k=raw)
+        enc, tgt = span_corruption(tokens, random.Random(seed), sentinels, eos)
+        assert (len(enc), len(tgt)) == span_lengths(raw)
+        noise, spans = span_counts(raw)
+        assert sum(t in sentinels for t in enc) == sum(t in sentinels for t in tgt) == spans
+        assert len(tgt) - spans - 1 == noise  # the target holds exactly the noise tokens
+        # put every span back after its sentinel: the original window
+        fill, current = {}, None
+        for t in tgt[:-1]:
+            if t in sentinels:
+                current = t
+                fill[t] = []
+            else:
+                fill[current].append(t)
+        rebuilt = [x for t in enc[:-1] for x in (fill[t] if t in sentinels else [t])]
+        assert rebuilt == tokens and enc[-1] == tgt[-1] == eos

@@ -65,5 +65,6 @@ def test_missing_fields_are_named(name: str, missing: list[str]) -> None:
 
 
 def test_objectives_that_are_not_implemented_say_so() -> None:
-    with pytest.raises(TaxoncError, match="span-corruption"):
-        recipe("t5", 1000, 100)
+    with pytest.raises(TaxoncError, match="'blank-infilling' is not implemented"):
+        recipe("glm-130b", 1000, 100, training={"lr": 1e-3})
+    assert recipe("t5", 1000, 100).objective is Objective.SPAN_CORRUPTION

@@ -28,7 +28,7 @@ from .init import materialize
 from .losses import micro_batch_loss, token_losses
 from .metrics import MetricsLog, ProgressBar, plot, read_metrics
 from .optim import build_optimizer, clip_gradients, set_lr
-from .objectives import prefix_lengths, prefix_target_mask
+from .objectives import prefix_lengths, prefix_target_mask, span_batch
 from .recipe import Objective, Recipe
 from .schedule import accumulation_steps, batch_tokens_at, lr_at, step_accumulation
 
@@ -64,6 +64,8 @@ class Job:
     spec_name: str = ""
     tokenizer: bytes | None = None
     init_from: Path | None = None  # a safetensors file to start from (a lineage stage's base model)
+    sentinels: tuple[int, ...] = ()  # span corruption: the tokenizer's sentinel ids, in order
+    eos_id: int = 2
 
 
 @dataclass
@@ -92,16 +94,20 @@ def _check_data(job: Job, windows: Windows, micro_tokens: int, world: World) -> 
             "batch (--batch-tokens, --micro-batch)")
 
 
-def _evaluate(model: torch.nn.Module, windows: Windows, count: int, micro: int, autocast) -> float:
+def _evaluate(job: Job, model: torch.nn.Module, windows: Windows, autocast) -> float:
+    """Mean loss per counted token on the first eval_windows windows of the validation split
+    (prefix LMs with no prefix; span corruption with a fixed seed)."""
+    o = job.options
     model.eval()
     total, n = 0.0, 0
-    indices = list(range(min(count, windows.count)))
+    indices = list(range(min(o.eval_windows, windows.count)))
     with torch.no_grad():
-        for start_ in range(0, len(indices), micro):
-            ids, mask = windows.batch(indices[start_ : start_ + micro])
+        for start_ in range(0, len(indices), o.micro_batch):
+            ids, mask = windows.batch(indices[start_ : start_ + o.micro_batch])
+            x, y, extra = _model_inputs(job, ids, step=-1, first_row=start_)
             with autocast():
-                logits = model(ids[:, :-1])
-            loss = token_losses(logits, ids[:, 1:], 0.0)
+                logits = model(x, **extra)
+            loss = token_losses(logits, y, 0.0)
             if mask is not None:
                 loss = loss[mask]
             total += float(loss.sum())
@@ -186,7 +192,7 @@ def _train(job: Job, world: World) -> Result:
             last = progress.tokens >= recipe.tokens or (o.max_steps is not None and progress.step >= o.max_steps)
             if last or (o.eval_every and progress.step % o.eval_every == 0):
                 with sharded_compute(o.tp):
-                    val_loss = _evaluate(forward, val_windows, o.eval_windows, o.micro_batch, autocast)
+                    val_loss = _evaluate(job, forward, val_windows, autocast)
                 log.write({"step": progress.step, "tokens": progress.tokens, "val_loss": val_loss})
             if last or (o.checkpoint_every and progress.step % o.checkpoint_every == 0):
                 checkpoint.save(ckpt_root, progress, model, optimizer, world, _run_signature(job))
@@ -213,29 +219,43 @@ def _step(job: Job, world: World, forward, model: torch.nn.Module, optimizer: to
     if recipe.objective is Objective.PREFIX_LM:
         prefixes = prefix_lengths(o.seed, progress.step, accum * replicas, o.seq_len)
         mask = torch.cat([prefix_target_mask(p, o.micro_batch, o.seq_len) for p in prefixes])
-    counted = int(mask.sum()) if mask is not None else ids[:, 1:].numel()
+    x, y, extra = _model_inputs(job, ids, progress.step, 0)
+    counted = int(mask.sum()) if mask is not None else y.numel()
     step_tokens = ids.shape[0] * o.seq_len
     lr = lr_at(recipe.lr, progress.tokens + step_tokens)
     set_lr(optimizer, lr)
     optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), dtype=torch.float64)
     with sharded_compute(o.tp):
-        grad_norm = _accumulate(job, forward, model, ids, mask, prefixes, counted, accum, replicas, replica, loss_sum,
-                                autocast)
+        grad_norm = _accumulate(job, forward, model, (x, y, extra), mask, prefixes, counted, accum, replicas, replica,
+                                loss_sum, autocast)
         optimizer.step()
     return grad_norm, step_tokens, lr, loss_sum, counted
 
 
-def _accumulate(job: Job, forward, model, ids, mask, prefixes, counted: int, accum: int, replicas: int, replica: int,
+def _model_inputs(job: Job, ids: torch.Tensor, step: int, first_row: int):
+    """(model input, targets, keyword inputs with a row dimension) of windows [n, T+1]."""
+    if job.recipe.objective is Objective.SPAN_CORRUPTION:
+        encoder, decoder_in, target = span_batch(ids[:, :-1], job.options.seed, step, first_row, list(job.sentinels),
+                                                 job.eos_id)
+        return decoder_in, target, {"encoder_ids": encoder}
+    return ids[:, :-1], ids[:, 1:], {}
+
+
+def _accumulate(job: Job, forward, model, batch, mask, prefixes, counted: int, accum: int, replicas: int, replica: int,
                 loss_sum: torch.Tensor, autocast) -> float:
     """Forward and backward of this rank's micro-batches; returns the clipped gradients' norm."""
     recipe, o = job.recipe, job.options
+    x, y, extra = batch
     for a in range(accum):
         part = a * replicas + replica  # micro-batch `part` of the step's accum * replicas
         rows = slice(part * o.micro_batch, (part + 1) * o.micro_batch)
+        kwargs = {name: value[rows] for name, value in extra.items()}
+        if prefixes is not None:
+            kwargs["prefix_len"] = prefixes[part]
         with autocast():
-            logits = forward(ids[rows, :-1]) if prefixes is None else forward(ids[rows, :-1], prefix_len=prefixes[part])
-        loss, summed = micro_batch_loss(model, logits, ids[rows, 1:], None if mask is None else mask[rows], counted,
+            logits = forward(x[rows], **kwargs)
+        loss, summed = micro_batch_loss(model, logits, y[rows], None if mask is None else mask[rows], counted,
                                         recipe.z_loss, recipe.load_balance_weight, accum * replicas)
         # FSDP averages gradients over replicas; the loss is already a share of the global
         # batch, so undo the average

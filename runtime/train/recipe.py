@@ -28,6 +28,7 @@ class Objective(StrEnum):
     CAUSAL_LM = "causal-lm"
     SFT = "sft"  # causal LM whose loss counts response tokens only
     PREFIX_LM = "prefix-lm"  # a bidirectional prefix of random length; the loss counts the rest
+    SPAN_CORRUPTION = "span-corruption"  # encoder-decoder: sentinel-masked spans in, the spans out (T5)
 
 
 class FimMode(StrEnum):
