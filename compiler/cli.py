@@ -533,8 +533,9 @@ def train(
     if world.main:
         for note in recipe.notes:
             out.print(f"  {note}", markup=False)
+        last = "no step left to run" if result.final_loss != result.final_loss else f"loss {result.final_loss:.4f}"  # NaN
         out.print(f"{result.steps} steps, {result.tokens:,} tokens ({prepared.train_tokens:,} in the training split): "
-                  f"loss {result.final_loss:.4f}, validation loss {result.val_loss:.4f}", markup=False)
+                  f"{last}, validation loss {result.val_loss:.4f}", markup=False)
         if result.artifact is not None:
             out.print(f"weights: {result.artifact}/weights.safetensors (taxonc run {result.artifact} --prompt ...)", markup=False)
 

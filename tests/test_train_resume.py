@@ -112,3 +112,13 @@ def test_a_resume_with_other_settings_is_refused(tmp_path: Path, corpus: Path) -
     result = runner.invoke(app, changed)
     assert result.exit_code == 1
     assert "written with --seq-len = 32, resumed with 16" in result.output
+
+
+def test_resuming_a_finished_run_trains_nothing_and_reports_its_loss(tmp_path: Path, corpus: Path) -> None:
+    first = runner.invoke(app, args(corpus, tmp_path, "--max-steps", "2", "--tokens", "512"))
+    assert first.exit_code == 0, first.output
+    before = losses(tmp_path)
+    again = runner.invoke(app, [*args(corpus, tmp_path, "--resume"), "--tokens", "512"])
+    assert again.exit_code == 0, again.output
+    assert losses(tmp_path) == before and "validation loss nan" not in again.output
+    assert "2 steps, 512 tokens" in again.output and "no step left to run" in again.output

@@ -199,6 +199,9 @@ def _train(job: Job, world: World) -> Result:
     finally:
         bar.close()
         log.close()
+    if math.isnan(val_loss):  # nothing left to train (a resume of a finished run): still report where it stands
+        with sharded_compute(o.tp):
+            val_loss = _evaluate(job, forward, val_windows, autocast)
     artifact = _export(job, model, world)
     if world.main:
         plot(read_metrics(o.run_dir / "metrics.jsonl"), o.run_dir / "training.png", f"{job.spec_name}: training")
