@@ -573,6 +573,100 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command()
+def train(
+    spec: Annotated[Path, typer.Argument(help="A spec file; its \\[training] table is the recipe.")],
+    data: Annotated[list[Path], typer.Option("--data", help="Text, code or JSONL files, or directories of them.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The run directory (metrics, checkpoints, plots, model/).")],
+    scale: Annotated[str, typer.Option("--scale", help="full or tiny")] = "full",
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a spec key: --set training.lr=1e-3")] = None,
+    tokens: Annotated[Optional[int], typer.Option("--tokens", help="Token budget (default training.tokens); the recipe's durations scale to it.")] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", help="Batch size in tokens (default training.batch_tokens); ramps scale with it.")] = None,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="Sequences per process per forward pass.")] = 8,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Tokens per sequence (default dims.context).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the init, the data order and FIM.")] = 0,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A SentencePiece model (default: train one on the data).")] = None,
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Validation every N steps (and at the end).")] = 50,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Checkpoint every N steps (and at the end).")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last complete checkpoint in the run directory.")] = False,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N steps (the schedule still spans --tokens).")] = None,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast.")] = False,
+    activation_checkpointing: Annotated[bool, typer.Option("--activation-checkpointing", help="Recompute each block in the backward pass.")] = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Lineage specs: the post-training stage to train (default: the first).")] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from these weights: an artifact directory or a safetensors file.")] = None,
+    scorer: Annotated[Optional[str], typer.Option("--scorer", help="Feedback conditioning: MODULE:FUNCTION scoring a document's text.")] = None,
+    tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel processes per model replica (under torchrun).")] = 1,
+    no_fusion: Annotated[bool, typer.Option("--no-fusion", help="Compile without fusion passes (--tp implies it).")] = False,
+) -> None:
+    """Train a spec's model as its recipe says; the weights end in RUN_DIR/model (taxonc run loads it).
+
+    Under torchrun --nproc-per-node N the model is sharded with FSDP2 (gloo on CPU)."""
+    from taxonc.runtime.errors import RuntimeFailure
+
+    from .training import TrainRequest, run_training
+
+    request = TrainRequest(spec, data, output, scale, tuple(sets or ()), tokens, batch_tokens, micro_batch, seq_len, seed,
+                           tokenizer, eval_every, checkpoint_every, resume, not no_progress, bf16,
+                           activation_checkpointing, compile_model, max_steps, stage, init_from, scorer, tp,
+                           not no_fusion)
+    try:
+        world, recipe, prepared, result = run_training(request)
+    except TaxoncError as exc:
+        fail(exc)
+    except RuntimeFailure as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1)
+    if world.main:
+        for note in recipe.notes:
+            out.print(f"  {note}", markup=False)
+        last = "no step left to run" if result.final_loss != result.final_loss else f"loss {result.final_loss:.4f}"  # NaN
+        out.print(f"{result.steps} steps, {result.tokens:,} tokens ({prepared.train_tokens:,} in the training split): "
+                  f"{last}, validation loss {result.val_loss:.4f}", markup=False)
+        if result.artifact is not None:
+            out.print(f"weights: {result.artifact}/weights.safetensors (taxonc run {result.artifact} --prompt ...)", markup=False)
+
+
+@app.command()
+def ablate(
+    specs: Annotated[list[Path], typer.Argument(help="Spec files to compare.", show_default=False)],
+    data: Annotated[list[Path], typer.Option("--data", help="Text, code or JSONL files, or directories of them.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory: one run per spec, ablation.png, ablation.json.")],
+    tokens: Annotated[int, typer.Option("--tokens", help="Token budget of every run.")],
+    batch_tokens: Annotated[int, typer.Option("--batch-tokens", help="Batch size in tokens of every run.")],
+    scale: Annotated[str, typer.Option("--scale", help="full or tiny")] = "tiny",
+    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key in every spec: --set training.lr=3e-3")] = None,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="Sequences per forward pass.")] = 8,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Tokens per sequence (default dims.context).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="One seed for every run.")] = 0,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="A SentencePiece model (default: trained once, shared).")] = None,
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Validation every N steps (and at the end).")] = 50,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+) -> None:
+    """Train several specs on the same data, seed, tokenizer, batch and tokens; table and plot of validation loss.
+
+    Tokens are matched; parameters and FLOPs per token are reported, not matched."""
+    from taxonc.runtime.errors import RuntimeFailure
+
+    from .ablation import markdown_table, run_ablation
+    from .training import TrainRequest
+
+    if len(specs) < 2:
+        fail(UsageError("ablate compares at least two specs"))
+    template = TrainRequest(specs[0], data, output, scale, tuple(sets or ()), tokens, batch_tokens, micro_batch, seq_len, seed,
+                            tokenizer, eval_every, progress=not no_progress)
+    try:
+        rows, plot = run_ablation(specs, template)
+    except TaxoncError as exc:
+        fail(exc)
+    except RuntimeFailure as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1)
+    out.print(markdown_table(rows), markup=False)
+    out.print(f"tokens matched ({tokens:,}); parameters and FLOPs/token differ as listed. Plot: {plot}", markup=False)
+
+
 tokenizer_app = typer.Typer(help="Train SentencePiece tokenizers.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
 

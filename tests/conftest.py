@@ -24,6 +24,7 @@ load_profile()
 
 def pytest_addoption(parser) -> None:
     parser.addoption("--update-golden", action="store_true", help="Rewrite golden files from current output.")
+    parser.addoption("--run-slow", action="store_true", help="Also run tests marked slow (training runs of a minute or more).")
     parser.addoption("--all-specs", action="store_true",
                      help="Run per-spec loops over every spec, not one per tiny-scale structure (tests/spec_sets.py).")
 
@@ -44,6 +45,22 @@ def pytest_configure(config) -> None:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
+    _skip_slow(config, items)
+    _deselect_other_specs(config, items)
+
+
+def _skip_slow(config, items) -> None:
+    if config.getoption("--run-slow") or os.environ.get("TAXONC_SLOW") == "1":
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="slow: run with --run-slow or TAXONC_SLOW=1")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
+
+
+def _deselect_other_specs(config, items) -> None:
     """Deselect the non-representative specs of per-spec loops (marked all_specs by
     tests/spec_sets.py) unless every spec was asked for or the test was named by its id."""
     if _all_specs_requested(config) or "all_specs" in (config.getoption("-m") or ""):

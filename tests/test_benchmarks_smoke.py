@@ -27,3 +27,10 @@ def test_gpu_driver_end_to_end_part_on_cpu(tmp_path: Path) -> None:
     assert set(by_provider) == {"torch-backend eager", "triton-backend"}
     assert by_provider["triton-backend"]["max_abs_logit_diff_vs_torch"] < 1e-4
     assert all(r["tokens_per_s"] > 0 for r in records)
+
+
+@pytest.mark.slow  # imports transformers in a subprocess: ~10-25 s
+def test_train_cpu_benchmark_runs_both_training_steps() -> None:
+    records = run_script("benchmarks/train_cpu.py", "--quick", "--layers", "1", "--width", "64", "--batch", "2", "--seq", "32")
+    assert {r["provider"] for r in records} == {"taxonc", "transformers"}
+    assert all(r["tokens_per_s"] > 0 and r["logit_diff"] <= 1e-4 and 0 < r["mfu_vs_gemm"] for r in records)

@@ -61,3 +61,11 @@ def test_default_collection_stays_in_tests() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert config["testpaths"] == ["tests"]
     assert not (EXAMPLES / "__init__.py").exists() and not (EXAMPLES / "conftest.py").exists()
+
+
+@pytest.mark.slow  # four tiny training runs in a subprocess: ~20-40 s
+def test_ablate_blocks_quick(tmp_path) -> None:
+    out = _run(str(EXAMPLES / "ablate_blocks.py"), "--quick", "-o", str(tmp_path))
+    for name in ("gpt3", "palm", "llama", "gopher"):
+        assert f"| {name} |" in out
+    assert "tokens matched (1,024)" in out

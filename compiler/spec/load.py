@@ -122,6 +122,8 @@ def is_symlink_loop(path: Path) -> bool:
         os.stat(path)
     except OSError as exc:
         return exc.errno == errno.ELOOP
+    except ValueError:  # a NUL in the name: no such file, which the caller reports
+        return False
     return False
 
 

@@ -431,6 +431,10 @@ class Training(Section):
     beta2: Fraction = Field(0.95, description="Adam beta2.")
     weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(0.1, description="Weight decay.")
     grad_clip: PosFloat | None = Field(1.0, description="Global gradient-norm clip.")
+    z_loss: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        0.0, description="Weight of the auxiliary z-loss, z_loss * log(Z)^2 per token, which keeps the softmax "
+        "normaliser log Z near 0 (PaLM: 1e-4, Chowdhery et al. 2022, section 5)."
+    )
     warmup_tokens: Count | None = Field(None, description="Learning-rate warmup, in tokens.")
     warmup_steps: PosInt | None = Field(None, description="Learning-rate warmup, in steps (when the source gives steps).")
     schedule: Literal["cosine", "linear", "inverse-sqrt", "constant"] = Field("cosine", description="Decay after warmup.")

@@ -1,0 +1,83 @@
+"""Objectives beyond plain next-token prediction that change what the loss counts.
+
+Prefix LM (Raffel et al. 2019, section 3.2.3; the structure GLM-130B trains): each micro-batch
+gets a prefix length P drawn uniformly from [1, T-1]; positions before P attend to each other
+in both directions (the emitted model's prefix mask), so only targets that the prefix cannot
+see are counted: the token at P and after, predicted from positions P-1 onwards.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def prefix_lengths(seed: int, step: int, count: int, seq_len: int) -> list[int]:
+    """`count` prefix lengths for one optimizer step, the same on every rank."""
+    g = torch.Generator().manual_seed(seed * 1_000_033 + step)
+    return torch.randint(1, seq_len, (count,), generator=g).tolist()
+
+
+def prefix_target_mask(prefix_len: int, rows: int, seq_len: int) -> torch.Tensor:
+    """[rows, T] bool: target j (the token at j+1) counts when j >= prefix_len - 1."""
+    return (torch.arange(seq_len) >= prefix_len - 1).expand(rows, seq_len)
+
+
+# Span corruption (Raffel et al. 2019, section 3.1.4 and the "i.i.d. spans" variant of 3.3.4):
+# 15% of a window's tokens, in spans of mean length 3, are replaced in the encoder input by one
+# sentinel each; the decoder target lists each sentinel followed by the tokens it replaced. The
+# counts are fixed by the window length, so every input and target has the same length.
+NOISE_DENSITY = 0.15
+MEAN_SPAN = 3.0
+SENTINEL = "<extra_id_{}>"  # T5's spelling
+SENTINELS = 32  # sentinel pieces a tokenizer trained by taxonc train carries: spans of windows up to ~640 tokens
+
+
+def span_counts(raw: int) -> tuple[int, int]:
+    """(noise tokens, spans) of a window of `raw` tokens."""
+    noise = min(raw - 1, max(1, round(raw * NOISE_DENSITY)))
+    return noise, max(1, min(raw - noise, round(noise / MEAN_SPAN)))
+
+
+def span_lengths(raw: int) -> tuple[int, int]:
+    """(encoder input length, decoder target length) for a window of `raw` tokens."""
+    noise, spans = span_counts(raw)
+    return raw - noise + spans + 1, noise + spans + 1
+
+
+def _partition(total: int, parts: int, rng) -> list[int]:
+    """`total` split into `parts` positive lengths, uniformly over the ways to do so."""
+    cuts = sorted(rng.sample(range(1, total), parts - 1)) if parts > 1 else []
+    edges = [0, *cuts, total]
+    return [b - a for a, b in zip(edges, edges[1:])]
+
+
+def span_corruption(tokens: list[int], rng, sentinels: list[int], eos_id: int) -> tuple[list[int], list[int]]:
+    """(encoder input, decoder target) of one window; kept and noise spans alternate, kept first."""
+    noise, spans = span_counts(len(tokens))
+    if spans > len(sentinels):
+        raise ValueError(f"{spans} spans need {spans} sentinel ids, the tokenizer has {len(sentinels)}")
+    noise_lengths, keep_lengths = _partition(noise, spans, rng), _partition(len(tokens) - noise, spans, rng)
+    inputs, targets, pos = [], [], 0
+    for i in range(spans):
+        inputs += tokens[pos : pos + keep_lengths[i]]
+        pos += keep_lengths[i]
+        inputs.append(sentinels[i])
+        targets += [sentinels[i], *tokens[pos : pos + noise_lengths[i]]]
+        pos += noise_lengths[i]
+    return inputs + [eos_id], targets + [eos_id]
+
+
+def span_batch(ids: torch.Tensor, seed: int, step: int, first_row: int, sentinels: list[int], eos_id: int):
+    """(encoder ids, decoder inputs, decoder targets) of rows of raw windows [n, R]; row r of the
+    step is corrupted by a generator seeded with (seed, step, first_row + r), whatever rank holds it."""
+    import random
+
+    encoder, targets = [], []
+    for r, row in enumerate(ids.tolist()):
+        rng = random.Random((seed * 1_000_003 + step) * 1_000_033 + first_row + r)
+        enc, tgt = span_corruption(row, rng, sentinels, eos_id)
+        encoder.append(enc)
+        targets.append(tgt)
+    target = torch.tensor(targets)
+    decoder_in = torch.cat([torch.full_like(target[:, :1], eos_id), target[:, :-1]], dim=1)  # start from EOS
+    return torch.tensor(encoder), decoder_in, target

@@ -1,0 +1,129 @@
+"""Loss terms: cross-entropy, PaLM's z-loss, the MoE load-balancing loss, SFT masks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from taxonc.compiler.compile import compile_spec
+from taxonc.runtime.artifact import load_source
+from taxonc.runtime.train.losses import micro_batch_loss, token_losses
+
+from .conftest import SPECS
+
+
+def logits_of_order_5(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    logits = 5 * torch.randn(2, 6, 11, generator=g, dtype=torch.float64)
+    return logits, torch.randint(0, 11, (2, 6), generator=g)
+
+
+def reference(logits: torch.Tensor, targets: torch.Tensor, z: float) -> torch.Tensor:
+    """Written from the definitions: -log softmax(target) + z * (log sum_j exp l_j)^2."""
+    out = torch.empty(targets.shape, dtype=torch.float64)
+    for b in range(targets.shape[0]):
+        for t in range(targets.shape[1]):
+            row = logits[b, t].tolist()
+            log_z = math.log(sum(math.exp(v) for v in row))
+            out[b, t] = log_z - row[targets[b, t]] + z * log_z**2
+    return out
+
+
+@pytest.mark.parametrize("z", [0.0, 1e-4, 0.1])
+def test_cross_entropy_and_z_loss_match_their_definitions(z: float) -> None:
+    logits, targets = logits_of_order_5()
+    assert torch.allclose(token_losses(logits, targets, z).double(), reference(logits, targets, z), rtol=1e-5)
+
+
+def test_a_wrong_z_convention_is_caught() -> None:
+    """log(Z)^2, not Z^2 nor log(Z): the tolerance above separates them at logits of order 5."""
+    logits, targets = logits_of_order_5()
+    ce = reference(logits, targets, 0.0)
+    log_z = torch.logsumexp(logits, -1)
+    for wrong in (ce + 0.1 * log_z, ce + 0.1 * log_z.exp().square()):
+        assert not torch.allclose(token_losses(logits, targets, 0.1).double(), wrong, rtol=1e-5)
+
+
+def test_masked_tokens_do_not_count() -> None:
+    logits, targets = logits_of_order_5()
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[:, 3:] = True
+    loss, summed = micro_batch_loss(torch.nn.Identity(), logits, targets, mask, int(mask.sum()), 0.0, 0.0, 1)
+    want = reference(logits, targets, 0.0)[:, 3:].mean()
+    assert float(loss) == pytest.approx(float(want), rel=1e-6)
+    assert float(summed) == pytest.approx(float(want) * 6, rel=1e-6)
+
+
+def test_the_moe_load_balancing_loss_is_added_with_the_recipes_weight() -> None:
+    build = load_source(compile_spec(SPECS / "glam.toml", scale="tiny").files["model.py"]).build
+    torch.manual_seed(0)
+    model = build().train()
+    ids = torch.randint(0, 512, (2, 9))
+    logits = model(ids[:, :-1])
+    aux = model.aux_loss()
+    assert aux.requires_grad and aux.item() > 0
+    plain, _ = micro_batch_loss(model, logits, ids[:, 1:], None, 16, 0.0, 0.0, 1)
+    weighted, _ = micro_batch_loss(model, logits, ids[:, 1:], None, 16, 0.0, 0.01, 2)
+    assert (weighted - plain).item() == pytest.approx(0.01 * aux.item() / 2, rel=1e-4)  # fp32 difference
+    weighted.backward()
+    routers = [p for n, p in model.named_parameters() if "router" in n]
+    assert routers and all(p.grad is not None and p.grad.abs().sum() > 0 for p in routers)
+
+
+def test_prefix_lm_counts_only_what_the_prefix_cannot_see() -> None:
+    from taxonc.runtime.train.objectives import prefix_lengths, prefix_target_mask
+
+    lengths = prefix_lengths(0, 5, 100, 16)
+    assert lengths == prefix_lengths(0, 5, 100, 16) and lengths != prefix_lengths(0, 6, 100, 16)
+    assert min(lengths) >= 1 and max(lengths) <= 15
+    assert prefix_target_mask(4, 2, 8).tolist() == [[False] * 3 + [True] * 5] * 2
+
+
+def test_the_prefix_lm_loss_sees_no_future_token() -> None:
+    """Changing a counted target's token leaves every counted position's logits unchanged: the
+    prefix's bidirectional attention never reaches what the loss asks it to predict."""
+    from taxonc.runtime.train.objectives import prefix_target_mask
+
+    build = load_source(compile_spec(SPECS / "glm-130b.toml", scale="tiny").files["model.py"]).build
+    torch.manual_seed(0)
+    model = build().eval()
+    ids = torch.randint(0, 512, (1, 13))
+    P, mask = 5, prefix_target_mask(5, 1, 12)[0]
+    for j in torch.nonzero(mask).flatten().tolist():
+        changed = ids.clone()
+        changed[0, j + 1] = (changed[0, j + 1] + 1) % 512  # the target of position j
+        with torch.no_grad():
+            a, b = model(ids[:, :-1], prefix_len=P), model(changed[:, :-1], prefix_len=P)
+        assert torch.equal(a[0, : j + 1], b[0, : j + 1]), j
+    with torch.no_grad():  # the mask is needed: inside the prefix, a target is visible
+        changed = ids.clone()
+        changed[0, 2] += 1
+        assert not torch.equal(model(ids[:, :-1], prefix_len=P)[0, 1], model(changed[:, :-1], prefix_len=P)[0, 1])
+
+
+@pytest.mark.parametrize("raw", [8, 33, 64, 200])
+def test_span_corruption_splits_a_window_into_input_and_target_that_rebuild_it(raw: int) -> None:
+    import random
+
+    from taxonc.runtime.train.objectives import span_corruption, span_counts, span_lengths
+
+    sentinels, eos = list(range(1000, 1032)), 999
+    for seed in range(20):
+        tokens = random.Random(seed).choices(range(500), k=raw)
+        enc, tgt = span_corruption(tokens, random.Random(seed), sentinels, eos)
+        assert (len(enc), len(tgt)) == span_lengths(raw)
+        noise, spans = span_counts(raw)
+        assert sum(t in sentinels for t in enc) == sum(t in sentinels for t in tgt) == spans
+        assert len(tgt) - spans - 1 == noise  # the target holds exactly the noise tokens
+        # put every span back after its sentinel: the original window
+        fill, current = {}, None
+        for t in tgt[:-1]:
+            if t in sentinels:
+                current = t
+                fill[t] = []
+            else:
+                fill[current].append(t)
+        rebuilt = [x for t in enc[:-1] for x in (fill[t] if t in sentinels else [t])]
+        assert rebuilt == tokens and enc[-1] == tgt[-1] == eos
