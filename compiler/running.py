@@ -239,7 +239,7 @@ def run_generation(*, target: Path | None, prompt: str, scale: str | None, sets:
                 out.file.flush()
 
         result = generate(artifact.model, artifact.new_cache, spec, ids, config, max_new_tokens, seed,
-                          tok.stop_ids, on_token, decoder_start_id=decoder_start_fallback(tok))
+                          tok.stop_ids, on_token, fallback_start_id=decoder_start_fallback(tok))
         text = tok.decode([i for i in result.new_ids if i < tok.vocab_size])
         report = {
             "spec": spec["model"]["name"], "scale": artifact.lock.get("scale"), "tokenizer": tok.source,

@@ -51,11 +51,11 @@ def decoder_start(spec: dict[str, Any], fallback: int | None) -> int:
 
 
 def generation_inputs(spec: dict[str, Any], prompt_ids: torch.Tensor, total_len: int,
-                      decoder_start_id: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                      fallback_start_id: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The decoder's own prompt and the keyword inputs beyond it, for text generation.
 
     Encoder-decoder models read the prompt with the encoder and decode from `decoder_start`
-    (`decoder_start_id` is the fallback where the spec names no start id).
+    (`fallback_start_id` where the spec names no start id).
     Flamingo-style models get no image (zero media features). RETRO-style models get no
     retrieval (neighbours are padding ids), which exercises the path without a database.
     """
@@ -64,7 +64,7 @@ def generation_inputs(spec: dict[str, Any], prompt_ids: torch.Tensor, total_len:
     if "encoder_ids" not in kw:
         return prompt_ids, kw
     kw["encoder_ids"] = prompt_ids
-    start = decoder_start(spec, decoder_start_id)
+    start = decoder_start(spec, fallback_start_id)
     return torch.full((prompt_ids.shape[0], 1), start, dtype=torch.long), kw
 
 
@@ -80,12 +80,12 @@ def _checked(logits: torch.Tensor, step: int, budget: int) -> torch.Tensor:
 def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[str, Any], prompt: list[int],
              sampler: SamplerConfig, max_new_tokens: int, seed: int = 0, eos_id: int | Collection[int] | None = None,
              on_token: Callable[[int], None] | None = None, prefix_len: int | None = None,
-             decoder_start_id: int | None = None) -> Generation:
+             fallback_start_id: int | None = None) -> Generation:
     """Generate up to max_new_tokens after `prompt`; on_token is called as each token arrives.
 
     `eos_id` is one stop id or several (generation_config.json may list more than one, as
     transformers' generate accepts); beam search stops on the first of them only.
-    `decoder_start_id` is where an encoder-decoder's decoder starts when the spec sets no
+    `fallback_start_id` is where an encoder-decoder's decoder starts when the spec sets no
     tokenizer.decoder_start_id (the tokenizer's pad, else BOS id).
     """
     stops = frozenset([eos_id] if isinstance(eos_id, int) else eos_id or ())
@@ -95,7 +95,7 @@ def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[st
     context = spec["dims"]["context"]
     gen = torch.Generator().manual_seed(seed)
     ids = torch.tensor([prompt], dtype=torch.long)
-    decoder_prompt, kw = generation_inputs(spec, ids, len(prompt) + max_new_tokens, decoder_start_id)
+    decoder_prompt, kw = generation_inputs(spec, ids, len(prompt) + max_new_tokens, fallback_start_id)
     if decoder_prompt.shape[1] >= context:
         raise RuntimeFailure(f"the prompt has {decoder_prompt.shape[1]} tokens; the model's context is {context}")
     budget = min(max_new_tokens, context - decoder_prompt.shape[1])

@@ -95,7 +95,7 @@ def _recording_model(seen: list[list[int]]):
 @pytest.mark.parametrize("sampler", [SamplerConfig(kind="greedy"), SamplerConfig(kind="beam", num_beams=2)])
 def test_generate_feeds_the_start_id_not_the_prompt(sampler) -> None:
     seen: list[list[int]] = []
-    out = generate(_recording_model(seen), _Cache, _spec(2), [7, 8, 9], sampler, 3, decoder_start_id=4)
+    out = generate(_recording_model(seen), _Cache, _spec(2), [7, 8, 9], sampler, 3, fallback_start_id=4)
     assert seen[0] == [2]  # the spec's id, not the prompt's 7 nor the fallback 4
     assert out.prompt_ids == [7, 8, 9] and out.new_ids == [5, 5, 5]
 
