@@ -180,6 +180,7 @@ def run_generation(*, target: Path | None, prompt: str, scale: str | None, sets:
     from taxonc.runtime.fim import fim_prompt, fim_sentinel_ids
     from taxonc.runtime.generate import generate
     from taxonc.runtime.sampling import SamplerConfig
+    from taxonc.runtime.text_tokenizer import decoder_start_fallback
     from taxonc.runtime.tokenizer import PHF_BAD, PHF_GOOD
 
     _check_sampler(sampler["kind"])
@@ -238,7 +239,7 @@ def run_generation(*, target: Path | None, prompt: str, scale: str | None, sets:
                 out.file.flush()
 
         result = generate(artifact.model, artifact.new_cache, spec, ids, config, max_new_tokens, seed,
-                          tok.stop_ids, on_token)
+                          tok.stop_ids, on_token, fallback_start_id=decoder_start_fallback(tok))
         text = tok.decode([i for i in result.new_ids if i < tok.vocab_size])
         report = {
             "spec": spec["model"]["name"], "scale": artifact.lock.get("scale"), "tokenizer": tok.source,

@@ -29,10 +29,33 @@ class Generation:
         return steps / self.decode_s if self.decode_s > 0 and steps else 0.0
 
 
-def generation_inputs(spec: dict[str, Any], prompt_ids: torch.Tensor, total_len: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def decoder_start(spec: dict[str, Any], fallback: int | None) -> int:
+    """The id an encoder-decoder's decoder reads first: the spec's tokenizer.decoder_start_id, else
+    `fallback` (the tokenizer's pad, else BOS id: see text_tokenizer.decoder_start_fallback).
+
+    The prompt's own first token is never used: the decoder was trained to start from one fixed id
+    (T5 and Switch: the pad id, 0), and any other id gives other text than transformers' generate.
+    """
+    start = (spec.get("tokenizer") or {}).get("decoder_start_id")
+    key = "tokenizer.decoder_start_id" if start is not None else "the tokenizer's pad/BOS id"
+    start = start if start is not None else fallback
+    if start is None:
+        raise RuntimeFailure(f"{spec['model']['name']}: an encoder-decoder model needs the id its decoder starts from; "
+                             "the spec sets no tokenizer.decoder_start_id and the tokenizer has no pad or BOS token "
+                             "(set tokenizer.decoder_start_id in the spec)")
+    vocab = spec["dims"]["vocab_size"]
+    if not 0 <= start < vocab:
+        raise RuntimeFailure(f"{spec['model']['name']}: {key} {start} is not a row of the embedding's {vocab} rows "
+                             f"(allowed: 0..{vocab - 1})")
+    return start
+
+
+def generation_inputs(spec: dict[str, Any], prompt_ids: torch.Tensor, total_len: int,
+                      fallback_start_id: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The decoder's own prompt and the keyword inputs beyond it, for text generation.
 
-    Encoder-decoder models read the prompt with the encoder and decode from its first token.
+    Encoder-decoder models read the prompt with the encoder and decode from `decoder_start`
+    (`fallback_start_id` where the spec names no start id).
     Flamingo-style models get no image (zero media features). RETRO-style models get no
     retrieval (neighbours are padding ids), which exercises the path without a database.
     """
@@ -41,7 +64,8 @@ def generation_inputs(spec: dict[str, Any], prompt_ids: torch.Tensor, total_len:
     if "encoder_ids" not in kw:
         return prompt_ids, kw
     kw["encoder_ids"] = prompt_ids
-    return prompt_ids[:, :1], kw
+    start = decoder_start(spec, fallback_start_id)
+    return torch.full((prompt_ids.shape[0], 1), start, dtype=torch.long), kw
 
 
 def _checked(logits: torch.Tensor, step: int, budget: int) -> torch.Tensor:
@@ -55,11 +79,14 @@ def _checked(logits: torch.Tensor, step: int, budget: int) -> torch.Tensor:
 
 def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[str, Any], prompt: list[int],
              sampler: SamplerConfig, max_new_tokens: int, seed: int = 0, eos_id: int | Collection[int] | None = None,
-             on_token: Callable[[int], None] | None = None, prefix_len: int | None = None) -> Generation:
+             on_token: Callable[[int], None] | None = None, prefix_len: int | None = None,
+             fallback_start_id: int | None = None) -> Generation:
     """Generate up to max_new_tokens after `prompt`; on_token is called as each token arrives.
 
     `eos_id` is one stop id or several (generation_config.json may list more than one, as
     transformers' generate accepts); beam search stops on the first of them only.
+    `fallback_start_id` is where an encoder-decoder's decoder starts when the spec sets no
+    tokenizer.decoder_start_id (the tokenizer's pad, else BOS id).
     """
     stops = frozenset([eos_id] if isinstance(eos_id, int) else eos_id or ())
     eos_id = eos_id if isinstance(eos_id, int) or eos_id is None else next(iter(eos_id), None)
@@ -68,7 +95,7 @@ def generate(model: torch.nn.Module, new_cache: Callable[[], Any], spec: dict[st
     context = spec["dims"]["context"]
     gen = torch.Generator().manual_seed(seed)
     ids = torch.tensor([prompt], dtype=torch.long)
-    decoder_prompt, kw = generation_inputs(spec, ids, len(prompt) + max_new_tokens)
+    decoder_prompt, kw = generation_inputs(spec, ids, len(prompt) + max_new_tokens, fallback_start_id)
     if decoder_prompt.shape[1] >= context:
         raise RuntimeFailure(f"the prompt has {decoder_prompt.shape[1]} tokens; the model's context is {context}")
     budget = min(max_new_tokens, context - decoder_prompt.shape[1])

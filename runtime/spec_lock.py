@@ -45,6 +45,10 @@ class LockTraining(_Open):
     fim: LockFim | None = None
 
 
+class LockTokenizer(_Open):
+    decoder_start_id: int | None = Field(default=None, ge=0)
+
+
 class LockCrossAttention(_Open):
     kind: str
     media_dim: int | None = Field(default=None, ge=1)
@@ -57,6 +61,7 @@ class LockSpec(_Open):
     model: LockIdentity
     dims: LockDims
     training: LockTraining
+    tokenizer: LockTokenizer = Field(default_factory=LockTokenizer)
     encoder: dict[str, Any] | None = None
     cross_attention: LockCrossAttention | None = None
 

@@ -47,6 +47,7 @@ class TextTokenizer(Protocol):
     vocab_size: int
     bos_id: int | None
     eos_id: int | None
+    pad_id: int | None
 
     @property
     def stop_ids(self) -> tuple[int, ...]: ...
@@ -60,6 +61,16 @@ class TextTokenizer(Protocol):
     def check_ids(self, ids: Iterable[int]) -> None: ...
 
     def decode_stream(self) -> DecodeStream: ...
+
+
+def decoder_start_fallback(tokenizer: TextTokenizer) -> int | None:
+    """Where an encoder-decoder's decoder starts when its spec sets no tokenizer.decoder_start_id.
+
+    The pad id first: T5 and its descendants (Switch, FLAN-T5) start from pad, and so does
+    transformers' T5 when a config names no start id. Else BOS, the one id a tokenizer reserves
+    for the start of a sequence (taxonc-trained SentencePiece models have BOS and no pad).
+    """
+    return tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.bos_id
 
 
 def format_in(directory: Path) -> TokenizerFormat | None:

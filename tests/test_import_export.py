@@ -91,24 +91,42 @@ def test_imported_logits_match_transformers(imported, layout):
     assert err <= REL_TOL, f"{model_type}/{layout}: relative error {err:.3g}"
 
 
+def _hf_greedy(hf, model_type: str, prompt: list[int]) -> list[int]:
+    """transformers' own greedy generate: an encoder-decoder reads the prompt with its encoder and
+    its decoder starts wherever the checkpoint's generation config says."""
+    tokens = torch.tensor([prompt])
+    with torch.inference_mode():
+        out = hf.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=N_NEW, do_sample=False,
+                          pad_token_id=0, eos_token_id=None)
+    return out[0, 1:].tolist() if model_type in SEQ2SEQ else out[0, len(prompt):].tolist()
+
+
+PROMPT = ids(1, 5, seed=3)[0].tolist()  # an ordinary prompt: not prefixed with any start token
+
+
 def test_greedy_tokens_match_transformers_generate(imported):
     model_type, hf, artifacts = imported
     artifact = load(artifacts["single"])
-    # T5 and Switch decode from token 0 (their decoder_start_token_id); taxonc's encoder-decoder
-    # generation reads the prompt with the encoder and decodes from the prompt's first token
-    prompt = [0] + ids(1, 4, seed=3)[0].tolist() if model_type in SEQ2SEQ else ids(1, 5, seed=3)[0].tolist()
-    ours = generate(artifact.model, artifact.new_cache, artifact.spec, prompt, SamplerConfig(kind="greedy"), N_NEW)
-    with torch.inference_mode():
-        if model_type in SEQ2SEQ:
-            out = hf.generate(torch.tensor([prompt]), decoder_input_ids=torch.tensor([prompt[:1]]), max_new_tokens=N_NEW,
-                              do_sample=False, pad_token_id=0, eos_token_id=None)
-            theirs = out[0, 1:].tolist()
-        else:
-            out = hf.generate(torch.tensor([prompt]), max_new_tokens=N_NEW, do_sample=False, pad_token_id=0,
-                              eos_token_id=None)
-            theirs = out[0, len(prompt):].tolist()
-    assert ours.new_ids == theirs, model_type
+    assert PROMPT[0] != 0, "a prompt starting with T5's start id (0) would hide a decoder that starts from the prompt"
+    ours = generate(artifact.model, artifact.new_cache, artifact.spec, PROMPT, SamplerConfig(kind="greedy"), N_NEW)
+    assert ours.new_ids == _hf_greedy(hf, model_type, PROMPT), model_type
     assert len(ours.new_ids) == N_NEW
+
+
+@pytest.mark.parametrize("model_type", sorted(SEQ2SEQ))
+def test_a_wrong_decoder_start_breaks_greedy_agreement(model_type, tmp_path):
+    """The checkpoint's own start id is read (3 here, not T5's usual 0), and any other start id
+    gives other tokens, so the agreement above depends on the start id being right."""
+    hf = random_hf(model_type)
+    hf.config.decoder_start_token_id = hf.generation_config.decoder_start_token_id = 3
+    artifact = load(import_checkpoint(save(hf, tmp_path / "hf"), tmp_path / "art").out)
+    assert artifact.spec["tokenizer"]["decoder_start_id"] == 3 and PROMPT[0] not in (0, 3)
+    theirs = _hf_greedy(hf, model_type, PROMPT)
+    sampler = SamplerConfig(kind="greedy")
+    assert generate(artifact.model, artifact.new_cache, artifact.spec, PROMPT, sampler, N_NEW).new_ids == theirs
+    for wrong in (0, PROMPT[0]):  # T5's usual start id, and what taxonc used to do (the prompt's first token)
+        spec = {**artifact.spec, "tokenizer": {**artifact.spec["tokenizer"], "decoder_start_id": wrong}}
+        assert generate(artifact.model, artifact.new_cache, spec, PROMPT, sampler, N_NEW).new_ids != theirs, wrong
 
 
 def test_export_round_trip_loads_in_transformers(imported, tmp_path):
@@ -116,7 +134,10 @@ def test_export_round_trip_loads_in_transformers(imported, tmp_path):
     out = export_hf(artifacts["sharded"], tmp_path / "exported").out
     back, info = _auto(model_type).from_pretrained(out, dtype=torch.float32, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
-    assert type(back).__name__ == json.loads((out / "config.json").read_text())["architectures"][0]
+    config = json.loads((out / "config.json").read_text())
+    assert type(back).__name__ == config["architectures"][0]
+    if model_type in SEQ2SEQ:  # where the decoder starts comes back too
+        assert config["decoder_start_token_id"] == back.config.decoder_start_token_id == hf.config.decoder_start_token_id
     tokens, enc = ids(2, 40, seed=5), _encoder(model_type, 2)
     err = relative_error(_hf_logits(back.eval(), tokens, enc), _hf_logits(hf, tokens, enc))
     assert err <= REL_TOL, f"{model_type}: exported model differs by {err:.3g}"
@@ -128,6 +149,8 @@ def test_spec_values_name_their_origin(imported):
     values = [line for line in text.splitlines() if re.match(r"^\w+ = ", line)]
     assert values and all("  # " in line for line in values), text
     assert re.search(r"^vocab_size = 128  # config.json: vocab_size$", text, re.MULTILINE), text
+    start = re.search(r"^decoder_start_id = (\d+)  # config.json: decoder_start_token_id$", text, re.MULTILINE)
+    assert (start is not None) == (model_type in SEQ2SEQ), text
     lock = json.loads((artifacts["single"] / "spec.lock.json").read_text())
     assert lock["source"] == "spec.toml" and lock["imported_from"]["model_type"] == model_type
 

@@ -91,6 +91,8 @@ def _chunked(head: str, *tail: str) -> str:
     return VALID + '\n' + head + '[cross_attention]\nkind = "chunked"\n' + "".join(tail)
 
 
+_ENCODER_DECODER = edit('structure = "decoder"', 'structure = "encoder-decoder"') + "\n[encoder]\nn_layers = 2\ncontext = 64\n"
+
 CASES = {
     "unknown_key_suggests_the_right_one": Case(
         edit("n_layers = 4", "n_layer = 4"), "dims.n_layer", message="unknown key",
@@ -158,6 +160,15 @@ CASES = {
         "block.wiring", says=("chunked cross-attention",), allowed=("sequential",)),
     "encoder_only_for_encoder_decoder": Case(
         VALID + "\n[encoder]\nn_layers = 2\ncontext = 64\n", "encoder", says=("'decoder'",)),
+    "decoder_start_only_for_encoder_decoder": Case(
+        VALID + "\n[tokenizer]\ndecoder_start_id = 0\n", "tokenizer.decoder_start_id",
+        says=("only an encoder-decoder", "'decoder'"), allowed=("encoder-decoder",)),
+    "decoder_start_inside_the_embedding": Case(
+        _ENCODER_DECODER + "\n[tokenizer]\ndecoder_start_id = 256\n", "tokenizer.decoder_start_id",
+        says=("256", "embedding's 256 rows"), allowed=("0..255",)),
+    "decoder_start_not_negative": Case(
+        _ENCODER_DECODER + "\n[tokenizer]\ndecoder_start_id = -1\n", "tokenizer.decoder_start_id",
+        says=("greater than or equal to 0",)),
     "tokenizer_larger_than_embedding": Case(
         VALID + "\n[tokenizer]\nvocab_size = 300\n", "tokenizer.vocab_size", says=("256 rows",)),
     "name_must_be_a_slug": Case(edit('name = "toy"', 'name = "Toy Model\\n"'), "model.name", says=("slug",)),
@@ -193,6 +204,13 @@ def test_one_mistake_one_problem(case: Case, tmp_path: Path) -> None:
     assert all(a in p.allowed for a in case.allowed_has), p.allowed
     assert case.line is None or p.line == case.line
     assert case.file_suffix is None or p.file.endswith(case.file_suffix)
+
+
+@pytest.mark.parametrize("start", [0, 1, 255])
+def test_decoder_start_inside_the_embedding_loads(start: int, tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(_ENCODER_DECODER + f"\n[tokenizer]\ndecoder_start_id = {start}\n")
+    assert load_spec(path).spec.tokenizer.decoder_start_id == start
 
 
 def test_explicit_d_head_lifts_the_divisibility_rule(tmp_path: Path) -> None:

@@ -88,3 +88,11 @@ def test_extends_is_order_independent(raw: dict[str, Any], n_bases: int, rnd: ra
             results.append(load_spec(folder / "child.toml"))
     assert results[0].spec == model and results[1].spec == model
     assert results[0].digest == results[1].digest
+
+
+@given(spec=spec_dicts(), start=st.integers(0, 600))
+def test_a_decoder_start_is_allowed_exactly_inside_an_encoder_decoders_embedding(spec: dict[str, Any], start: int) -> None:
+    spec["tokenizer"] = {**spec["tokenizer"], "decoder_start_id": start}
+    named = [v for v in check_rules(ModelSpec.model_validate(spec)) if v[0] == "tokenizer.decoder_start_id"]
+    allowed = spec["model"]["structure"] == "encoder-decoder" and start < spec["dims"]["vocab_size"]
+    assert (named == []) == allowed, named

@@ -101,6 +101,9 @@ def _t5_keys(layers: int, d_model: int, heads: int) -> tuple[Key, ...]:
         Key("norm.eps", "layer_norm_epsilon", 1e-6),
         # T5 has no position limit; n_positions (512 in the released configs) is the pretraining input length
         Key("dims.context", "n_positions", 512), Key("encoder.context", "n_positions", 512),
+        # where generate starts the decoder (the released configs: 0, the pad id); transformers 5's
+        # classes have no default, so a config without it leaves the spec without it too
+        Key("tokenizer.decoder_start_id", "decoder_start_token_id", None),
     )
 
 

@@ -22,6 +22,8 @@ from .hf_schema import Config, Take, Values
 
 # the spec tables (and model.structure) that decide the function a model computes
 ARCHITECTURE = ("dims", "encoder", "attention", "position", "norm", "mlp", "block", "bias", "moe", "cross_attention")
+# and single keys of other tables that decide what generation computes
+GENERATION = ("tokenizer.decoder_start_id",)
 _DOCUMENTATION = ("source", "notes")
 
 
@@ -31,6 +33,8 @@ def spec_values(model_type: str, cfg: Config) -> Values:
     values: Values = dict(family.fixed)
     for key in family.keys:
         raw = family.read(cfg, key.hf, key.default)
+        if raw is None:  # an optional value the config leaves out (no class default): the spec leaves it out too
+            continue
         values[key.spec] = key.to_spec(raw, cfg) if key.to_spec else raw
     if family.derived:
         values.update(family.derived(cfg))
@@ -52,7 +56,8 @@ def mismatched_requirements(model_type: str, cfg: Config) -> dict[str, tuple[Any
 
 
 def architecture(spec: ModelSpec) -> Values:
-    """The values of a resolved spec that decide its function, flat ("table.key"), documentation left out."""
+    """The values of a resolved spec that decide its function (and where its decoder starts generating),
+    flat ("table.key"), documentation left out."""
     data = spec.model_dump(mode="json")
     out: Values = {"model.structure": data["model"]["structure"]}
     for table in ARCHITECTURE:
@@ -61,6 +66,9 @@ def architecture(spec: ModelSpec) -> Values:
             out[table] = content
             continue
         out.update({f"{table}.{k}": v for k, v in content.items() if k not in _DOCUMENTATION})
+    for dotted in GENERATION:
+        table, _, key = dotted.partition(".")
+        out[dotted] = data[table][key]
     return out
 
 

@@ -60,7 +60,8 @@ TRAINING = Meta("used in training only")
 SAME_FUNCTION = Meta("a precision or kernel choice; the function is the same")
 OTHER_HEADS = Meta("configures a head for another task, not the language model")
 
-# Keys any transformers config may carry that leave the inference function unchanged.
+# Keys any transformers config may carry that leave the inference function unchanged. Decoder-only
+# generation never reads decoder_start_token_id; the encoder-decoder families read it as a Key.
 COMMON: dict[str, Rule] = {
     **{k: Meta() for k in (
         "transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype", "use_cache",

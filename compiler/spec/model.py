@@ -384,6 +384,12 @@ class Tokenizer(Section):
     vocab_size: Vocab | None = Field(None, description="Real tokens; may be below dims.vocab_size when the embedding is padded.")
     byte_fallback: bool = Field(True, description="Unknown characters fall back to bytes, so any text encodes.")
     special_tokens: list[str] = Field(default_factory=list, description="Extra tokens the model was trained with.")
+    decoder_start_id: NonNegInt | None = Field(
+        None,
+        description="Encoder-decoder only: the token id the decoder reads first when it generates (transformers' "
+        "decoder_start_token_id; T5 and Switch start from the pad id, 0). Below dims.vocab_size. Left out, "
+        "`taxonc run` starts from the tokenizer's pad id, else its BOS id.",
+    )
     source: str = Field("", description="Where the tokenizer facts come from.")
 
 

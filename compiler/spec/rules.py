@@ -139,6 +139,15 @@ def _tokenizer_and_training(spec: ModelSpec) -> Iterator[Violation]:
         yield "tokenizer.vocab_size", f"{t.vocab_size} tokens do not fit the embedding's {spec.dims.vocab_size} rows", ()
     if t.kind == "bpe" and t.algorithm != "bpe":
         yield "tokenizer.algorithm", "only SentencePiece tokenizers choose an algorithm", ("bpe",)
+    if t.decoder_start_id is not None:
+        structure = spec.model.structure
+        if structure is not Structure.ENCODER_DECODER:
+            # a decoder-only or prefix LM continues its prompt; it has no separate decoder to start
+            yield ("tokenizer.decoder_start_id", f"only an encoder-decoder model starts its decoder from a token; "
+                   f"this one is {structure.value!r}", (Structure.ENCODER_DECODER.value,))
+        elif t.decoder_start_id >= spec.dims.vocab_size:
+            yield ("tokenizer.decoder_start_id", f"id {t.decoder_start_id} is not a row of the embedding's "
+                   f"{spec.dims.vocab_size} rows", (f"0..{spec.dims.vocab_size - 1}",))
     tr = spec.training
     if tr.batch_ramp and tr.batch_tokens and tr.batch_ramp.start_tokens > tr.batch_tokens:
         yield "training.batch_ramp.start_tokens", f"ramp starts above the final batch ({tr.batch_tokens:g} tokens)", ()

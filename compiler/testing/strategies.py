@@ -78,8 +78,10 @@ def spec_dicts(draw: st.DrawFn) -> dict[str, Any]:
             spec["cross_attention"] = {"kind": "chunked", "layers": {"indices": [n_layers - 1]}, "chunk_size": 16,
                                        "n_neighbours": 2, "neighbour_len": 24, "encoder_layers": 1,
                                        "encoder_d_model": 16, "encoder_n_heads": 2}
-    spec["tokenizer"] = draw(st.sampled_from([{"kind": "bpe"}, {"kind": "sentencepiece", "algorithm": "unigram"},
-                                              {"kind": "sentencepiece", "algorithm": "bpe"}]))
+    spec["tokenizer"] = dict(draw(st.sampled_from([{"kind": "bpe"}, {"kind": "sentencepiece", "algorithm": "unigram"},
+                                              {"kind": "sentencepiece", "algorithm": "bpe"}])))  # a copy: it may gain a key
+    if structure == "encoder-decoder" and draw(st.booleans()):
+        spec["tokenizer"]["decoder_start_id"] = draw(st.integers(0, spec["dims"]["vocab_size"] - 1))
     spec["training"] = {"tokens": float(draw(st.integers(1, 10**12))), "lr": draw(st.floats(1e-5, 1e-2)),
                         "mup": {"enabled": draw(st.booleans())}}
     if not spec["training"]["mup"]["enabled"] and draw(st.booleans()):
