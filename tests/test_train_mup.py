@@ -20,6 +20,7 @@ from taxonc.runtime.train.mup import lr_multipliers
 from taxonc.runtime.train.recipe import BatchSchedule, LrSchedule, OptimizerConfig, OptimizerKind, Recipe, ScheduleKind
 
 from .conftest import SPECS
+from .helpers import INHERIT_IDENTITY
 
 WIDTHS = (128, 256, 512)
 SEQ, MICRO, STEPS = 32, 4, 4
@@ -28,7 +29,7 @@ SEQ, MICRO, STEPS = 32, 4, 4
 def probe_spec(tmp: Path, mup: bool) -> Path:
     path = tmp / f"probe-{mup}.toml"
     path.write_text(f'''extends = "{(SPECS / 'llama').as_posix()}"
-[model]
+{INHERIT_IDENTITY}[model]
 name = "mup-probe"
 [dims]
 n_layers = 2
