@@ -57,13 +57,34 @@ def output_directory(path: Path, flag: str) -> Path:
     return path
 
 
-def write_directory(out_dir: Path, entries: dict[str, "str | bytes | Path | Callable[[BinaryIO], None]"]) -> None:
-    """Write a whole directory or nothing: every entry goes into a hidden sibling folder, which is
-    renamed to `out_dir` only after the last byte is on disk.
+Entry = "str | bytes | Path | Callable[[BinaryIO], None]"
 
-    An entry is text, bytes, a file to copy verbatim, or a function that streams into an open
-    binary handle (weights converted tensor by tensor). `out_dir` must not exist or be empty; an
-    exception anywhere removes the sibling and leaves `out_dir` as it was.
+
+def _write_entry(target: Path, content: "str | bytes | Path | Callable[[BinaryIO], None]") -> None:
+    """Write one new file, on disk when this returns: text, bytes, a file copied verbatim, or what a
+    function streams into the open binary handle (weights converted tensor by tensor)."""
+    import shutil
+
+    with open(target, "xb") as handle:
+        if isinstance(content, str):
+            handle.write(content.encode("utf-8"))
+        elif isinstance(content, bytes):
+            handle.write(content)
+        elif isinstance(content, Path):
+            with open(content, "rb") as source:
+                shutil.copyfileobj(source, handle, 1 << 20)
+        else:
+            content(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(target, default_file_mode())
+
+
+def write_directory(out_dir: Path, entries: dict[str, Entry]) -> None:
+    """Write a whole directory or nothing (a plain folder, such as an export for transformers): every
+    entry goes into a hidden sibling folder, which is renamed to `out_dir` only after the last byte
+    is on disk. `out_dir` must not exist or be empty; an exception anywhere removes the sibling and
+    leaves `out_dir` as it was. Artifacts go through write_artifact_files instead.
     """
     import shutil
 
@@ -75,20 +96,7 @@ def write_directory(out_dir: Path, entries: dict[str, "str | bytes | Path | Call
     try:
         os.chmod(staging, 0o777 & ~_umask())
         for name, content in entries.items():
-            target = staging / name
-            with open(target, "wb") as handle:
-                if isinstance(content, str):
-                    handle.write(content.encode("utf-8"))
-                elif isinstance(content, bytes):
-                    handle.write(content)
-                elif isinstance(content, Path):
-                    with open(content, "rb") as source:
-                        shutil.copyfileobj(source, handle, 1 << 20)
-                else:
-                    content(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(target, 0o666 & ~_umask())
+            _write_entry(staging / name, content)
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above
         os.replace(staging, out_dir)
@@ -103,26 +111,11 @@ def _umask() -> int:
     return mask
 
 
-def write_artifact_files(out_dir: Path, entries: dict[str, "str | bytes | Path | Callable[[BinaryIO], None]"]) -> None:
+def write_artifact_files(out_dir: Path, entries: dict[str, Entry]) -> None:
     """Write an artifact through taxonc.runtime's ArtifactWriter (staged, sealed by manifest.json,
     swapped in under a lock), with entries as write_directory takes them."""
-    import shutil
-
     from taxonc.runtime.artifact_store import ArtifactWriter
 
     with ArtifactWriter(out_dir) as staging:
         for name, content in entries.items():
-            if isinstance(content, str):
-                staging.write_text(name, content)
-            elif isinstance(content, bytes):
-                staging.write_bytes(name, content)
-            else:
-                with open(staging.file(name), "xb") as handle:
-                    if isinstance(content, Path):
-                        with open(content, "rb") as source:
-                            shutil.copyfileobj(source, handle, 1 << 20)
-                    else:
-                        content(handle)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.chmod(staging.file(name), default_file_mode())
+            _write_entry(staging.file(name), content)
