@@ -200,14 +200,25 @@ def read_spec_bytes(path: Path) -> bytes:
 
 
 def _too_deep_at(text: str, limit: int = MAX_DEPTH) -> tuple[int, int] | None:
-    """The (line, column) where arrays and inline tables first nest deeper than `limit`, or None.
+    """The (line, column) where arrays, inline tables or dotted keys first nest deeper than `limit`, or None.
 
     A linear scan that skips strings and comments: it runs before the TOML parser, whose recursion
-    a deep enough value would exhaust. Header brackets count too, but they close on their own line.
+    a deep enough value would exhaust, and which takes time quadratic in a dotted key's parts.
+    Header brackets count too, but they close on their own line. A dotted key is the run of text
+    before `=` or a header's `]`; values never hold more than one dot between separators.
     """
     depth, line, start, i, n = 0, 1, 0, 0, len(text)
+    dots, over = 0, None  # dots in the current key, and where they first passed the limit
     while i < n:
         c = text[i]
+        if c in "\n,[{}":
+            dots, over = 0, None
+        elif c == ".":
+            dots += 1
+            if dots == limit + 1:
+                over = (line, i - start + 1)
+        elif c in "=]" and over is not None:
+            return over
         if c == "\n":
             line, start = line + 1, i + 1
         elif c == "#":
