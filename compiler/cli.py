@@ -373,6 +373,27 @@ def diff(
 
 
 @app.command()
+def tree(
+    folder: Annotated[Path, typer.Argument(help="The folder of specs (searched for *.toml; recipes are left out).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="tree.svg, tree.png or tree.dot (default: DOT on stdout).")] = None,
+) -> None:
+    """Draw the family tree: every model spec a node, `extends` and lineage edges labelled with what they change."""
+    from .tree import family_tree, output_format, to_dot, write_tree
+
+    try:
+        if output is not None:
+            output_format(output)  # a wrong suffix is refused before any spec is read
+        dot = to_dot(family_tree(folder))
+        if output is None:
+            sys.stdout.write(dot)
+            return
+        write_tree(dot, output)
+    except TaxoncError as exc:
+        fail(exc)
+    out.print(f"wrote {output}", markup=False)
+
+
+@app.command()
 def matrix(
     paths: SpecPaths,
     fmt: Annotated[str, typer.Option("--format", help="table, markdown or csv")] = "table",
