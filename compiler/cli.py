@@ -492,8 +492,8 @@ def docs_cmd(
     check: Annotated[bool, typer.Option("--check", help="Only compare: exit 1 and name the stale files.")] = False,
     root: Annotated[Optional[Path], typer.Option("--root", help="The repository checkout (default: the one taxonc runs from).")] = None,
 ) -> None:
-    """Rewrite the generated sections of docs/ (model table, spec reference); --check only compares."""
-    from .docs import GENERATED, checkout_root, update_docs
+    """Rewrite the generated parts of docs/ (model table, spec reference, family tree); --check only compares."""
+    from .docs import GENERATED, GENERATED_FILES, checkout_root, update_docs
 
     root = root or checkout_root()
     missing = [name for name in GENERATED if not (root / name).is_file()]
@@ -505,7 +505,7 @@ def docs_cmd(
         err.print(f"stale generated sections in {names}: run taxonc docs", markup=False)
         raise typer.Exit(1)
     if check:
-        out.print("generated docs are current: " + ", ".join(GENERATED), markup=False)
+        out.print("generated docs are current: " + ", ".join([*GENERATED, *GENERATED_FILES]), markup=False)
     else:
         out.print("rewrote " + (names or "nothing (all current)"), markup=False)
 
