@@ -373,6 +373,27 @@ def diff(
 
 
 @app.command()
+def tree(
+    folder: Annotated[Path, typer.Argument(help="The folder of specs (searched for *.toml; recipes are left out).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="tree.svg, tree.png or tree.dot (default: DOT on stdout).")] = None,
+) -> None:
+    """Draw the family tree: every model spec a node, `extends` and lineage edges labelled with what they change."""
+    from .tree import family_tree, output_format, to_dot, write_tree
+
+    try:
+        if output is not None:
+            output_format(output)  # a wrong suffix is refused before any spec is read
+        dot = to_dot(family_tree(folder))
+        if output is None:
+            sys.stdout.write(dot)
+            return
+        write_tree(dot, output)
+    except TaxoncError as exc:
+        fail(exc)
+    out.print(f"wrote {output}", markup=False)
+
+
+@app.command()
 def matrix(
     paths: SpecPaths,
     fmt: Annotated[str, typer.Option("--format", help="table, markdown or csv")] = "table",
@@ -471,8 +492,8 @@ def docs_cmd(
     check: Annotated[bool, typer.Option("--check", help="Only compare: exit 1 and name the stale files.")] = False,
     root: Annotated[Optional[Path], typer.Option("--root", help="The repository checkout (default: the one taxonc runs from).")] = None,
 ) -> None:
-    """Rewrite the generated sections of docs/ (model table, spec reference); --check only compares."""
-    from .docs import GENERATED, checkout_root, update_docs
+    """Rewrite the generated parts of docs/ (model table, spec reference, family tree); --check only compares."""
+    from .docs import GENERATED, GENERATED_FILES, checkout_root, update_docs
 
     root = root or checkout_root()
     missing = [name for name in GENERATED if not (root / name).is_file()]
@@ -484,7 +505,7 @@ def docs_cmd(
         err.print(f"stale generated sections in {names}: run taxonc docs", markup=False)
         raise typer.Exit(1)
     if check:
-        out.print("generated docs are current: " + ", ".join(GENERATED), markup=False)
+        out.print("generated docs are current: " + ", ".join([*GENERATED, *GENERATED_FILES]), markup=False)
     else:
         out.print("rewrote " + (names or "nothing (all current)"), markup=False)
 

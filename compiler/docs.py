@@ -1,8 +1,8 @@
-"""Generated documentation: the model table and the spec reference, in docs/.
+"""Generated documentation: the model table, the spec reference and the family tree, in docs/.
 
 `taxonc docs` (or `python -m taxonc.compiler.docs`) rewrites the generated sections of
-docs/models.md and docs/spec-reference.md in place; `--check` exits 1 when one is stale (a test
-runs the check).
+docs/models.md and docs/spec-reference.md in place, and docs/tree.dot whole (`taxonc tree`'s
+DOT text); `--check` exits 1 when one is stale (a test runs the check).
 A generated section sits between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`;
 the prose around it is written by hand. The MLIR support table (docs/mlir-support.md) is
 generated the same way by benchmarks/mlir_support_table.py, which needs torch-mlir and IREE.
@@ -15,7 +15,7 @@ import types
 import typing
 from enum import Enum
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Callable, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -25,11 +25,18 @@ from .spec import is_abstract, load_spec
 from .spec.identity import IDENTITY_FIELDS
 from .spec.model import ModelSpec
 from .spec.schema_walk import union_members
+from .tree import family_tree, to_dot
 
 # Each generated file under the repository root, and the sections this module writes into it.
 GENERATED: dict[str, tuple[str, ...]] = {
     "docs/models.md": ("models",),
     "docs/spec-reference.md": ("reference",),
+}
+
+
+# Whole files under the repository root that are generated from the specs, and what writes each.
+GENERATED_FILES: dict[str, Callable[[Path], str]] = {
+    "docs/tree.dot": lambda root: to_dot(family_tree(root / "specs")),
 }
 
 
@@ -156,6 +163,13 @@ def update_docs(root: Path, check: bool = False) -> list[Path]:
             stale.append(path)
             if not check:
                 path.write_text(new)
+    for name, generate in GENERATED_FILES.items():
+        path = root / name
+        new = generate(root)
+        if not path.is_file() or path.read_text() != new:
+            stale.append(path)
+            if not check:
+                path.write_text(new)
     return stale
 
 
@@ -174,7 +188,7 @@ def main() -> None:
             print(f"{path.relative_to(root)}: generated sections are stale: run python -m taxonc.compiler.docs")
         if stale:
             raise SystemExit(1)
-        print("generated docs are current: " + ", ".join(GENERATED))
+        print("generated docs are current: " + ", ".join([*GENERATED, *GENERATED_FILES]))
         return
     stale = update_docs(root)
     print("rewrote " + (", ".join(str(p.relative_to(root)) for p in stale) if stale else "nothing (all current)"))

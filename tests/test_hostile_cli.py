@@ -68,7 +68,7 @@ def _one_line(args: list[str]) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("command", [["validate"], ["params"], ["params", "--json"], ["check", "--only", "param_count"], ["matrix"]])
+@pytest.mark.parametrize("command", [["validate"], ["params"], ["params", "--json"], ["check", "--only", "param_count"], ["matrix"], ["tree"]])
 def test_an_empty_directory_is_an_error_not_a_pass(tmp_path: Path, command: list[str]) -> None:
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)

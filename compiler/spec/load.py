@@ -546,6 +546,18 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Reso
     return ResolvedSpec(spec, file, origins, chain, spec_digest(spec), raw.abstract, ctx.positions)
 
 
+def extends_targets(path: str | Path) -> list[Path]:
+    """The files a spec's `extends` names directly, in the order written.
+
+    For a spec that load_spec accepted; it is what load_spec follows, one step up (the family tree
+    draws these edges).
+    """
+    path = _resolved(Path(path))
+    targets = tomllib.loads(read_spec_bytes(path).decode("utf-8")).get("extends", [])
+    targets = [targets] if isinstance(targets, str) else targets
+    return [t for t in (_resolve_target(path, target) for target in targets) if t is not None]
+
+
 def is_abstract(path: str | Path) -> bool:
     """True for recipe files (abstract = true), which describe no model on their own."""
     try:
