@@ -99,14 +99,15 @@ def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_fl
     objective = Objective.CAUSAL_LM
     if chosen is not None and chosen.method in SFT_METHODS:
         objective = Objective.SFT
-    elif chosen is None and t.objective in ("prefix-lm", "span-corruption"):
+    elif chosen is None and t.objective in ("prefix-lm", "span-corruption", "seq2seq"):
         objective = Objective(t.objective)
     elif chosen is None and t.objective != "causal-lm":
         hint = "; --set training.objective=prefix-lm trains it as a prefix LM" if spec.model.structure == "prefix-lm" else ""
         raise TaxoncError(f"{source}: training.objective = {t.objective!r} is not implemented by taxonc train "
-                          "(implemented: causal-lm, prefix-lm, span-corruption, and SFT for lineage stages "
+                          "(implemented: causal-lm, prefix-lm, span-corruption, seq2seq, and SFT for lineage stages "
                           f"sft/feedme/instruction-tuning){hint}")
-    wanted = {Objective.PREFIX_LM: "prefix-lm", Objective.SPAN_CORRUPTION: "encoder-decoder"}.get(objective, "decoder")
+    wanted = {Objective.PREFIX_LM: "prefix-lm", Objective.SPAN_CORRUPTION: "encoder-decoder",
+              Objective.SEQ2SEQ: "encoder-decoder"}.get(objective, "decoder")
     if spec.model.structure != wanted:
         raise TaxoncError(f"{source}: model.structure = {spec.model.structure.value!r}; the {objective.value} objective "
                           f"trains {wanted} models")
@@ -263,15 +264,23 @@ def _mup(request: TrainRequest, spec: ModelSpec):
 def _seq_len(request: TrainRequest, spec: ModelSpec, recipe) -> int:
     """--seq-len, else the context; span corruption's windows must fit the encoder (inputs) and
     the decoder (targets) after corruption."""
-    from taxonc.runtime.train.objectives import span_lengths
+    from taxonc.runtime.train.objectives import seq2seq_encoder_len, span_lengths
     from taxonc.runtime.train.recipe import Objective
 
+    encoder = spec.encoder.context if spec.encoder else spec.dims.context
+    if recipe.objective is Objective.SEQ2SEQ:
+        seq_len = request.seq_len or encoder + spec.dims.context
+        enc = seq2seq_encoder_len(seq_len, encoder, spec.dims.context)
+        if enc > encoder or seq_len - enc > spec.dims.context:
+            raise UsageError(f"--seq-len {seq_len}: seq2seq gives the encoder {enc} and the decoder {seq_len - enc} tokens; "
+                             f"the encoder takes {encoder} (encoder.context) and the decoder {spec.dims.context} "
+                             f"(dims.context), so --seq-len is at most {encoder + spec.dims.context}")
+        return seq_len
     if recipe.objective is not Objective.SPAN_CORRUPTION:
         seq_len = request.seq_len or spec.dims.context
         if seq_len > spec.dims.context:
             raise UsageError(f"--seq-len {seq_len} is longer than the model's context (dims.context = {spec.dims.context})")
         return seq_len
-    encoder = spec.encoder.context if spec.encoder else spec.dims.context
     seq_len = request.seq_len or encoder
     inputs, targets = span_lengths(seq_len)
     if inputs > encoder or targets > spec.dims.context:
@@ -290,6 +299,21 @@ def _sentinels(tok, seq_len: int) -> tuple[int, ...]:
         raise TaxoncError(f"{tok.source}: span corruption needs sentinel pieces {SENTINEL.format(0)} to "
                           f"{SENTINEL.format(needed - 1)}; use a tokenizer trained by taxonc train (no --tokenizer)")
     return tuple(ids)
+
+
+def _seq2seq_split(request: TrainRequest, spec: ModelSpec, tok, seq_len: int) -> tuple[int, int]:
+    """(encoder tokens per window, decoder start id): the split keeps the encoder-to-decoder
+    context ratio; the decoder starts where taxonc run's generate starts it."""
+    from taxonc.runtime.train.objectives import seq2seq_encoder_len
+
+    encoder = spec.encoder.context if spec.encoder else spec.dims.context
+    start = spec.tokenizer.decoder_start_id
+    if start is None:
+        start = tok.pad_id if tok.pad_id is not None else tok.bos_id
+    if start is None:
+        raise TaxoncError(f"{request.spec}: seq2seq needs the id the decoder starts from; the spec sets no "
+                          "tokenizer.decoder_start_id and the tokenizer has no pad or BOS piece")
+    return seq2seq_encoder_len(seq_len, encoder, spec.dims.context), start
 
 
 def _check_tp(request: TrainRequest, spec: ModelSpec) -> None:
@@ -369,6 +393,11 @@ def run_training(request: TrainRequest):
                          bf16=request.bf16, activation_checkpointing=request.activation_checkpointing,
                          compile=request.compile, max_steps=request.max_steps, tp=request.tp)
     sentinels = _sentinels(tok, seq_len) if recipe.objective is Objective.SPAN_CORRUPTION else ()
+    encoder_len, start_id = 0, 0
+    if recipe.objective is Objective.SEQ2SEQ:
+        encoder_len, start_id = _seq2seq_split(request, spec, tok, seq_len)
+        recipe = replace(recipe, notes=(*recipe.notes, f"seq2seq: the encoder reads {encoder_len} of each window's "
+                                        f"{seq_len} tokens, the decoder predicts {seq_len - encoder_len}"))
     job = Job(recipe, options, build, prepared, dict(compiled.files), compiled.digest, spec.model.name, tok_bytes, init_from,
-              sentinels, tok.eos_id)
+              sentinels, tok.eos_id, encoder_len, start_id)
     return world, recipe, prepared, train(job)

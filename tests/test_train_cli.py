@@ -111,6 +111,20 @@ def test_encoder_decoders_train_with_span_corruption(tmp_path: Path, corpus: Pat
     assert shipped.exit_code == 1 and "<extra_id_0>" in shipped.output
 
 
+def test_alphacode_trains_with_seq2seq(tmp_path: Path, corpus: Path) -> None:
+    """The encoder reads the first part of each window, the decoder predicts the rest."""
+    result = runner.invoke(app, tiny_args(SPECS / "alphacode.toml", corpus, tmp_path / "run", "--tokens", "512",
+                                          "--set", "training.lr=1e-3"))
+    assert result.exit_code == 0, result.output
+    assert "seq2seq: the encoder reads 11 of each window's 32 tokens, the decoder predicts 21" in result.output
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == [1, 2] and records[-1]["val_loss"] > 0
+    assert load(tmp_path / "run" / "model").model is not None
+    too_long = runner.invoke(app, [*tiny_args(SPECS / "alphacode.toml", corpus, tmp_path / "other", "--tokens", "512"),
+                                   "--seq-len", "200"])
+    assert too_long.exit_code == 2 and "encoder.context" in too_long.output
+
+
 def test_bad_numbers_are_usage_errors(tmp_path: Path, corpus: Path) -> None:
     result = runner.invoke(app, tiny_args(LLAMA, corpus, tmp_path / "run", "--micro-batch", "0"))
     assert result.exit_code == 2 and "--micro-batch must be >= 1" in result.output

@@ -127,3 +127,29 @@ def test_span_corruption_splits_a_window_into_input_and_target_that_rebuild_it(r
                 fill[current].append(t)
         rebuilt = [x for t in enc[:-1] for x in (fill[t] if t in sentinels else [t])]
         assert rebuilt == tokens and enc[-1] == tgt[-1] == eos
+
+
+@pytest.mark.parametrize(("raw", "encoder_len"), [(8, 3), (33, 11), (64, 42)])
+def test_seq2seq_gives_the_encoder_the_prefix_and_the_decoder_the_rest(raw: int, encoder_len: int) -> None:
+    """AlphaCode (Li et al. 2022, section 4.2): the encoder reads a file up to a pivot, the decoder
+    predicts what follows it, starting from its start id."""
+    from taxonc.runtime.train.objectives import seq2seq_batch
+
+    g = torch.Generator().manual_seed(raw)
+    ids = torch.randint(3, 500, (4, raw + 1), generator=g)  # windows of T+1 tokens, as the sampler gives
+    encoder, decoder_in, target = seq2seq_batch(ids, encoder_len, start_id=1)
+    window = ids[:, :-1]
+    assert torch.equal(encoder, window[:, :encoder_len])
+    assert torch.equal(torch.cat([encoder, target], dim=1), window)  # nothing lost, nothing repeated
+    assert torch.equal(decoder_in[:, 0], torch.ones(4, dtype=torch.long))
+    assert torch.equal(decoder_in[:, 1:], target[:, :-1])  # teacher forcing: one position behind
+
+
+def test_seq2seq_split_follows_the_contexts() -> None:
+    from taxonc.runtime.train.objectives import seq2seq_encoder_len
+
+    assert seq2seq_encoder_len(1536 + 768, 1536, 768) == 1536  # AlphaCode's own lengths
+    assert seq2seq_encoder_len(96, 32, 64) == 32
+    for t in range(2, 200):
+        e = seq2seq_encoder_len(t, 32, 64)
+        assert 1 <= e <= t - 1

@@ -28,7 +28,7 @@ from .init import materialize
 from .losses import micro_batch_loss, token_losses
 from .metrics import MetricsLog, ProgressBar, plot, read_metrics
 from .optim import build_optimizer, clip_gradients, set_lr
-from .objectives import prefix_lengths, prefix_target_mask, span_batch
+from .objectives import prefix_lengths, prefix_target_mask, seq2seq_batch, span_batch
 from .recipe import Objective, Recipe
 from .schedule import accumulation_steps, batch_tokens_at, lr_at, step_accumulation
 
@@ -66,6 +66,8 @@ class Job:
     init_from: Path | None = None  # a safetensors file to start from (a lineage stage's base model)
     sentinels: tuple[int, ...] = ()  # span corruption: the tokenizer's sentinel ids, in order
     eos_id: int = 2
+    encoder_len: int = 0  # seq2seq: tokens of each window the encoder reads
+    decoder_start_id: int = 0  # seq2seq: the id the decoder reads first (as taxonc run's generate starts it)
 
 
 @dataclass
@@ -241,6 +243,9 @@ def _model_inputs(job: Job, ids: torch.Tensor, step: int, first_row: int):
     if job.recipe.objective is Objective.SPAN_CORRUPTION:
         encoder, decoder_in, target = span_batch(ids[:, :-1], job.options.seed, step, first_row, list(job.sentinels),
                                                  job.eos_id)
+        return decoder_in, target, {"encoder_ids": encoder}
+    if job.recipe.objective is Objective.SEQ2SEQ:
+        encoder, decoder_in, target = seq2seq_batch(ids, job.encoder_len, job.decoder_start_id)
         return decoder_in, target, {"encoder_ids": encoder}
     return ids[:, :-1], ids[:, 1:], {}
 

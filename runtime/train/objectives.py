@@ -81,3 +81,24 @@ def span_batch(ids: torch.Tensor, seed: int, step: int, first_row: int, sentinel
     target = torch.tensor(targets)
     decoder_in = torch.cat([torch.full_like(target[:, :1], eos_id), target[:, :-1]], dim=1)  # start from EOS
     return torch.tensor(encoder), decoder_in, target
+
+
+# Seq2seq (AlphaCode, Li et al. 2022, section 4.2): a file is split at a pivot, the encoder reads
+# what comes before it and the decoder predicts what follows. Windows are packed from the whole
+# corpus, so a fixed split inside a window falls at an arbitrary place of a document; the split
+# keeps the model's own ratio of encoder to decoder context (AlphaCode: 1536 to 768 tokens), so
+# shapes are fixed and nothing is padded. AlphaCode's encoder also has a masked-LM loss; that
+# one is not computed here (the emitted model has no encoder output head).
+def seq2seq_encoder_len(seq_len: int, encoder_context: int, decoder_context: int) -> int:
+    """Tokens of a window of `seq_len` that the encoder reads; the decoder predicts the rest."""
+    share = round(seq_len * encoder_context / (encoder_context + decoder_context))
+    return max(1, min(seq_len - 1, share))
+
+
+def seq2seq_batch(ids: torch.Tensor, encoder_len: int, start_id: int):
+    """(encoder ids, decoder inputs, decoder targets) of windows [n, T+1]: the first `encoder_len`
+    of the T tokens go to the encoder, the decoder reads `start_id` then the targets shifted by one."""
+    raw = ids[:, :-1]
+    encoder, target = raw[:, :encoder_len], raw[:, encoder_len:]
+    decoder_in = torch.cat([torch.full_like(target[:, :1], start_id), target[:, :-1]], dim=1)
+    return encoder, decoder_in, target
