@@ -99,15 +99,10 @@ def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_fl
     objective = Objective.CAUSAL_LM
     if chosen is not None and chosen.method in SFT_METHODS:
         objective = Objective.SFT
-    elif chosen is None and t.objective in ("prefix-lm", "span-corruption", "seq2seq"):
-        objective = Objective(t.objective)
-    elif chosen is None and t.objective != "causal-lm":
-        hint = "; --set training.objective=prefix-lm trains it as a prefix LM" if spec.model.structure == "prefix-lm" else ""
-        raise TaxoncError(f"{source}: training.objective = {t.objective!r} is not implemented by taxonc train "
-                          "(implemented: causal-lm, prefix-lm, span-corruption, seq2seq, and SFT for lineage stages "
-                          f"sft/feedme/instruction-tuning){hint}")
-    wanted = {Objective.PREFIX_LM: "prefix-lm", Objective.SPAN_CORRUPTION: "encoder-decoder",
-              Objective.SEQ2SEQ: "encoder-decoder"}.get(objective, "decoder")
+    elif chosen is None:
+        objective = Objective(t.objective)  # every objective the schema allows is one the loop trains
+    wanted = {Objective.PREFIX_LM: "prefix-lm", Objective.BLANK_INFILLING: "prefix-lm",
+              Objective.SPAN_CORRUPTION: "encoder-decoder", Objective.SEQ2SEQ: "encoder-decoder"}.get(objective, "decoder")
     if spec.model.structure != wanted:
         raise TaxoncError(f"{source}: model.structure = {spec.model.structure.value!r}; the {objective.value} objective "
                           f"trains {wanted} models")
@@ -148,8 +143,10 @@ def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_fl
     return recipe
 
 
-def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world) -> tuple[object, bytes]:
-    """--tokenizer, else RUN_DIR/tokenizer.model from an earlier start, else one trained on the data."""
+def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world, extra_pieces: tuple[str, ...] = ()
+               ) -> tuple[object, bytes]:
+    """--tokenizer, else RUN_DIR/tokenizer.model from an earlier start, else one trained on the data
+    (with `extra_pieces`, the pieces the objective needs, among its special tokens)."""
     from taxonc.runtime.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer, train_tokenizer
     from taxonc.runtime.train.distributed import on_main
     from taxonc.runtime.train.objectives import SENTINEL, SENTINELS
@@ -171,7 +168,7 @@ def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world) -> tupl
                     break
             corpus = Path(tmp) / "corpus.txt"
             corpus.write_text("\n".join(text), encoding="utf-8")
-            specials = (*DEFAULT_SPECIAL_TOKENS, *(SENTINEL.format(i) for i in range(SENTINELS)))
+            specials = (*DEFAULT_SPECIAL_TOKENS, *(SENTINEL.format(i) for i in range(SENTINELS)), *extra_pieces)
             train_tokenizer(corpus, vocab, spec.tokenizer.algorithm, path, special_tokens=specials, num_threads=1)
 
     on_main(world, train_one)  # rank 0 decides and trains; the others wait for it, or fail with it
@@ -301,6 +298,18 @@ def _sentinels(tok, seq_len: int) -> tuple[int, ...]:
     return tuple(ids)
 
 
+def _blank_ids(tok):
+    """The tokenizer's [MASK], [gMASK], <sop> and <eop> ids (GLM-130B's pieces)."""
+    from taxonc.runtime.train.objectives import BLANK_PIECES, BlankIds
+
+    ids = [tok.token_id(piece) for piece in BLANK_PIECES]
+    if None in ids:
+        missing = [piece for piece, i in zip(BLANK_PIECES, ids) if i is None]
+        raise TaxoncError(f"{tok.source}: blank infilling needs the pieces {', '.join(BLANK_PIECES)}; the tokenizer lacks "
+                          f"{', '.join(missing)} (use a tokenizer trained by taxonc train: no --tokenizer)")
+    return BlankIds(*ids)
+
+
 def _seq2seq_split(request: TrainRequest, spec: ModelSpec, tok, seq_len: int) -> tuple[int, int]:
     """(encoder tokens per window, decoder start id): the split keeps the encoder-to-decoder
     context ratio; the decoder starts where taxonc run's generate starts it."""
@@ -347,6 +356,7 @@ def run_training(request: TrainRequest):
     from taxonc.runtime.train.data import Tokenizing, files_key, load_prepared, prepare
     from taxonc.runtime.train.distributed import on_main, start
     from taxonc.runtime.train.loop import Job, RunOptions, train
+    from taxonc.runtime.train.objectives import BLANK_PIECES
     from taxonc.runtime.train.recipe import Objective
 
     from .compile import compile_spec
@@ -376,7 +386,8 @@ def run_training(request: TrainRequest):
     files = corpus_files(request.data)
     skipped: list[Path] = []
     documents = lambda: read_documents(request.data, sft=sft, skipped=skipped)  # noqa: E731 - read twice
-    tok, tok_bytes = _tokenizer(request, spec, documents, world)
+    blank = recipe.objective is Objective.BLANK_INFILLING
+    tok, tok_bytes = _tokenizer(request, spec, documents, world, BLANK_PIECES if blank else ())
     how = Tokenizing(tok.encode, tok.eos_id, spec.dims.vocab_size, hashlib.sha256(tok_bytes).hexdigest(), recipe.fim,
                      fim_sentinel_ids(tok) if recipe.fim else None, request.seed, _feedback(request, spec, tok))
     data_dir = request.out / "data"
@@ -398,6 +409,7 @@ def run_training(request: TrainRequest):
         encoder_len, start_id = _seq2seq_split(request, spec, tok, seq_len)
         recipe = replace(recipe, notes=(*recipe.notes, f"seq2seq: the encoder reads {encoder_len} of each window's "
                                         f"{seq_len} tokens, the decoder predicts {seq_len - encoder_len}"))
+    blank_ids = _blank_ids(tok) if blank else None
     job = Job(recipe, options, build, prepared, dict(compiled.files), compiled.digest, spec.model.name, tok_bytes, init_from,
-              sentinels, tok.eos_id, encoder_len, start_id)
+              sentinels, tok.eos_id, encoder_len, start_id, blank_ids)
     return world, recipe, prepared, train(job)
