@@ -191,7 +191,7 @@ def test_blank_infilling_part_b_rebuilds_the_masked_spans_in_part_a(seq_len: int
 
 
 def test_blank_infilling_uses_both_masks_at_glm_130b_rates() -> None:
-    """GLM-130B (Zeng et al. 2022, section 2.2): [MASK] short spans on 30% of sequences, [gMASK]
+    """GLM-130B (Zeng et al. 2022, section 2.2, recalled): [MASK] short spans on 30% of sequences, [gMASK]
     on the rest; here drawn per micro-batch."""
     from taxonc.runtime.train.objectives import BlankIds, blank_batch
 

@@ -107,7 +107,7 @@ def seq2seq_batch(ids: torch.Tensor, encoder_len: int, start_id: int):
 
 
 # Blank infilling (GLM: Du et al. 2022, section 2.1) as GLM-130B trains it (Zeng et al. 2022,
-# section 2.2): [MASK] replaces short spans (15% of the text, mean length 3) in 30% of
+# section 2.2, recalled, not re-read this session): [MASK] replaces short spans (15% of the text, mean length 3) in 30% of
 # sequences, [gMASK] replaces everything after a kept prefix of uniform length in the rest.
 # Part A, the text with its masks, attends both ways (the model's prefix mask); part B lists
 # the spans in order, each read after a start token and predicted up to an end token, causally.
