@@ -128,7 +128,7 @@ def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_fl
     lr = LrSchedule(kind, t.lr, warmup * ratio, (t.decay_tokens or spec_tokens) * ratio, t.final_lr_fraction)
     optimizer = OptimizerConfig(
         OptimizerKind.ADAMW if t.optimizer in ("adam", "adamw") else OptimizerKind(t.optimizer),
-        (t.beta1, t.beta2), 1e-8, t.weight_decay, t.grad_clip)
+        (t.beta1, t.beta2), t.adam_eps, t.weight_decay, t.grad_clip)
     fim = FimConfig(t.fim.rate, FimMode(t.fim.mode)) if t.fim and t.fim.rate > 0 else None
     notes = [f"budget {budget:,} tokens = {ratio:.3g} x the spec's {spec_tokens:,.0f}: warmup {lr.warmup_tokens:,.0f}, "
              f"decay to {lr.decay_tokens:,.0f} tokens",
