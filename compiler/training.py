@@ -261,7 +261,7 @@ def _mup(request: TrainRequest, spec: ModelSpec):
 def _seq_len(request: TrainRequest, spec: ModelSpec, recipe) -> int:
     """--seq-len, else the context; span corruption's windows must fit the encoder (inputs) and
     the decoder (targets) after corruption."""
-    from taxonc.runtime.train.objectives import seq2seq_encoder_len, span_lengths
+    from taxonc.runtime.train.objectives import BLANK_MIN_LEN, seq2seq_encoder_len, span_lengths
     from taxonc.runtime.train.recipe import Objective
 
     encoder = spec.encoder.context if spec.encoder else spec.dims.context
@@ -273,6 +273,9 @@ def _seq_len(request: TrainRequest, spec: ModelSpec, recipe) -> int:
                              f"the encoder takes {encoder} (encoder.context) and the decoder {spec.dims.context} "
                              f"(dims.context), so --seq-len is at most {encoder + spec.dims.context}")
         return seq_len
+    if recipe.objective is Objective.BLANK_INFILLING and request.seq_len is not None and request.seq_len < BLANK_MIN_LEN:
+        raise UsageError(f"--seq-len {request.seq_len}: blank infilling needs at least {BLANK_MIN_LEN} tokens "
+                         "(a kept token, a mask, a start token and a blanked token)")
     if recipe.objective is not Objective.SPAN_CORRUPTION:
         seq_len = request.seq_len or spec.dims.context
         if seq_len > spec.dims.context:

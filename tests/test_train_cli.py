@@ -192,6 +192,8 @@ def test_glm_trains_with_blank_infilling(tmp_path: Path, corpus: Path) -> None:
     assert result.exit_code == 0, result.output
     records = read_metrics(tmp_path / "a" / "metrics.jsonl")
     assert [r["step"] for r in records if "loss" in r] == [1, 2] and records[-1]["val_loss"] > 0
+    short = runner.invoke(app, [*args, "--seq-len", "3"])
+    assert short.exit_code == 2 and "--seq-len 3: blank infilling needs at least 4 tokens" in short.output
 
 
 def test_a_prefix_lm_trains_with_the_prefix_objective(tmp_path: Path, corpus: Path) -> None:

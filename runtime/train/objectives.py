@@ -119,6 +119,7 @@ def seq2seq_batch(ids: torch.Tensor, encoder_len: int, start_id: int):
 # because the emitted model takes one prefix length per call.
 SHORT_MASK_SHARE = 0.3
 BLANK_PIECES = ("[MASK]", "[gMASK]", "<sop>", "<eop>")  # GLM-130B's icetk spells them so
+BLANK_MIN_LEN = 4  # a kept token, [gMASK], <sop> and one blanked token
 
 
 @dataclass(frozen=True)
