@@ -27,7 +27,9 @@ SEQ, MICRO, STEPS = 32, 4, 4
 
 def probe_spec(tmp: Path, mup: bool) -> Path:
     path = tmp / f"probe-{mup}.toml"
+    # a probe of LLaMA's block at other widths, not another model: it keeps LLaMA's identity
     path.write_text(f'''extends = "{(SPECS / 'llama').as_posix()}"
+inherits = ["model.title", "model.paper", "model.organization", "model.released", "published", "training.tokens"]
 [model]
 name = "mup-probe"
 [dims]
