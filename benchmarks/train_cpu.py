@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from taxonc.compiler.interop.hf import Dims, build_pair, hf_logits
+    from taxonc.compiler.interop.hf_pairs import Dims, build_pair, hf_logits
 
     dims = Dims(n_layers=args.layers, d_model=args.width, n_heads=max(1, args.width // 64), vocab_size=512,
                 context=max(args.seq, 64))

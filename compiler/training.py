@@ -99,14 +99,10 @@ def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_fl
     objective = Objective.CAUSAL_LM
     if chosen is not None and chosen.method in SFT_METHODS:
         objective = Objective.SFT
-    elif chosen is None and t.objective in ("prefix-lm", "span-corruption"):
-        objective = Objective(t.objective)
-    elif chosen is None and t.objective != "causal-lm":
-        hint = "; --set training.objective=prefix-lm trains it as a prefix LM" if spec.model.structure == "prefix-lm" else ""
-        raise TaxoncError(f"{source}: training.objective = {t.objective!r} is not implemented by taxonc train "
-                          "(implemented: causal-lm, prefix-lm, span-corruption, and SFT for lineage stages "
-                          f"sft/feedme/instruction-tuning){hint}")
-    wanted = {Objective.PREFIX_LM: "prefix-lm", Objective.SPAN_CORRUPTION: "encoder-decoder"}.get(objective, "decoder")
+    elif chosen is None:
+        objective = Objective(t.objective)  # every objective the schema allows is one the loop trains
+    wanted = {Objective.PREFIX_LM: "prefix-lm", Objective.BLANK_INFILLING: "prefix-lm",
+              Objective.SPAN_CORRUPTION: "encoder-decoder", Objective.SEQ2SEQ: "encoder-decoder"}.get(objective, "decoder")
     if spec.model.structure != wanted:
         raise TaxoncError(f"{source}: model.structure = {spec.model.structure.value!r}; the {objective.value} objective "
                           f"trains {wanted} models")
@@ -132,7 +128,7 @@ def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_fl
     lr = LrSchedule(kind, t.lr, warmup * ratio, (t.decay_tokens or spec_tokens) * ratio, t.final_lr_fraction)
     optimizer = OptimizerConfig(
         OptimizerKind.ADAMW if t.optimizer in ("adam", "adamw") else OptimizerKind(t.optimizer),
-        (t.beta1, t.beta2), 1e-8, t.weight_decay, t.grad_clip)
+        (t.beta1, t.beta2), t.adam_eps, t.weight_decay, t.grad_clip)
     fim = FimConfig(t.fim.rate, FimMode(t.fim.mode)) if t.fim and t.fim.rate > 0 else None
     notes = [f"budget {budget:,} tokens = {ratio:.3g} x the spec's {spec_tokens:,.0f}: warmup {lr.warmup_tokens:,.0f}, "
              f"decay to {lr.decay_tokens:,.0f} tokens",
@@ -147,8 +143,10 @@ def build_recipe(spec: ModelSpec, source: str, budget_flag: int | None, batch_fl
     return recipe
 
 
-def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world) -> tuple[object, bytes]:
-    """--tokenizer, else RUN_DIR/tokenizer.model from an earlier start, else one trained on the data."""
+def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world, extra_pieces: tuple[str, ...] = ()
+               ) -> tuple[object, bytes]:
+    """--tokenizer, else RUN_DIR/tokenizer.model from an earlier start, else one trained on the data
+    (with `extra_pieces`, the pieces the objective needs, among its special tokens)."""
     from taxonc.runtime.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer, train_tokenizer
     from taxonc.runtime.train.distributed import on_main
     from taxonc.runtime.train.objectives import SENTINEL, SENTINELS
@@ -170,7 +168,7 @@ def _tokenizer(request: TrainRequest, spec: ModelSpec, documents, world) -> tupl
                     break
             corpus = Path(tmp) / "corpus.txt"
             corpus.write_text("\n".join(text), encoding="utf-8")
-            specials = (*DEFAULT_SPECIAL_TOKENS, *(SENTINEL.format(i) for i in range(SENTINELS)))
+            specials = (*DEFAULT_SPECIAL_TOKENS, *(SENTINEL.format(i) for i in range(SENTINELS)), *extra_pieces)
             train_tokenizer(corpus, vocab, spec.tokenizer.algorithm, path, special_tokens=specials, num_threads=1)
 
     on_main(world, train_one)  # rank 0 decides and trains; the others wait for it, or fail with it
@@ -263,15 +261,26 @@ def _mup(request: TrainRequest, spec: ModelSpec):
 def _seq_len(request: TrainRequest, spec: ModelSpec, recipe) -> int:
     """--seq-len, else the context; span corruption's windows must fit the encoder (inputs) and
     the decoder (targets) after corruption."""
-    from taxonc.runtime.train.objectives import span_lengths
+    from taxonc.runtime.train.objectives import BLANK_MIN_LEN, seq2seq_encoder_len, span_lengths
     from taxonc.runtime.train.recipe import Objective
 
+    encoder = spec.encoder.context if spec.encoder else spec.dims.context
+    if recipe.objective is Objective.SEQ2SEQ:
+        seq_len = request.seq_len or encoder + spec.dims.context
+        enc = seq2seq_encoder_len(seq_len, encoder, spec.dims.context)
+        if enc > encoder or seq_len - enc > spec.dims.context:
+            raise UsageError(f"--seq-len {seq_len}: seq2seq gives the encoder {enc} and the decoder {seq_len - enc} tokens; "
+                             f"the encoder takes {encoder} (encoder.context) and the decoder {spec.dims.context} "
+                             f"(dims.context), so --seq-len is at most {encoder + spec.dims.context}")
+        return seq_len
+    if recipe.objective is Objective.BLANK_INFILLING and request.seq_len is not None and request.seq_len < BLANK_MIN_LEN:
+        raise UsageError(f"--seq-len {request.seq_len}: blank infilling needs at least {BLANK_MIN_LEN} tokens "
+                         "(a kept token, a mask, a start token and a blanked token)")
     if recipe.objective is not Objective.SPAN_CORRUPTION:
         seq_len = request.seq_len or spec.dims.context
         if seq_len > spec.dims.context:
             raise UsageError(f"--seq-len {seq_len} is longer than the model's context (dims.context = {spec.dims.context})")
         return seq_len
-    encoder = spec.encoder.context if spec.encoder else spec.dims.context
     seq_len = request.seq_len or encoder
     inputs, targets = span_lengths(seq_len)
     if inputs > encoder or targets > spec.dims.context:
@@ -290,6 +299,33 @@ def _sentinels(tok, seq_len: int) -> tuple[int, ...]:
         raise TaxoncError(f"{tok.source}: span corruption needs sentinel pieces {SENTINEL.format(0)} to "
                           f"{SENTINEL.format(needed - 1)}; use a tokenizer trained by taxonc train (no --tokenizer)")
     return tuple(ids)
+
+
+def _blank_ids(tok):
+    """The tokenizer's [MASK], [gMASK], <sop> and <eop> ids (GLM-130B's pieces)."""
+    from taxonc.runtime.train.objectives import BLANK_PIECES, BlankIds
+
+    ids = [tok.token_id(piece) for piece in BLANK_PIECES]
+    if None in ids:
+        missing = [piece for piece, i in zip(BLANK_PIECES, ids) if i is None]
+        raise TaxoncError(f"{tok.source}: blank infilling needs the pieces {', '.join(BLANK_PIECES)}; the tokenizer lacks "
+                          f"{', '.join(missing)} (use a tokenizer trained by taxonc train: no --tokenizer)")
+    return BlankIds(*ids)
+
+
+def _seq2seq_split(request: TrainRequest, spec: ModelSpec, tok, seq_len: int) -> tuple[int, int]:
+    """(encoder tokens per window, decoder start id): the split keeps the encoder-to-decoder
+    context ratio; the decoder starts where taxonc run's generate starts it."""
+    from taxonc.runtime.train.objectives import seq2seq_encoder_len
+
+    encoder = spec.encoder.context if spec.encoder else spec.dims.context
+    start = spec.tokenizer.decoder_start_id
+    if start is None:
+        start = tok.pad_id if tok.pad_id is not None else tok.bos_id
+    if start is None:
+        raise TaxoncError(f"{request.spec}: seq2seq needs the id the decoder starts from; the spec sets no "
+                          "tokenizer.decoder_start_id and the tokenizer has no pad or BOS piece")
+    return seq2seq_encoder_len(seq_len, encoder, spec.dims.context), start
 
 
 def _check_tp(request: TrainRequest, spec: ModelSpec) -> None:
@@ -323,6 +359,7 @@ def run_training(request: TrainRequest):
     from taxonc.runtime.train.data import Tokenizing, files_key, load_prepared, prepare
     from taxonc.runtime.train.distributed import on_main, start
     from taxonc.runtime.train.loop import Job, RunOptions, train
+    from taxonc.runtime.train.objectives import BLANK_PIECES
     from taxonc.runtime.train.recipe import Objective
 
     from .compile import compile_spec
@@ -352,7 +389,8 @@ def run_training(request: TrainRequest):
     files = corpus_files(request.data)
     skipped: list[Path] = []
     documents = lambda: read_documents(request.data, sft=sft, skipped=skipped)  # noqa: E731 - read twice
-    tok, tok_bytes = _tokenizer(request, spec, documents, world)
+    blank = recipe.objective is Objective.BLANK_INFILLING
+    tok, tok_bytes = _tokenizer(request, spec, documents, world, BLANK_PIECES if blank else ())
     how = Tokenizing(tok.encode, tok.eos_id, spec.dims.vocab_size, hashlib.sha256(tok_bytes).hexdigest(), recipe.fim,
                      fim_sentinel_ids(tok) if recipe.fim else None, request.seed, _feedback(request, spec, tok))
     data_dir = request.out / "data"
@@ -369,6 +407,12 @@ def run_training(request: TrainRequest):
                          bf16=request.bf16, activation_checkpointing=request.activation_checkpointing,
                          compile=request.compile, max_steps=request.max_steps, tp=request.tp)
     sentinels = _sentinels(tok, seq_len) if recipe.objective is Objective.SPAN_CORRUPTION else ()
+    encoder_len, start_id = 0, 0
+    if recipe.objective is Objective.SEQ2SEQ:
+        encoder_len, start_id = _seq2seq_split(request, spec, tok, seq_len)
+        recipe = replace(recipe, notes=(*recipe.notes, f"seq2seq: the encoder reads {encoder_len} of each window's "
+                                        f"{seq_len} tokens, the decoder predicts {seq_len - encoder_len}"))
+    blank_ids = _blank_ids(tok) if blank else None
     job = Job(recipe, options, build, prepared, dict(compiled.files), compiled.digest, spec.model.name, tok_bytes, init_from,
-              sentinels, tok.eos_id)
+              sentinels, tok.eos_id, encoder_len, start_id, blank_ids)
     return world, recipe, prepared, train(job)

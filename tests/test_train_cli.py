@@ -111,6 +111,20 @@ def test_encoder_decoders_train_with_span_corruption(tmp_path: Path, corpus: Pat
     assert shipped.exit_code == 1 and "<extra_id_0>" in shipped.output
 
 
+def test_alphacode_trains_with_seq2seq(tmp_path: Path, corpus: Path) -> None:
+    """The encoder reads the first part of each window, the decoder predicts the rest."""
+    result = runner.invoke(app, tiny_args(SPECS / "alphacode.toml", corpus, tmp_path / "run", "--tokens", "512",
+                                          "--set", "training.lr=1e-3"))
+    assert result.exit_code == 0, result.output
+    assert "seq2seq: the encoder reads 11 of each window's 32 tokens, the decoder predicts 21" in result.output
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == [1, 2] and records[-1]["val_loss"] > 0
+    assert load(tmp_path / "run" / "model").model is not None
+    too_long = runner.invoke(app, [*tiny_args(SPECS / "alphacode.toml", corpus, tmp_path / "other", "--tokens", "512"),
+                                   "--seq-len", "200"])
+    assert too_long.exit_code == 2 and "encoder.context" in too_long.output
+
+
 def test_bad_numbers_are_usage_errors(tmp_path: Path, corpus: Path) -> None:
     result = runner.invoke(app, tiny_args(LLAMA, corpus, tmp_path / "run", "--micro-batch", "0"))
     assert result.exit_code == 2 and "--micro-batch must be >= 1" in result.output
@@ -167,11 +181,23 @@ def test_feedback_conditioning_needs_a_scorer_and_uses_it(tmp_path: Path, corpus
     assert good in labels and bad in labels
 
 
+def test_glm_trains_with_blank_infilling(tmp_path: Path, corpus: Path) -> None:
+    glm = SPECS / "glm-130b.toml"
+    args = tiny_args(glm, corpus, tmp_path / "a", "--tokens", "512", "--set", "training.lr=1e-3")
+    shipped = runner.invoke(app, args)  # the shipped tokenizer has no [MASK] pieces
+    assert shipped.exit_code == 1 and "blank infilling needs the pieces [MASK], [gMASK], <sop>, <eop>" in shipped.output
+    at = args.index("--tokenizer")
+    del args[at : at + 2]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    records = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == [1, 2] and records[-1]["val_loss"] > 0
+    short = runner.invoke(app, [*args, "--seq-len", "3"])
+    assert short.exit_code == 2 and "--seq-len 3: blank infilling needs at least 4 tokens" in short.output
+
+
 def test_a_prefix_lm_trains_with_the_prefix_objective(tmp_path: Path, corpus: Path) -> None:
     glm = SPECS / "glm-130b.toml"
-    refused = runner.invoke(app, tiny_args(glm, corpus, tmp_path / "a", "--tokens", "512", "--set", "training.lr=1e-3"))
-    assert refused.exit_code == 1 and "'blank-infilling' is not implemented" in refused.output
-    assert "--set training.objective=prefix-lm" in refused.output
     result = runner.invoke(app, tiny_args(glm, corpus, tmp_path / "b", "--tokens", "512", "--set", "training.lr=1e-3",
                                           "--set", "training.objective=prefix-lm"))
     assert result.exit_code == 0, result.output

@@ -1,4 +1,7 @@
-"""The same command under torchrun: 2 CPU processes (gloo), FSDP2 per block, equal to one process."""
+"""The same command under torchrun: 2 CPU processes (gloo), FSDP2 per block, equal to one process.
+
+The FSDP equality runs by default (issue 12: CI proves it), one torchrun launch of a tiny model
+with one thread per rank (about 20 s); the data-error and tensor-parallel launches stay slow."""
 
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ STEPS = 20
 
 def run_args(corpus: Path, out: Path, micro_batch: int) -> list[str]:
     # the global batch is 2 x 4 sequences of 32 either way: one process of micro-batch 8 or two of 4
-    return [*tiny_args(LLAMA, corpus, out, "--tokens", str(256 * STEPS), "--eval-every", "10",
+    # --eval-every 0: evaluate once, at the end; the test compares the training losses
+    return [*tiny_args(LLAMA, corpus, out, "--tokens", str(256 * STEPS), "--eval-every", "0",
                        "--set", "training.lr=3e-3"), "--micro-batch", str(micro_batch)]
 
 
@@ -31,15 +35,14 @@ def losses(run: Path) -> list[float]:
     return [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
 
 
-@pytest.mark.slow
 def test_two_processes_with_fsdp_equal_one(tmp_path: Path) -> None:
-    corpus = stdlib_corpus(tmp_path / "corpus", max_files=12)
+    corpus = stdlib_corpus(tmp_path / "corpus", max_files=6)
     single = CliRunner().invoke(app, run_args(corpus, tmp_path / "one", micro_batch=8))
     assert single.exit_code == 0, single.output
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "taxonc.compiler.cli", *run_args(corpus, tmp_path / "two", micro_batch=4)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     (marker,) = (tmp_path / "two" / "checkpoints").glob("step-*/COMPLETE")
     assert json.loads(marker.read_text())["world"] == 2  # it really ran as two ranks

@@ -127,3 +127,77 @@ def test_span_corruption_splits_a_window_into_input_and_target_that_rebuild_it(r
                 fill[current].append(t)
         rebuilt = [x for t in enc[:-1] for x in (fill[t] if t in sentinels else [t])]
         assert rebuilt == tokens and enc[-1] == tgt[-1] == eos
+
+
+@pytest.mark.parametrize(("raw", "encoder_len"), [(8, 3), (33, 11), (64, 42)])
+def test_seq2seq_gives_the_encoder_the_prefix_and_the_decoder_the_rest(raw: int, encoder_len: int) -> None:
+    """AlphaCode (Li et al. 2022, section 4.2): the encoder reads a file up to a pivot, the decoder
+    predicts what follows it, starting from its start id."""
+    from taxonc.runtime.train.objectives import seq2seq_batch
+
+    g = torch.Generator().manual_seed(raw)
+    ids = torch.randint(3, 500, (4, raw + 1), generator=g)  # windows of T+1 tokens, as the sampler gives
+    encoder, decoder_in, target = seq2seq_batch(ids, encoder_len, start_id=1)
+    window = ids[:, :-1]
+    assert torch.equal(encoder, window[:, :encoder_len])
+    assert torch.equal(torch.cat([encoder, target], dim=1), window)  # nothing lost, nothing repeated
+    assert torch.equal(decoder_in[:, 0], torch.ones(4, dtype=torch.long))
+    assert torch.equal(decoder_in[:, 1:], target[:, :-1])  # teacher forcing: one position behind
+
+
+def test_seq2seq_split_follows_the_contexts() -> None:
+    from taxonc.runtime.train.objectives import seq2seq_encoder_len
+
+    assert seq2seq_encoder_len(1536 + 768, 1536, 768) == 1536  # AlphaCode's own lengths
+    assert seq2seq_encoder_len(96, 32, 64) == 32
+    for t in range(2, 200):
+        e = seq2seq_encoder_len(t, 32, 64)
+        assert 1 <= e <= t - 1
+
+
+BLANK = {"mask": 900, "gmask": 901, "start": 902, "end": 903}
+
+
+@pytest.mark.parametrize("seq_len", [16, 32, 64, 128])
+def test_blank_infilling_part_b_rebuilds_the_masked_spans_in_part_a(seq_len: int) -> None:
+    """GLM (Du et al. 2022, section 2.1): part A is the text with each span replaced by [MASK]
+    ([gMASK] for one span to the end); part B lists the spans, each read after a start token and
+    predicted up to an end token; only part B counts. Filling each mask with its span gives the text."""
+    from taxonc.runtime.train.objectives import BlankIds, blank_batch
+
+    ids_of = BlankIds(**BLANK)
+    g = torch.Generator().manual_seed(seq_len)
+    for step in range(12):
+        ids = torch.randint(3, 500, (8, seq_len + 1), generator=g)
+        x, y, counted, prefixes = blank_batch(ids, seed=1, step=step, micro_batch=4, ids=ids_of)
+        assert x.shape == y.shape == counted.shape == (8, seq_len) and len(prefixes) == 2
+        for r in range(8):
+            a_len = prefixes[r // 4]
+            a, b, labels = x[r, :a_len].tolist(), x[r, a_len:].tolist(), y[r, a_len:].tolist()
+            assert counted[r].tolist() == [False] * a_len + [True] * (seq_len - a_len)
+            starts = [i for i, t in enumerate(b) if t == BLANK["start"]]
+            spans = [labels[i:j][:-1] for i, j in zip(starts, [*starts[1:], len(b)])]
+            assert all(labels[j - 1] == BLANK["end"] for j in [*starts[1:], len(b)])  # each span ends with [end]
+            for i, j in zip(starts, [*starts[1:], len(b)]):  # teacher forcing inside part B
+                assert b[i + 1 : j] == labels[i : j - 1]
+            masks = [t for t in a if t in (BLANK["mask"], BLANK["gmask"])]
+            assert len(masks) == len(spans) >= 1
+            if masks == [BLANK["gmask"]]:
+                assert a[-1] == BLANK["gmask"]  # [gMASK] blanks everything after the kept prefix
+            filled = iter(spans)
+            text = [t for tok in a for t in (next(filled) if tok in (BLANK["mask"], BLANK["gmask"]) else [tok])]
+            assert text == ids[r, : len(text)].tolist()  # the window's own text, from its start
+            assert len(text) >= seq_len - 2 * len(spans) - 1
+
+
+def test_blank_infilling_uses_both_masks_at_glm_130b_rates() -> None:
+    """GLM-130B (Zeng et al. 2022, section 2.2, recalled): [MASK] short spans on 30% of sequences, [gMASK]
+    on the rest; here drawn per micro-batch."""
+    from taxonc.runtime.train.objectives import BlankIds, blank_batch
+
+    ids = torch.randint(3, 500, (2, 65), generator=torch.Generator().manual_seed(0))
+    short = 0
+    for step in range(400):
+        x, _, _, _ = blank_batch(ids, seed=0, step=step, micro_batch=2, ids=BlankIds(**BLANK))
+        short += int((x[0] == BLANK["mask"]).any())
+    assert 0.24 < short / 400 < 0.36

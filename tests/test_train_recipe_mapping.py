@@ -64,7 +64,21 @@ def test_missing_fields_are_named(name: str, missing: list[str]) -> None:
     assert f"lacks {', '.join(missing)}," in str(err.value)
 
 
-def test_objectives_that_are_not_implemented_say_so() -> None:
-    with pytest.raises(TaxoncError, match="'blank-infilling' is not implemented"):
-        recipe("glm-130b", 1000, 100, training={"lr": 1e-3})
+def test_every_objective_of_the_schema_maps_to_one_the_loop_trains() -> None:
+    assert recipe("glm-130b", 1000, 100, training={"lr": 1e-3}).objective is Objective.BLANK_INFILLING
     assert recipe("t5", 1000, 100).objective is Objective.SPAN_CORRUPTION
+    assert recipe("alphacode", 1000, 100).objective is Objective.SEQ2SEQ
+    with pytest.raises(TaxoncError, match="the blank-infilling objective trains prefix-lm models"):
+        recipe("llama", 1000, 100, training={"objective": "blank-infilling"})
+
+
+def test_adam_eps_comes_from_the_spec_and_reaches_the_optimizer() -> None:
+    import torch
+
+    from taxonc.runtime.train.optim import build_optimizer
+
+    assert recipe("gpt3", 1000, 100).optimizer.eps == 1e-8  # Brown et al. 2020, appendix B
+    chosen = recipe("gpt3", 1000, 100, training={"adam_eps": 1e-5}).optimizer
+    assert chosen.eps == 1e-5
+    optimizer = build_optimizer(torch.nn.Linear(3, 3), chosen, lr=1e-3)
+    assert {g["eps"] for g in optimizer.param_groups} == {1e-5}

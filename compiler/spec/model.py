@@ -435,6 +435,10 @@ class Training(Section):
     lr: PosFloat | None = Field(None, description="Peak learning rate.")
     beta1: Fraction = Field(0.9, description="Adam beta1.")
     beta2: Fraction = Field(0.95, description="Adam beta2.")
+    adam_eps: PosFloat = Field(
+        1e-8, description="Adam epsilon, added to the root of the second moment (GPT-3: 1e-8, Brown et al. 2020, "
+        "appendix B; Llama 2: 1e-5, Touvron et al. 2023b, section 2.2). Unused by Adafactor and SGD."
+    )
     weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(0.1, description="Weight decay.")
     grad_clip: PosFloat | None = Field(1.0, description="Global gradient-norm clip.")
     z_loss: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(

@@ -28,7 +28,7 @@ from .init import materialize
 from .losses import micro_batch_loss, token_losses
 from .metrics import MetricsLog, ProgressBar, plot, read_metrics
 from .optim import build_optimizer, clip_gradients, set_lr
-from .objectives import prefix_lengths, prefix_target_mask, span_batch
+from .objectives import BlankIds, blank_batch, prefix_lengths, prefix_target_mask, seq2seq_batch, span_batch
 from .recipe import Objective, Recipe
 from .schedule import accumulation_steps, batch_tokens_at, lr_at, step_accumulation
 
@@ -66,6 +66,9 @@ class Job:
     init_from: Path | None = None  # a safetensors file to start from (a lineage stage's base model)
     sentinels: tuple[int, ...] = ()  # span corruption: the tokenizer's sentinel ids, in order
     eos_id: int = 2
+    encoder_len: int = 0  # seq2seq: tokens of each window the encoder reads
+    decoder_start_id: int = 0  # seq2seq: the id the decoder reads first (as taxonc run's generate starts it)
+    blank_ids: BlankIds | None = None  # blank infilling: [MASK], [gMASK], start and end of a span
 
 
 @dataclass
@@ -96,7 +99,7 @@ def _check_data(job: Job, windows: Windows, micro_tokens: int, world: World) -> 
 
 def _evaluate(job: Job, model: torch.nn.Module, windows: Windows, autocast) -> float:
     """Mean loss per counted token on the first eval_windows windows of the validation split
-    (prefix LMs with no prefix; span corruption with a fixed seed)."""
+    (prefix LMs and blank infilling: plain next-token loss with no prefix; span corruption with a fixed seed)."""
     o = job.options
     model.eval()
     total, n = 0.0, 0
@@ -222,7 +225,11 @@ def _step(job: Job, world: World, forward, model: torch.nn.Module, optimizer: to
     if recipe.objective is Objective.PREFIX_LM:
         prefixes = prefix_lengths(o.seed, progress.step, accum * replicas, o.seq_len)
         mask = torch.cat([prefix_target_mask(p, o.micro_batch, o.seq_len) for p in prefixes])
-    x, y, extra = _model_inputs(job, ids, progress.step, 0)
+    if recipe.objective is Objective.BLANK_INFILLING:
+        x, y, mask, prefixes = blank_batch(ids, o.seed, progress.step, o.micro_batch, job.blank_ids)
+        extra = {}
+    else:
+        x, y, extra = _model_inputs(job, ids, progress.step, 0)
     counted = int(mask.sum()) if mask is not None else y.numel()
     step_tokens = ids.shape[0] * o.seq_len
     lr = lr_at(recipe.lr, progress.tokens + step_tokens)
@@ -241,6 +248,9 @@ def _model_inputs(job: Job, ids: torch.Tensor, step: int, first_row: int):
     if job.recipe.objective is Objective.SPAN_CORRUPTION:
         encoder, decoder_in, target = span_batch(ids[:, :-1], job.options.seed, step, first_row, list(job.sentinels),
                                                  job.eos_id)
+        return decoder_in, target, {"encoder_ids": encoder}
+    if job.recipe.objective is Objective.SEQ2SEQ:
+        encoder, decoder_in, target = seq2seq_batch(ids, job.encoder_len, job.decoder_start_id)
         return decoder_in, target, {"encoder_ids": encoder}
     return ids[:, :-1], ids[:, 1:], {}
 

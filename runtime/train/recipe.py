@@ -29,6 +29,8 @@ class Objective(StrEnum):
     SFT = "sft"  # causal LM whose loss counts response tokens only
     PREFIX_LM = "prefix-lm"  # a bidirectional prefix of random length; the loss counts the rest
     SPAN_CORRUPTION = "span-corruption"  # encoder-decoder: sentinel-masked spans in, the spans out (T5)
+    BLANK_INFILLING = "blank-infilling"  # prefix LM: masked text both ways, its spans causally after it (GLM)
+    SEQ2SEQ = "seq2seq"  # encoder-decoder: the encoder reads a window's first part, the decoder the rest (AlphaCode)
 
 
 class FimMode(StrEnum):
