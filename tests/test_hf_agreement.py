@@ -258,6 +258,8 @@ AUDITED = [
     ("gpt_neox", "gpt-neox", {"hidden_act": "gelu_fast"}, CONVENTIONS),  # the released 20B config
     ("bloom", "bloom-560m", {}, CONVENTIONS),
     ("opt", "opt-125m", {}, CONVENTIONS),
+    ("qwen3", "qwen3-8b", {}, (*CONVENTIONS, "attention.qk_norm", "norm.placement")),
+    ("olmo2", "olmo2-7b", {"rms_norm_eps": 1e-6}, (*CONVENTIONS, "attention.qk_norm", "norm.placement")),  # released config
 ]
 
 
