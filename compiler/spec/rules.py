@@ -78,7 +78,8 @@ def _norm_and_block(spec: ModelSpec) -> Iterator[Violation]:
     if spec.norm.kind is NormKind.DEEPNORM and spec.norm.placement is not NormPlacement.POST:
         yield "norm.placement", "DeepNorm is a post-norm scheme", ("post",)
     if spec.block.wiring is Wiring.PARALLEL and spec.norm.placement is not NormPlacement.PRE:
-        yield "block.wiring", "a parallel block needs pre-norm: both branches read the same normed input", ("sequential",)
+        yield "block.wiring", (f"a parallel block needs pre-norm: both branches read the same normed input; norm.placement is "
+                               f"{spec.norm.placement}"), ("sequential",)
     if spec.block.logit_scale is not LogitScale.NONE and not spec.block.tied_embeddings:
         # T5 and Switch rescale because the output reuses the embedding; an untied head learns its own scale
         yield "block.logit_scale", f"{spec.block.logit_scale} applies to a tied output projection; block.tied_embeddings is false", (LogitScale.NONE.value,)
