@@ -121,3 +121,20 @@ def test_triton_backend_logs_why_per_head_norms_keep_the_torch_path() -> None:
     assert any("per-head QK-norm" in why for why in reasons), reasons
     full = _compiled("full-width", "pre", backend="triton").graph
     assert next(n for n in full.nodes() if n.name == "q_norm").kernel is not None
+
+
+def test_the_digest_of_a_spec_without_qk_norm_is_what_it_was_before_the_field() -> None:
+    """Artifacts bind to the spec digest; a spec that does not use QK-norm keeps the digest it had
+    (the goldens pin one); one that uses it gets another."""
+    import hashlib
+    import json
+
+    from taxonc.compiler.spec import load_spec
+    from taxonc.compiler.spec.load import spec_digest
+
+    spec = load_spec(LLAMA).spec
+    before = spec.model_dump(mode="json")
+    before["attention"].pop("qk_norm")
+    assert spec_digest(spec) == hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    with_qk = load_spec(LLAMA, {"attention": {"qk_norm": "per-head"}}).spec
+    assert spec_digest(with_qk) != spec_digest(spec)
