@@ -138,3 +138,14 @@ def test_the_digest_of_a_spec_without_qk_norm_is_what_it_was_before_the_field() 
     assert spec_digest(spec) == hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     with_qk = load_spec(LLAMA, {"attention": {"qk_norm": "per-head"}}).spec
     assert spec_digest(with_qk) != spec_digest(spec)
+
+
+def test_compiler_and_runtime_digest_specs_alike() -> None:
+    from taxonc.compiler.spec import load_spec
+    from taxonc.compiler.spec.load import LATER_FIELDS, spec_digest
+    from taxonc.runtime import spec_lock
+
+    assert spec_lock.LATER_FIELDS == LATER_FIELDS
+    for qk_norm in ("none", "per-head", "full-width"):
+        spec = load_spec(LLAMA, {"attention": {"qk_norm": qk_norm}}).spec
+        assert spec_lock.spec_sha256(spec.model_dump(mode="json")) == spec_digest(spec)
