@@ -31,7 +31,18 @@ def attention_words(spec: ModelSpec) -> str:
         text += f"; {sparse.kind} sparse attention ({detail}) on {n_sparse} of {len(arch.layers)} layers"
     if spec.attention.score_scale is not None:
         text += f"; scores scaled by {spec.attention.score_scale:g}"
+    if spec.attention.qk_norm == "per-head":
+        text += "; queries and keys normed per head before rotary (QK-norm)"
+    elif spec.attention.qk_norm == "full-width":
+        text += "; queries and keys normed over the whole projection before rotary (QK-norm)"
     return text
+
+
+def placement_words(spec: ModelSpec) -> str:
+    """pre-norm, post-norm, or OLMo-2's norm of the sublayer output inside the residual."""
+    if spec.norm.placement == "sublayer-output":
+        return "sublayer-output norm (x + norm(f(x)))"
+    return f"{spec.norm.placement}-norm"
 
 
 def position_words(spec: ModelSpec) -> str:
@@ -63,7 +74,7 @@ def summary_lines(spec: ModelSpec) -> list[str]:
     ]
     norm = {NormKind.LAYERNORM: "LayerNorm", NormKind.RMSNORM: "RMSNorm", NormKind.DEEPNORM: f"DeepNorm (alpha {arch.deepnorm_alpha:.3g}, beta {arch.deepnorm_beta:.3g})"}[spec.norm.kind]
     extras = [w for w, on in (("final norm", spec.norm.final), ("embedding norm", spec.norm.embedding)) if on]
-    lines.append(f"Norm: {norm}, {spec.norm.placement}-norm" + (f", with {' and '.join(extras)}" if extras else "") + ".")
+    lines.append(f"Norm: {norm}, {placement_words(spec)}" + (f", with {' and '.join(extras)}" if extras else "") + ".")
     wiring = "parallel attention and MLP" if spec.block.wiring == "parallel" else "sequential attention then MLP"
     tied = "tied" if spec.block.tied_embeddings else "untied"
     biased = [k for k, v in spec.bias.model_dump().items() if v]

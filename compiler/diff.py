@@ -8,8 +8,13 @@ from typing import Any
 from .analysis import count_params, forward_flops_per_token, kv_cache_bytes_per_token
 from .spec.derive import derive
 from .spec.load import ResolvedSpec
+from .describe import placement_words
 from .spec.model import ModelSpec
 from .spec.kinds import NormKind, PositionKind
+
+def _qk_norm(s: ModelSpec) -> str:
+    return {"none": "none", "per-head": "per head (width d_head)", "full-width": "over the full projection"}[s.attention.qk_norm]
+
 
 # Axis of each top-level table, in the order a reader thinks about an architecture.
 AXES = [
@@ -119,11 +124,13 @@ def _phrases(a: ModelSpec, b: ModelSpec) -> list[tuple[str, str]]:
     if a.attention.score_scale != b.attention.score_scale:
         scale = lambda s: "1/sqrt(d_head)" if s.attention.score_scale is None else f"{s.attention.score_scale:g}"  # noqa: E731
         out.append(("attention", f"score scale {scale(a)} → {scale(b)}"))
+    if a.attention.qk_norm != b.attention.qk_norm:
+        out.append(("attention", f"QK-norm {_qk_norm(a)} → {_qk_norm(b)}"))
     if a.norm.eps != b.norm.eps:
         out.append(("norm", f"eps {a.norm.eps:g} → {b.norm.eps:g}"))
     if (a.norm.kind, a.norm.placement, a.norm.embedding) != (b.norm.kind, b.norm.placement, b.norm.embedding):
-        out.append(("norm", f"{_name(a.norm.kind)} {a.norm.placement}-norm{' + embedding norm' if a.norm.embedding else ''} → "
-                            f"{_name(b.norm.kind)} {b.norm.placement}-norm{' + embedding norm' if b.norm.embedding else ''}"))
+        out.append(("norm", f"{_name(a.norm.kind)} {placement_words(a)}{' + embedding norm' if a.norm.embedding else ''} → "
+                            f"{_name(b.norm.kind)} {placement_words(b)}{' + embedding norm' if b.norm.embedding else ''}"))
     if a.mlp.activation != b.mlp.activation or da.d_ff != db.d_ff:
         out.append(("activation", f"MLP: {_name(a.mlp.activation)} → {_name(b.mlp.activation)} (d_ff {da.d_ff} → {db.d_ff})"))
     tie = {True: "tied", False: "untied"}

@@ -84,9 +84,23 @@ class SpecLock(BaseModel):
     imported_from: dict[str, str] | None = None
 
 
+# compiler/spec/load.py's LATER_FIELDS (the runtime never imports the compiler; a test keeps them equal):
+# fields added to the spec schema after digests were first written, left out of the digest at the default
+# that leaves a model as it was, so artifacts compiled before them still load.
+LATER_FIELDS: dict[tuple[str, str], Any] = {
+    ("attention", "qk_norm"): "none",
+}
+
+
 def spec_sha256(spec: dict[str, Any]) -> str:
-    """The compiler's spec digest: sha256 of the canonical JSON of the resolved spec."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """The compiler's spec digest: sha256 of the canonical JSON of the resolved spec (LATER_FIELDS left out
+    at their defaults)."""
+    data = dict(spec)
+    for (table, key), default in LATER_FIELDS.items():
+        section = data.get(table)
+        if isinstance(section, dict) and section.get(key, default) == default and key in section:
+            data[table] = {k: v for k, v in section.items() if k != key}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _first_problem(exc: ValidationError) -> str:

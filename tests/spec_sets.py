@@ -1,6 +1,6 @@
 """Which specs a per-spec test loop runs over by default.
 
-At tiny scale many of the 75 specs in specs/ compile to the same model up to numbers and names
+At tiny scale many of the 77 specs in specs/ compile to the same model up to numbers and names
 (the gpt3 sizes, the OPT sizes, post-trained derivatives of one base). A test that emits, runs,
 interprets, fuses or caches a tiny model learns nothing new from a second spec of the same
 structure, so by default it runs one representative per tiny-scale structure: the first spec by

@@ -161,6 +161,10 @@ MUTATIONS = [
     ("t5", "block.logit_scale=none", "leave out T5's d_model^-0.5 on the tied output"),
     ("llama", "norm.eps=1e-5", "use 1e-5 where the checkpoint's RMSNorm uses 1e-6"),
     ("t5", "norm.eps=1e-5", "use 1e-5 where T5's norm uses 1e-6"),
+    ("qwen3", "attention.qk_norm=none", "drop Qwen3's per-head QK-norm"),
+    ("olmo2", "attention.qk_norm=none", "drop OLMo-2's full-width QK-norm"),
+    ("olmo2", "norm.placement=pre", "norm OLMo-2's sublayer inputs instead of their outputs"),
+    ("olmo2", "norm.placement=post", "norm OLMo-2's residual sums instead of the sublayer outputs"),
 ]
 
 
@@ -254,6 +258,8 @@ AUDITED = [
     ("gpt_neox", "gpt-neox", {"hidden_act": "gelu_fast"}, CONVENTIONS),  # the released 20B config
     ("bloom", "bloom-560m", {}, CONVENTIONS),
     ("opt", "opt-125m", {}, CONVENTIONS),
+    ("qwen3", "qwen3-8b", {}, (*CONVENTIONS, "attention.qk_norm", "norm.placement")),
+    ("olmo2", "olmo2-7b", {"rms_norm_eps": 1e-6}, (*CONVENTIONS, "attention.qk_norm", "norm.placement")),  # released config
 ]
 
 
@@ -285,7 +291,7 @@ def test_round_trip_names_what_a_family_cannot_carry(tmp_path) -> None:
 def test_the_table_imports_without_transformers() -> None:
     code = ("import sys; sys.modules['transformers'] = None\n"
             "from taxonc.compiler.interop import hf, hf_config, hf_weights\n"
-            "assert len(hf.FAMILIES) == 11\n")
+            "assert len(hf.FAMILIES) == 13\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr

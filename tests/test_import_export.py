@@ -165,6 +165,9 @@ MUTATIONS = {  # model_type -> spec overrides that each change the function slig
     "bloom": ["norm.eps=1e-6"],
     "opt": ["norm.eps=1e-6"],
     "t5": ["norm.eps=1e-5", "attention.score_scale=0.125"],
+    # the same parameters under another placement: norms on the sublayer inputs, or on the residual sums
+    "olmo2": ['norm.placement="pre"', 'norm.placement="post"'],
+    "qwen3": ["norm.eps=1e-5"],  # Qwen3Config's eps is 1e-6, in the QK-norms too
 }
 
 

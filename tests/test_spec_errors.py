@@ -147,6 +147,22 @@ CASES = {
     "parallel_block_needs_pre_norm": Case(
         edit('[norm]\nkind = "layernorm"', '[norm]\nkind = "layernorm"\nplacement = "post"')
         + '\n[block]\nwiring = "parallel"\n', "block.wiring", says=("pre-norm",)),
+    "sublayer_output_norm_is_not_for_parallel_blocks": Case(
+        edit('[norm]\nkind = "layernorm"', '[norm]\nkind = "layernorm"\nplacement = "sublayer-output"')
+        + '\n[block]\nwiring = "parallel"\n', "block.wiring", says=("pre-norm",), allowed=("sequential",)),
+    "norm_placement_synonym_suggests_sublayer_output": Case(
+        edit('[norm]\nkind = "layernorm"', '[norm]\nkind = "layernorm"\nplacement = "reordered"'), "norm.placement",
+        hint=("did you mean 'sublayer-output'",), allowed_set=frozenset({"pre", "post", "sublayer-output"})),
+    "qk_norm_misspelt": Case(
+        edit('kind = "multi-head"', 'kind = "multi-head"\nqk_norm = "per_head"'), "attention.qk_norm",
+        hint=("did you mean 'per-head'",), allowed_set=frozenset({"none", "per-head", "full-width"})),
+    "qk_norm_is_not_for_deepnorm": Case(
+        edit('kind = "multi-head"', 'kind = "multi-head"\nqk_norm = "per-head"').replace(
+            '[norm]\nkind = "layernorm"', '[norm]\nkind = "deepnorm"\nplacement = "post"'),
+        "attention.qk_norm", says=("DeepNorm",), allowed=("none",)),
+    "qk_norm_is_for_self_attention_only": Case(
+        _ENCODER_DECODER.replace('kind = "multi-head"', 'kind = "multi-head"\nqk_norm = "full-width"'),
+        "attention.qk_norm", says=("encoder-decoder", "cross-attends"), allowed=("none",)),
     "encoder_decoder_needs_encoder": Case(
         edit('structure = "decoder"', 'structure = "encoder-decoder"'), "encoder", says=("needs an [encoder] table",)),
     "parallel_encoder_decoder_is_rejected": Case(

@@ -47,6 +47,8 @@ _OUTER_NODES = {
 _DECODER_LAYER_NODES = {
     **dict.fromkeys(("q", "k", "v", "attn_out"), "layers.attention"),
     **dict.fromkeys(("ln", "ln_attn", "ln_mlp", "ln_cross"), "layers.norms"),
+    # QK-norm scales: not matmul weights (the FLOP count skips every "norm" component)
+    **dict.fromkeys(("q_norm", "k_norm"), "layers.qk_norms"),
     **dict.fromkeys(("cross_q", "cross_k", "cross_v", "cross_out"), "layers.cross_attention"),
     **dict.fromkeys(("mlp_in", "mlp_gate", "mlp_up", "mlp_out", "ln_solu"), "layers.mlp"),
     **dict.fromkeys(("xattn_norm", "xattn_q", "xattn_k", "xattn_v", "xattn_out", "xattn_gate",

@@ -352,6 +352,54 @@ _add(Family(
     notes="HF's Mixtral never drops tokens; taxonc's training capacity_factor (not used at inference) is left at its default.",
 ))
 
+def _with_defaults(keys: tuple[Key, ...], **defaults: Any) -> tuple[Key, ...]:
+    """`keys` with other HF class defaults, by spec path ('dims.vocab_size' as dims__vocab_size)."""
+    return tuple(Key(k.spec, k.hf, defaults[k.spec.replace(".", "__")], k.to_spec, k.to_hf)
+                 if k.spec.replace(".", "__") in defaults else k for k in keys)
+
+
+def _qk_norm_takes() -> dict[str, Take]:
+    return {"q_norm.weight": Take("self_attn.q_norm.weight"), "k_norm.weight": Take("self_attn.k_norm.weight")}
+
+
+def _qwen3_derived(cfg: Config) -> dict[str, Any]:
+    # use_sliding_window is required false, so sliding_window (still set in the released configs) is not read
+    return {**rotary_values(cfg), **attention_values(cfg), **head_dim_values(cfg, "hidden_size", "num_attention_heads")}
+
+
+def _olmo2_exported(v: Values) -> Config:
+    out = {**rope_config(v), "num_key_value_heads": n_kv_heads(v)}
+    out["rope_parameters"].pop("partial_rotary_factor")  # whole heads rotate
+    return out
+
+
+# Qwen3 (dense): LLaMA's layer with an RMSNorm of width head_dim on each head's query and key, before
+# rotary (Qwen3Attention: q_norm, k_norm over the head dim)
+_add(Family(
+    model_type="qwen3", seq2seq=False,
+    keys=_with_defaults(_llama_keys(32, 4096, 32, 32, 22016, 32768, 1e-6), dims__vocab_size=151936),
+    fixed={**_LLAMA_FIXED, "attention.qk_norm": "per-head"},
+    requires={"attention_bias": False, "use_sliding_window": False},
+    derived=_qwen3_derived, exported=_llama_exported, prefixes=_LLAMA_PREFIXES,
+    weights={**_LLAMA_WEIGHTS, "layers": {**_llama_layer(), **_qk_norm_takes()}},
+))
+
+# OLMo-2: no norm on a sublayer's input; its output is normed inside the residual (x + norm(f(x)),
+# Olmo2DecoderLayer), and queries and keys are normed over the whole projection (Olmo2Attention)
+_add(Family(
+    model_type="olmo2", seq2seq=False,
+    keys=_with_defaults(_llama_keys(32, 4096, 32, 32, 11008, 2048, 1e-5), dims__vocab_size=50304),
+    fixed={**_LLAMA_FIXED, "norm.placement": "sublayer-output", "attention.qk_norm": "full-width"},
+    requires={"attention_bias": False},
+    derived=lambda cfg: {**rotary_values(cfg), **attention_values(cfg)},
+    exported=_olmo2_exported, prefixes=_LLAMA_PREFIXES,
+    weights={**_LLAMA_WEIGHTS, "layers": {
+        **norm_takes("ln_attn", "post_attention_layernorm", False), **norm_takes("ln_mlp", "post_feedforward_layernorm", False),
+        **{f"{r}.weight": Take(f"self_attn.{r}_proj.weight") for r in "qkv"}, **_qk_norm_takes(),
+        **linear_takes("attn_out", "self_attn.o_proj", False), **linear_takes("mlp_gate", "mlp.gate_proj", False),
+        **linear_takes("mlp_up", "mlp.up_proj", False), **linear_takes("mlp_out", "mlp.down_proj", False)}},
+))
+
 _add(Family(
     model_type="falcon", seq2seq=False,
     keys=(Key("dims.n_layers", "num_hidden_layers", 32), Key("dims.d_model", "hidden_size", 4544),

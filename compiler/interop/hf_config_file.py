@@ -30,7 +30,8 @@ HF_CLASSES = {
     "gpt2": "GPT2LMHeadModel", "gptj": "GPTJForCausalLM", "gpt_neox": "GPTNeoXForCausalLM", "opt": "OPTForCausalLM",
     "bloom": "BloomForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
     "mixtral": "MixtralForCausalLM", "falcon": "FalconForCausalLM", "t5": "T5ForConditionalGeneration",
-    "switch_transformers": "SwitchTransformersForConditionalGeneration",
+    "switch_transformers": "SwitchTransformersForConditionalGeneration", "qwen3": "Qwen3ForCausalLM",
+    "olmo2": "Olmo2ForCausalLM",
 }
 
 

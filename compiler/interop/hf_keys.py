@@ -123,6 +123,12 @@ EXTRA: dict[str, dict[str, Rule]] = {
     "falcon": {**ROPE, "bias": Read(), "ffn_hidden_size": Read(),
                "num_kv_heads": Meta("unused with multi_query and the old decoder architecture"),
                "num_ln_in_parallel_attn": Meta("used by the new decoder architecture only")},
+    # use_sliding_window is required false: Qwen3Attention then reads no window, and every layer is full
+    "qwen3": {**_LLAMA, "sliding_window": Meta("unused while use_sliding_window is false"),
+              "max_window_layers": Meta("unused while use_sliding_window is false"),
+              "layer_types": When(lambda v, _c: all(t == "full_attention" for t in v), "every layer full_attention",
+                                  "sliding-window layers mixed with full ones are not in the qwen3 table")},
+    "olmo2": _LLAMA,
     "t5": _T5,
     "switch_transformers": {
         **_T5, "decoder_sparse_step": Read(), "encoder_sparse_step": Read(), "num_sparse_decoder_layers": Read(),

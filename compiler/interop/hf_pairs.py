@@ -39,7 +39,7 @@ class Dims:
     def ff(self, arch: str) -> int:
         if self.d_ff is not None:
             return self.d_ff
-        if model_type(arch) in ("llama", "mistral", "mixtral"):
+        if model_type(arch) in ("llama", "mistral", "mixtral", "qwen3", "olmo2"):
             raw = int(2 * 4 * self.d_model / 3)
             return -(-raw // 256) * 256
         return 4 * self.d_model
@@ -88,6 +88,9 @@ def hf_config_kwargs(arch: str, dims: Dims = TINY) -> dict[str, Any]:
         "bloom": dict(vocab_size=d.vocab_size, hidden_size=d.d_model, n_layer=d.n_layers, n_head=d.n_heads,
                       seq_length=d.context),
         "llama": dict(llama_like, num_key_value_heads=d.n_heads),
+        # Qwen3Config's head_dim defaults to 128 whatever the width; grouped-query as in Qwen3-8B
+        "qwen3": dict(llama_like, num_key_value_heads=max(1, d.n_heads // 2), head_dim=d.d_model // d.n_heads),
+        "olmo2": dict(llama_like, num_key_value_heads=max(1, d.n_heads // 2)),
         "mistral": dict(llama_like, num_key_value_heads=max(1, d.n_heads // 2), sliding_window=d.context // 4),
         "mixtral": dict(llama_like, num_key_value_heads=max(1, d.n_heads // 2), num_local_experts=4,
                         num_experts_per_tok=2),

@@ -8,7 +8,7 @@ function, which position table, which kernel, which role a parameter plays) live
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from taxonc.kernels.reference.masks import Mask, MaskKind
@@ -111,6 +111,9 @@ class NormAttrs:
     kind: NormFn
     eps: float
     bias: bool
+    # >1: each of `heads` equal slices of the last dim is normed alone with one shared scale (per-head QK-norm);
+    # left out of printed graphs at 1, so graphs without QK-norm print as before
+    heads: int = field(default=1, metadata={"print_default": False})
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from taxonc.kernels.reference.masks import Mask, MaskKind
 
 from ..spec.derive import Arch, LayerPlan, derive
 from ..spec.kinds import (Activation, CrossAttentionKind, LogitScale, NormPlacement, ParallelNorms, PositionKind,
-                          SparseKind, Structure, Wiring)
+                          QkNorm, SparseKind, Structure, Wiring)
 from ..spec.model import ModelSpec
 from .attrs import (ActivationAttrs, AddAttrs, AttentionAttrs, ChunkedXattnAttrs, GateAttrs, GluAttrs, LinearAttrs,
                     LmHeadAttrs, MoeAttrs, NeighbourEncoderAttrs, NormAttrs, NormFn, Pack, PosEmbedAttrs, PosTable,
@@ -42,15 +42,16 @@ class _Lowering:
         self.norm_bias = self.norm_fn is NormFn.LAYERNORM and spec.bias.norm
 
     # small helpers -----------------------------------------------------------------
-    def norm(self, scope: str, name: str, x: str, out: str, width: int | None = None) -> str:
+    def norm(self, scope: str, name: str, x: str, out: str, width: int | None = None, heads: int = 1) -> str:
+        """A norm of `x` (whose last dim is `heads` slices of `width`, each normed alone)."""
         width = width or self.d
         params = {"weight": (width,)}
         roles = {"weight": Role.NORM_SCALE}
         if self.norm_bias:
             params["bias"] = (width,)
             roles["bias"] = Role.NORM_BIAS
-        shape = self.g.values[x][:-1] + (width,)
-        self.g.add(Op.NORM, scope, name, [x], {out: shape}, NormAttrs(self.norm_fn, self.spec.norm.eps, self.norm_bias),
+        shape = self.g.values[x][:-1] + (heads * width,)
+        self.g.add(Op.NORM, scope, name, [x], {out: shape}, NormAttrs(self.norm_fn, self.spec.norm.eps, self.norm_bias, heads),
                    params, roles)
         return f"{scope}.{out}"
 
@@ -105,6 +106,12 @@ class _Lowering:
         q = self.linear(scope, "q", h, "q", self.d, self.h * self.dh, qkv_bias, Role.Q)
         k = self.linear(scope, "k", h, "k", self.d, self.kv * self.dh, qkv_bias, Role.K)
         v = self.linear(scope, "v", h, "v", self.d, self.kv * self.dh, qkv_bias, Role.V)
+        if spec.attention.qk_norm is QkNorm.PER_HEAD:  # Qwen3: a d_head-wide norm shared by the heads
+            q = self.norm(scope, "q_norm", q, "q_n", self.dh, self.h)
+            k = self.norm(scope, "k_norm", k, "k_n", self.dh, self.kv)
+        elif spec.attention.qk_norm is QkNorm.FULL_WIDTH:  # OLMo-2: over the whole projection
+            q = self.norm(scope, "q_norm", q, "q_n", self.h * self.dh)
+            k = self.norm(scope, "k_norm", k, "k_n", self.kv * self.dh)
         pos = spec.position
         if pos.kind is PositionKind.ROTARY:
             self.g.add(Op.ROTARY, scope, "rope", [q, k], {"q_rot": self.g.values[q], "k_rot": self.g.values[k]},
@@ -225,21 +232,30 @@ class _Lowering:
             out = self.add(scope, "add", [x, o, y], "x_out")
             self.g.meta.setdefault("residual_out", {})[scope] = out
             return out
-        h = x if post else self.norm(scope, "ln_attn", x, "h")
+        pre = spec.norm.placement is NormPlacement.PRE
+        # sublayer-output (OLMo-2): x + norm(f(x)); the norm keeps the name it has under the other placements
+        output = spec.norm.placement is NormPlacement.SUBLAYER_OUTPUT
+        h = self.norm(scope, "ln_attn", x, "h") if pre else x
         o = self.self_attention(scope, h, plan, encoder, shared_pos)
+        if output:
+            o = self.norm(scope, "ln_attn", o, "o_n")
         x = self.add(scope, "attn_add", [x, o], "x_attn", alpha)
         if post:
             x = self.norm(scope, "ln_attn", x, "x_attn_n")
         if memory is not None and not encoder:
-            hc = x if post else self.norm(scope, "ln_cross", x, "h_cross")
+            hc = self.norm(scope, "ln_cross", x, "h_cross") if pre else x
             o = self.cross_attention(scope, "cross", hc, memory, self.d, self.h, self.kv, self.dh)
+            if output:
+                o = self.norm(scope, "ln_cross", o, "cross_o_n")
             x = self.add(scope, "cross_add", [x, o], "x_cross", alpha)
             if post:
                 x = self.norm(scope, "ln_cross", x, "x_cross_n")
         if plan is not None and plan.cross_attention is CrossAttentionKind.CHUNKED:
             x = self.chunked_cross_attention(scope, x, post, alpha)
-        h = x if post else self.norm(scope, "ln_mlp", x, "h_mlp")
+        h = self.norm(scope, "ln_mlp", x, "h_mlp") if pre else x
         y = self.mlp(scope, h, moe, d_ff)
+        if output:
+            y = self.norm(scope, "ln_mlp", y, "y_n")
         x = self.add(scope, "mlp_add", [x, y], "x_out", alpha)
         if post:
             x = self.norm(scope, "ln_mlp", x, "x_out_n")
@@ -272,7 +288,8 @@ class _Lowering:
             self.g.add(Op.NEIGHBOUR_ENCODER, scope, "retro_encoder", ["neighbours", x],
                        {"encoded": ("B", "L", xa.n_neighbours, xa.neighbour_len, e)}, attrs, params, _module_roles(params))
             self.g.meta["retro_encoded"] = f"{scope}.encoded"
-        h = x if post else self.norm(scope, "ln_cca", x, "h_cca")
+        placement = self.spec.norm.placement
+        h = self.norm(scope, "ln_cca", x, "h_cca") if placement is NormPlacement.PRE else x
         b = self.spec.bias.qkv
         params = {"q_proj.weight": (self.h * self.dh, self.d), "kv_proj.weight": (2 * self.kv * self.dh, xa.encoder_d_model)}
         if b:
@@ -283,6 +300,8 @@ class _Lowering:
                    attrs, params, _module_roles(params))
         o = self.linear(scope, "cca_out", f"{scope}.cca_a", "cca_o", self.h * self.dh, self.d, self.spec.bias.attn_out,
                         Role.ATTN_OUT)
+        if placement is NormPlacement.SUBLAYER_OUTPUT:
+            o = self.norm(scope, "ln_cca", o, "cca_o_n")
         x = self.add(scope, "cca_add", [x, o], "x_cca", alpha)
         if post:
             x = self.norm(scope, "ln_cca", x, "x_cca_n")

@@ -31,6 +31,13 @@ def _norm_factory(kind: NormFn, eps: float, bias: bool):
 
 
 def _norm(node: Node, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    heads = getattr(node.attrs, "heads", 1)
+    if heads > 1:  # per-head QK-norm: each head's slice alone, one scale shared by the heads
+        return _norm_rows(node, p, x.unflatten(-1, (heads, -1))).flatten(-2)
+    return _norm_rows(node, p, x)
+
+
+def _norm_rows(node: Node, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     if node.attrs.kind is NormFn.RMSNORM:
         return norms.rms_norm(x, p["weight"], node.attrs.eps)
     return F.layer_norm(x, (x.shape[-1],), p["weight"], p.get("bias"), node.attrs.eps)

@@ -43,7 +43,8 @@ def node_line(graph: Graph, node: Node, scope: str) -> str:
     outs = ", ".join(f"%{_local(v, scope)}{_shape(graph.values[v])}" for v in node.outputs)
     residual_in = graph.meta.get("residual_in", {}).get(scope)
     ins = ", ".join(f"%{_local(v, scope, residual_in)}" for v in node.inputs)
-    fields = {f.name: getattr(node.attrs, f.name) for f in dataclasses.fields(node.attrs)}
+    fields = {f.name: getattr(node.attrs, f.name) for f in dataclasses.fields(node.attrs)
+              if f.metadata.get("print_default", True) or getattr(node.attrs, f.name) != f.default}
     attrs = ", ".join(f"{k}={_fmt_attr(v)}" for k, v in sorted(fields.items()) if v not in (None, False) and k != "packs")
     packs = fields.get("packs", ())
     if len(packs) > 1:

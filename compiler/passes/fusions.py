@@ -97,7 +97,8 @@ def _check_mergeable(g: Graph, nodes: list[Node]) -> None:
 @register_pass("fuse_qkv")
 def fuse_qkv(g: Graph, log: PassLog) -> Graph:
     for attn in [n for n in g.nodes() if n.op == Op.ATTENTION]:
-        q, k, v = (_source_linear(g, value, through=(Op.ROTARY,)) for value in attn.inputs[:3])
+        # through rotary and QK-norm, which each read one projection
+        q, k, v = (_source_linear(g, value, through=(Op.ROTARY, Op.NORM)) for value in attn.inputs[:3])
         if not (q and k and v) or len({q.id, k.id, v.id}) != 3:
             log.refuse("fuse_qkv", attn.id, "q, k and v do not come from three separate projections")
             continue
@@ -205,7 +206,7 @@ def fuse_add_norm(g: Graph, log: PassLog) -> Graph:
         sum_value, normed_value = add.outputs[0], norm.outputs[0]
         shapes = {_local(sum_value, scope): g.values[sum_value], _local(normed_value, scope): g.values[normed_value]}
         n: NormAttrs = norm.attrs
-        attrs = AddNormAttrs(n.kind, n.eps, n.bias, add.attrs.residual_scale)
+        attrs = AddNormAttrs(n.kind, n.eps, n.bias, n.heads, residual_scale=add.attrs.residual_scale)
         params, roles, inputs, name = dict(norm.params), dict(norm.roles), list(add.inputs), norm.name
         g.remove(norm.id)
         g.remove(add.id)

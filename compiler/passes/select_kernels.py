@@ -35,6 +35,8 @@ def _choose(g: Graph, node: Node) -> tuple[Kernel | None, str | None]:
     """(kernel, None) or (None, why not) or (None, None) when no kernel applies to this op at all."""
     a = node.attrs
     if node.op == Op.NORM:
+        if a.heads > 1:
+            return None, "a per-head QK-norm normalises slices of a row; the norm kernels normalise whole rows"
         return (Kernel.RMS_NORM if a.kind is NormFn.RMSNORM else Kernel.LAYER_NORM), None
     if node.op == Op.ADD_NORM:
         if a.residual_scale != 1.0:

@@ -47,6 +47,17 @@ class NormKind(StrEnum):
 class NormPlacement(StrEnum):
     PRE = "pre"
     POST = "post"
+    # x + norm(f(x)): the sublayer's output is normed inside the residual branch and nothing normalises
+    # the sublayer's input (OLMo-2)
+    SUBLAYER_OUTPUT = "sublayer-output"
+
+
+class QkNorm(StrEnum):
+    """Where queries and keys are normalised after their projections, before rotary."""
+
+    NONE = "none"
+    PER_HEAD = "per-head"      # one norm of width d_head, shared by every head (Qwen3)
+    FULL_WIDTH = "full-width"  # one norm over all heads' queries, one over all keys (OLMo-2)
 
 
 class DeepnormScaling(StrEnum):
@@ -119,7 +130,8 @@ CHOICE_SYNONYMS: dict[str, str] = {
     # norms and their placement
     "ln": NormKind.LAYERNORM, "layer-norm": NormKind.LAYERNORM, "rms": NormKind.RMSNORM, "rms-norm": NormKind.RMSNORM,
     "deep-norm": NormKind.DEEPNORM, "post-ln": NormPlacement.POST, "post-norm": NormPlacement.POST,
-    "pre-ln": NormPlacement.PRE, "pre-norm": NormPlacement.PRE,
+    "pre-ln": NormPlacement.PRE, "pre-norm": NormPlacement.PRE, "output": NormPlacement.SUBLAYER_OUTPUT,
+    "reordered": NormPlacement.SUBLAYER_OUTPUT, "per-head-qk-norm": QkNorm.PER_HEAD,
     # activations
     "swish-glu": Activation.SWIGLU, "silu-glu": Activation.SWIGLU, "gelu-glu": Activation.GEGLU,
     # HF's names for the tanh approximation (hidden_act / dense_act_fn) and T5 v1.1's gated one

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .kinds import (Activation, AttentionKind, CrossAttentionKind, DeepnormScaling, LogitScale, NormKind, NormPlacement,
-                    ParallelNorms, PositionKind, RotaryPairing, Router, SparseKind, Structure, Wiring)
+                    ParallelNorms, QkNorm, PositionKind, RotaryPairing, Router, SparseKind, Structure, Wiring)
 
 PosInt = Annotated[int, Field(gt=0)]
 
@@ -192,6 +192,12 @@ class Attention(Section):
         description="Factor on the query-key dot products; absent means 1/sqrt(d_head). T5 and Switch use 1 "
         "(their init folds the scale into the query weights).",
     )
+    qk_norm: Choice[QkNorm] = Field(
+        QkNorm.NONE,
+        description="A norm (norm.kind, norm.eps) on the projected queries and keys, before rotary. per-head: one "
+        "scale of width d_head shared by every head (Qwen3); full-width: one scale over all heads' queries and one over "
+        "all keys (OLMo-2).",
+    )
     source: str = Field("", description="Where the attention facts come from.")
 
     @model_validator(mode="after")
@@ -267,7 +273,11 @@ class Norm(Section):
         description="deepnorm is post-LN LayerNorm with the residual scaled by alpha and the sublayer "
         "init scaled by beta, both derived from depth.",
     )
-    placement: Choice[NormPlacement] = Field(NormPlacement.PRE, description="Norm before each sublayer (pre) or after the residual add (post).")
+    placement: Choice[NormPlacement] = Field(
+        NormPlacement.PRE,
+        description="Norm before each sublayer (pre), after the residual add (post), or on the sublayer's output "
+        "inside the residual, x + norm(f(x)), with no norm on its input (sublayer-output: OLMo-2).",
+    )
     eps: PosFloat = Field(1e-5, description="Epsilon inside the norm.")
     deepnorm_scaling: Choice[DeepnormScaling] = Field(
         DeepnormScaling.DEEPNET,

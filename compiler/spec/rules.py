@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from .kinds import (AttentionKind, CrossAttentionKind, LogitScale, NormKind, NormPlacement, PositionKind, SparseKind,
-                    Structure, Wiring)
+from .kinds import (AttentionKind, CrossAttentionKind, LogitScale, NormKind, NormPlacement, PositionKind, QkNorm,
+                    SparseKind, Structure, Wiring)
 from .model import LayerSelector, ModelSpec
 
 Violation = tuple[str, str, tuple[str, ...]]
@@ -77,11 +77,25 @@ def _position(spec: ModelSpec) -> Iterator[Violation]:
 def _norm_and_block(spec: ModelSpec) -> Iterator[Violation]:
     if spec.norm.kind is NormKind.DEEPNORM and spec.norm.placement is not NormPlacement.POST:
         yield "norm.placement", "DeepNorm is a post-norm scheme", ("post",)
-    if spec.block.wiring is Wiring.PARALLEL and spec.norm.placement is NormPlacement.POST:
-        yield "block.wiring", "a parallel block needs pre-norm: both branches read the same normed input", ("sequential",)
+    if spec.block.wiring is Wiring.PARALLEL and spec.norm.placement is not NormPlacement.PRE:
+        yield "block.wiring", (f"a parallel block needs pre-norm: both branches read the same normed input; norm.placement is "
+                               f"{spec.norm.placement}"), ("sequential",)
     if spec.block.logit_scale is not LogitScale.NONE and not spec.block.tied_embeddings:
         # T5 and Switch rescale because the output reuses the embedding; an untied head learns its own scale
         yield "block.logit_scale", f"{spec.block.logit_scale} applies to a tied output projection; block.tied_embeddings is false", (LogitScale.NONE.value,)
+
+
+def _qk_norm(spec: ModelSpec) -> Iterator[Violation]:
+    if spec.attention.qk_norm is QkNorm.NONE:
+        return
+    none = (QkNorm.NONE.value,)
+    if spec.norm.kind is NormKind.DEEPNORM:
+        yield "attention.qk_norm", "no surveyed DeepNorm model normalises queries and keys; use norm.kind rmsnorm or layernorm", none
+    # lowered for self-attention only: a cross-attention without it would be a silently different model
+    if spec.model.structure is Structure.ENCODER_DECODER:
+        yield "attention.qk_norm", "covers self-attention only, and an encoder-decoder's decoder also cross-attends", none
+    if spec.cross_attention is not None:
+        yield "attention.qk_norm", "covers self-attention only, and [cross_attention] adds another attention", none
 
 
 def _structure(spec: ModelSpec) -> Iterator[Violation]:
@@ -166,6 +180,7 @@ RULES: tuple[tuple[Callable[[ModelSpec], Iterator[Violation]], frozenset[str]], 
         (_attention, ("attention", "dims", "training")),
         (_position, ("position", "dims")),
         (_norm_and_block, ("norm", "block")),
+        (_qk_norm, ("attention", "norm", "model", "cross_attention")),
         (_structure, ("model", "encoder", "block", "cross_attention")),
         (_moe, ("moe", "dims", "encoder")),
         (_cross_attention, ("cross_attention", "block", "dims")),

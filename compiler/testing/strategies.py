@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 
-from taxonc.compiler.spec.kinds import Activation, LogitScale, NormKind, PositionKind, RotaryPairing
+from taxonc.compiler.spec.kinds import Activation, LogitScale, NormKind, NormPlacement, PositionKind, QkNorm, RotaryPairing
 
 if TYPE_CHECKING:
     from taxonc.compiler.spec.model import ModelSpec
@@ -53,11 +53,11 @@ def spec_dicts(draw: st.DrawFn) -> dict[str, Any]:
         spec["position"]["fraction"] = draw(st.sampled_from([0.25, 0.5, 1.0]))
         spec["position"]["pairing"] = draw(st.sampled_from([p.value for p in RotaryPairing]))
     norm = draw(st.sampled_from([k.value for k in NormKind]))
-    placement = "post" if norm == NormKind.DEEPNORM else draw(st.sampled_from(["pre", "post"]))
+    placement = "post" if norm == NormKind.DEEPNORM else draw(st.sampled_from([p.value for p in NormPlacement]))
     spec["norm"] = {"kind": norm, "placement": placement, "embedding": draw(st.booleans()), "final": draw(st.booleans()),
                     "eps": draw(st.sampled_from([1e-5, 1e-6]))}
     spec["mlp"] = {"activation": draw(st.sampled_from([a.value for a in Activation]))}
-    wiring = "sequential" if placement == "post" or structure == "encoder-decoder" else draw(st.sampled_from(["sequential", "parallel"]))
+    wiring = "sequential" if placement != "pre" or structure == "encoder-decoder" else draw(st.sampled_from(["sequential", "parallel"]))
     spec["block"] = {"wiring": wiring, "parallel_norms": draw(st.sampled_from(["shared", "separate"])),
                      "tied_embeddings": draw(st.booleans())}
     if spec["block"]["tied_embeddings"]:
@@ -78,6 +78,9 @@ def spec_dicts(draw: st.DrawFn) -> dict[str, Any]:
             spec["cross_attention"] = {"kind": "chunked", "layers": {"indices": [n_layers - 1]}, "chunk_size": 16,
                                        "n_neighbours": 2, "neighbour_len": 24, "encoder_layers": 1,
                                        "encoder_d_model": 16, "encoder_n_heads": 2}
+    # QK-norm is lowered for self-attention only, so the rules keep it from models with another attention
+    if norm != NormKind.DEEPNORM and structure != "encoder-decoder" and "cross_attention" not in spec:
+        spec["attention"]["qk_norm"] = draw(st.sampled_from([q.value for q in QkNorm]))
     spec["tokenizer"] = dict(draw(st.sampled_from([{"kind": "bpe"}, {"kind": "sentencepiece", "algorithm": "unigram"},
                                               {"kind": "sentencepiece", "algorithm": "bpe"}])))  # a copy: it may gain a key
     if structure == "encoder-decoder" and draw(st.booleans()):

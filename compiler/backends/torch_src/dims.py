@@ -107,6 +107,8 @@ class Sizes:
             return self._named(n, self._by_role[Role.MLP_IN]).letters
         if node.op == Op.LM_HEAD:
             return self.field(n, "vocab_size").letters
+        if node.op == Op.NORM and node.inputs[0] in graph.values:
+            return self._last(graph, node.inputs[0], n)  # a norm keeps its input's width (QK-norm: H*K, G*K)
         return self.dim(n)
 
 

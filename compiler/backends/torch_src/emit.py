@@ -145,8 +145,17 @@ class ScopeEmitter:
 
     def node_norm(self, node: Node) -> str:
         width = node.params["weight"][0]
-        name = "d_model" if width == self.sizes.values["d_model"] else "d_ff"  # SoLU's norm is MLP-wide
+        # SoLU's norm is MLP-wide; a per-head QK-norm is one head wide
+        name = next((n for n in ("d_model", "d_ff", "d_head") if width == self.sizes.values[n]), "d_model")
         return self.norm_ctor(node.attrs.kind, self.sizes.field(width, name).code, node.attrs.eps, node.attrs.bias)
+
+    def norm_call(self, node: Node, src: str, call: str) -> str:
+        """`call` of `src`, where the norm covers a whole row, or of each head's slice (per-head QK-norm)."""
+        heads = getattr(node.attrs, "heads", 1)
+        if heads == 1:
+            return call.format(src)
+        name = "n_heads" if heads == self.sizes.values["n_heads"] else "n_kv_heads"
+        return call.format(f"{src}.unflatten(-1, ({self.sizes.field(heads, name).code}, -1))") + ".flatten(-2)"
 
     def own_or_tied(self, node: Node, ctor: str, tied_fn: str, suffix: str = "") -> None:
         """A module of its own, or a function of the token embedding it is tied to."""
@@ -191,7 +200,7 @@ class ScopeEmitter:
 
     def op_norm(self, node: Node) -> None:
         self.code.init.append(f"self.{node.name} = {self.node_norm(node)}")
-        self.line(node, f"{self.out(node)} = self.{node.name}({self.ref(node.inputs[0])})")
+        self.line(node, f"{self.out(node)} = {self.norm_call(node, self.ref(node.inputs[0]), f'self.{node.name}({{}})')}")
 
     def linear_ctor(self, node: Node) -> str:
         d_out, d_in = node.params["weight"]
