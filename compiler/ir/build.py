@@ -13,10 +13,10 @@ from taxonc.kernels.reference.masks import Mask, MaskKind
 from ..spec.derive import Arch, LayerPlan, derive
 from ..spec.kinds import (Activation, CrossAttentionKind, LogitScale, NormPlacement, ParallelNorms, PositionKind,
                           SparseKind, Structure, Wiring)
-from ..spec.model import ModelSpec
+from ..spec.model import ModelSpec, RopeScaling
 from .attrs import (ActivationAttrs, AddAttrs, AttentionAttrs, ChunkedXattnAttrs, GateAttrs, GluAttrs, LinearAttrs,
                     LmHeadAttrs, MoeAttrs, NeighbourEncoderAttrs, NormAttrs, NormFn, Pack, PosEmbedAttrs, PosTable,
-                    RelativeBias, RelativeXL, ResamplerAttrs, Role, RotaryAttrs, TokenEmbedAttrs)
+                    RelativeBias, RelativeXL, ResamplerAttrs, Role, RopeScalingAttrs, RotaryAttrs, TokenEmbedAttrs)
 from .graph import Graph
 from .ops import Op
 
@@ -109,7 +109,7 @@ class _Lowering:
         if pos.kind is PositionKind.ROTARY:
             self.g.add(Op.ROTARY, scope, "rope", [q, k], {"q_rot": self.g.values[q], "k_rot": self.g.values[k]},
                        RotaryAttrs(self.h, self.kv, self.dh, self.arch.rotary_dims, pos.base, cached=not encoder,
-                                   pairing=pos.pairing))
+                                   pairing=pos.pairing, scaling=_scaling(pos.scaling)))
             q, k = f"{scope}.q_rot", f"{scope}.k_rot"
         mask = self.mask(plan, bidirectional=encoder)
         params: dict = {}
@@ -388,3 +388,7 @@ class _Lowering:
 
 def build_graph(spec: ModelSpec) -> Graph:
     return _Lowering(spec).build()
+
+
+def _scaling(scaling: RopeScaling | None) -> RopeScalingAttrs | None:
+    return None if scaling is None else RopeScalingAttrs(**scaling.model_dump())
