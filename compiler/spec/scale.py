@@ -84,6 +84,10 @@ def scale_spec(spec: ModelSpec, scale: str) -> ModelSpec:
         dims_rot = position["fraction"] * TINY_HEAD
         if dims_rot != int(dims_rot) or int(dims_rot) % 2:
             position["fraction"] = 0.5
+        scaling = position.get("scaling")
+        if scaling and scaling.get("original_context"):
+            # the pre-training context shrinks with the context, so tiny sequences still run past it
+            scaling["original_context"] = max(2, scaling["original_context"] * context // dims.context)
     if "tokenizer" in data and data["tokenizer"].get("vocab_size"):
         data["tokenizer"]["vocab_size"] = min(data["tokenizer"]["vocab_size"], d["vocab_size"])
     if spec.encoder:
