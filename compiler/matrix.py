@@ -22,6 +22,8 @@ def row(r: ResolvedSpec) -> dict[str, str]:
         n = sum(layer.sparse is not None for layer in arch.layers)
         att += f" + {s.attention.sparse.kind} on {n}/{s.dims.n_layers}"
     pos = s.position.kind + (f" {getattr(s.position, 'fraction', 1):g}" if s.position.kind == "rotary" and getattr(s.position, "fraction", 1) != 1 else "")
+    if getattr(s.position, "scaling", None) is not None:  # e.g. "rotary, llama3 x8"
+        pos += f", {s.position.scaling.kind} x{s.position.scaling.factor:g}"
     norm = f"{s.norm.kind} {s.norm.placement}" + (" +emb" if s.norm.embedding else "")
     biases = [k for k, v in s.bias.model_dump().items() if v and k != "lm_head" and not (k == "norm" and s.norm.kind is NormKind.RMSNORM)]
     moe = f"{s.moe.n_experts}e top-{s.moe.top_k} ({arch.n_moe_layers}/{s.dims.n_layers})" if s.moe else ""
