@@ -107,6 +107,11 @@ def _scaling(s: RopeScaling | None) -> str:
     return str(s.kind)
 
 
+def _nope(s: ModelSpec) -> str:
+    skipped = [i for i, layer in enumerate(derive(s).layers) if not layer.rotary]
+    return f"{len(skipped)}/{s.dims.n_layers} ({', '.join(map(str, skipped[:8]))}{', ...' if len(skipped) > 8 else ''})" if skipped else "none"
+
+
 def _phrases(a: ModelSpec, b: ModelSpec) -> list[tuple[str, str]]:
     """One line per axis that changed, in the review's vocabulary."""
     da, db = derive(a), derive(b)
@@ -125,7 +130,7 @@ def _phrases(a: ModelSpec, b: ModelSpec) -> list[tuple[str, str]]:
             return f"{s.attention.sparse.kind} on {n}/{s.dims.n_layers} layers"
         out.append(("attention", f"{sparse(a)} → {sparse(b)}"))
     # the rotary base and scaling get lines of their own, so a Llama → Llama 3 diff says what changed
-    own = {"base", "scaling"}
+    own = {"base", "scaling", "nope_layers"}
     if a.position.model_dump(exclude=own) != b.position.model_dump(exclude=own):
         def pos(s: ModelSpec) -> str:
             p = s.position
@@ -138,6 +143,8 @@ def _phrases(a: ModelSpec, b: ModelSpec) -> list[tuple[str, str]]:
             out.append(("positions", f"rotary frequency base {a.position.base:g} → {b.position.base:g}"))
         if a.position.scaling != b.position.scaling:
             out.append(("positions", f"rotary scaling {_scaling(a.position.scaling)} → {_scaling(b.position.scaling)}"))
+        if a.position.nope_layers != b.position.nope_layers:
+            out.append(("positions", f"layers without rotary (NoPE): {_nope(a)} → {_nope(b)}"))
     if a.attention.score_scale != b.attention.score_scale:
         scale = lambda s: "1/sqrt(d_head)" if s.attention.score_scale is None else f"{s.attention.score_scale:g}"  # noqa: E731
         out.append(("attention", f"score scale {scale(a)} → {scale(b)}"))

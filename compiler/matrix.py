@@ -24,6 +24,8 @@ def row(r: ResolvedSpec) -> dict[str, str]:
     pos = s.position.kind + (f" {getattr(s.position, 'fraction', 1):g}" if s.position.kind == "rotary" and getattr(s.position, "fraction", 1) != 1 else "")
     if getattr(s.position, "scaling", None) is not None:  # e.g. "rotary, llama3 x8"
         pos += f", {s.position.scaling.kind} x{s.position.scaling.factor:g}"
+    if getattr(s.position, "nope_layers", None) is not None:
+        pos += f", NoPE on {sum(s.position.nope_layers.resolve(s.dims.n_layers))}/{s.dims.n_layers} layers"
     norm = f"{s.norm.kind} {s.norm.placement}" + (" +emb" if s.norm.embedding else "")
     biases = [k for k, v in s.bias.model_dump().items() if v and k != "lm_head" and not (k == "norm" and s.norm.kind is NormKind.RMSNORM)]
     moe = f"{s.moe.n_experts}e top-{s.moe.top_k} ({arch.n_moe_layers}/{s.dims.n_layers})" if s.moe else ""

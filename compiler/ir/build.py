@@ -106,7 +106,7 @@ class _Lowering:
         k = self.linear(scope, "k", h, "k", self.d, self.kv * self.dh, qkv_bias, Role.K)
         v = self.linear(scope, "v", h, "v", self.d, self.kv * self.dh, qkv_bias, Role.V)
         pos = spec.position
-        if pos.kind is PositionKind.ROTARY:
+        if pos.kind is PositionKind.ROTARY and (plan is None or plan.rotary):
             self.g.add(Op.ROTARY, scope, "rope", [q, k], {"q_rot": self.g.values[q], "k_rot": self.g.values[k]},
                        RotaryAttrs(self.h, self.kv, self.dh, self.arch.rotary_dims, pos.base, cached=not encoder,
                                    pairing=pos.pairing, scaling=_scaling(pos.scaling)))

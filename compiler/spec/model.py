@@ -243,6 +243,9 @@ class RotaryPosition(Section):
         "interleaved: dims 2i and 2i+1 (GPT-J, RoFormer).",
     )
     scaling: RopeScaling | None = Field(None, description="Frequency scaling for long contexts; absent means none.")
+    nope_layers: LayerSelector | None = Field(
+        None, description="Decoder layers that skip rotary embedding (NoPE): their attention sees positions only "
+        "through the causal mask. Absent means every layer rotates.")
 
 
 class AlibiPosition(Section):

@@ -72,6 +72,9 @@ def _position(spec: ModelSpec) -> Iterator[Violation]:
             yield "position.fraction", f"{p.fraction} of d_head ({d_head}) gives {dims:g} rotary dims; it must be an even whole number", ()
         if p.scaling is not None:
             yield from _rope_scaling(p.scaling, d.context)
+        yield from _selector("position.nope_layers", p.nope_layers, d.n_layers)
+        if p.nope_layers is not None and all(p.nope_layers.resolve(d.n_layers)):
+            yield "position.nope_layers", "selects every layer; a model without positions says position.kind = \"none\"", ()
     if p.kind is PositionKind.SINUSOIDAL and d.d_model % 2:
         yield "dims.d_model", f"sinusoidal positions pair sin and cos, so d_model ({d.d_model}) must be even", ()
 

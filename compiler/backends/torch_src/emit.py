@@ -511,7 +511,8 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
         if stack == "layers":
             layer = arch.layers[indices[0]]
             bits = [f"{layer.attention_name} attention"] + (["mixture of experts"] if layer.moe else []) + (
-                [f"{layer.cross_attention.value} cross-attention"] if layer.cross_attention else [])
+                [f"{layer.cross_attention.value} cross-attention"] if layer.cross_attention else []) + (
+                ["no rotary embedding (NoPE)"] if spec.position.kind is PositionKind.ROTARY and not layer.rotary else [])
             what = "; " + ", ".join(bits)
         s = stacks[stack]
         s.needs.update(code.needs)
