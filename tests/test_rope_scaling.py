@@ -232,3 +232,19 @@ def _config_dict() -> dict:
     from taxonc.compiler.interop.hf_pairs import hf_config
 
     return hf_config("llama").to_dict()
+
+
+def test_import_of_a_llama31_style_checkpoint_keeps_the_scaling(tmp_path) -> None:
+    """`taxonc import` of a save_pretrained directory with llama3 rope_parameters: the written spec
+    carries position.scaling and the artifact's logits equal transformers'."""
+    pytest.importorskip("transformers")
+    from taxonc.compiler.interop.hf_import import import_checkpoint
+    from taxonc.compiler.interop.hf_pairs import TINY, hf_model
+    from taxonc.runtime import load
+
+    hf = hf_model("llama", TINY, attn_implementation="eager", extra={"rope_parameters": ROPE_PARAMETERS["llama3"]})
+    hf.save_pretrained(tmp_path / "ckpt")
+    import_checkpoint(tmp_path / "ckpt", tmp_path / "art")
+    assert 'scaling = { kind = "llama3", factor = 8.0' in (tmp_path / "art" / "spec.toml").read_text()
+    error, largest = _error(hf, load(tmp_path / "art").model.float().eval())
+    assert largest > 5 and error <= REL_TOL
