@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from .kinds import (AttentionKind, CrossAttentionKind, LogitScale, NormKind, NormPlacement, PositionKind, RopeScalingKind, SparseKind,
-                    Structure, Wiring)
+from .kinds import (AttentionKind, CrossAttentionKind, LogitScale, NormKind, NormPlacement, PositionKind,
+                    RopeScalingKind, SparseKind, Structure, Wiring)
 from .model import LayerSelector, ModelSpec
 
 Violation = tuple[str, str, tuple[str, ...]]
@@ -74,7 +74,8 @@ def _position(spec: ModelSpec) -> Iterator[Violation]:
             yield from _rope_scaling(p.scaling, d.context)
         yield from _selector("position.nope_layers", p.nope_layers, d.n_layers)
         if p.nope_layers is not None and all(p.nope_layers.resolve(d.n_layers)):
-            yield "position.nope_layers", "selects every layer; a model without positions says position.kind = \"none\"", ()
+            yield ("position.nope_layers", "selects every layer; a model without positions says "
+                   "position.kind = \"none\"", ())
     if p.kind is PositionKind.SINUSOIDAL and d.d_model % 2:
         yield "dims.d_model", f"sinusoidal positions pair sin and cos, so d_model ({d.d_model}) must be even", ()
 
@@ -103,7 +104,8 @@ def _rope_scaling(s, context: int) -> Iterator[Violation]:
         if getattr(s, name) is None:
             yield f"{key}.{name}", f"{s.kind} scaling needs {name}", ()
     if s.original_context is not None and s.original_context > context:
-        yield f"{key}.original_context", f"{s.original_context} exceeds dims.context ({context}); scaling extends a shorter pre-training context", ()
+        yield (f"{key}.original_context", f"{s.original_context} exceeds dims.context ({context}); scaling extends "
+               "a shorter pre-training context", ())
     if s.low_freq_factor is not None and s.high_freq_factor is not None and s.high_freq_factor <= s.low_freq_factor:
         yield f"{key}.high_freq_factor", f"{s.high_freq_factor} must exceed low_freq_factor ({s.low_freq_factor})", ()
 
