@@ -9,8 +9,8 @@ from .analysis import count_params, forward_flops_per_token, kv_cache_bytes_per_
 from .spec.derive import derive
 from .spec.load import ResolvedSpec
 from .describe import placement_words
-from .spec.model import ModelSpec
-from .spec.kinds import NormKind, PositionKind
+from .spec.model import ModelSpec, RopeScaling
+from .spec.kinds import NormKind, PositionKind, RopeScalingKind
 
 def _qk_norm(s: ModelSpec) -> str:
     return {"none": "none", "per-head": "per head (width d_head)", "full-width": "over the full projection"}[s.attention.qk_norm]
@@ -97,6 +97,26 @@ def _name(value: Any) -> str:
     return NAMES.get(value, str(value)) if isinstance(value, str) else str(value)
 
 
+def _scaling(s: RopeScaling | None) -> str:
+    if s is None:
+        return "none"
+    if s.kind is RopeScalingKind.LINEAR:
+        return f"linear position interpolation ×{s.factor:g}"
+    if s.kind is RopeScalingKind.YARN:
+        return f"YaRN ×{s.factor:g} past {s.original_context} pre-training tokens"
+    if s.kind is RopeScalingKind.LLAMA3:
+        assert s.original_context and s.low_freq_factor and s.high_freq_factor  # the spec's rules require them
+        return (f"Llama 3 ×{s.factor:g} past {s.original_context} pre-training tokens (wavelengths over "
+                f"{s.original_context / s.low_freq_factor:g} tokens divided, under "
+                f"{s.original_context / s.high_freq_factor:g} kept, blended between)")
+    return str(s.kind)
+
+
+def _nope(s: ModelSpec) -> str:
+    skipped = [i for i, layer in enumerate(derive(s).layers) if not layer.rotary]
+    return f"{len(skipped)}/{s.dims.n_layers} ({', '.join(map(str, skipped[:8]))}{', ...' if len(skipped) > 8 else ''})" if skipped else "none"
+
+
 def _phrases(a: ModelSpec, b: ModelSpec) -> list[tuple[str, str]]:
     """One line per axis that changed, in the review's vocabulary."""
     da, db = derive(a), derive(b)
@@ -114,13 +134,22 @@ def _phrases(a: ModelSpec, b: ModelSpec) -> list[tuple[str, str]]:
             n = sum(layer.sparse is not None for layer in derive(s).layers)
             return f"{s.attention.sparse.kind} on {n}/{s.dims.n_layers} layers"
         out.append(("attention", f"{sparse(a)} → {sparse(b)}"))
-    if a.position.model_dump() != b.position.model_dump():
+    # the rotary base and scaling get lines of their own, so a Llama → Llama 3 diff says what changed
+    own = {"base", "scaling", "nope_layers"}
+    if a.position.model_dump(exclude=own) != b.position.model_dump(exclude=own):
         def pos(s: ModelSpec) -> str:
             p = s.position
             rotary = f" ({getattr(p, 'fraction', 1) * 100:g}% of head dims, {getattr(p, 'pairing', '')} pairs)"
             extra = {"rotary": rotary, "learned": f" (offset {getattr(p, 'offset', 0)})" if getattr(p, "offset", 0) else ""}.get(p.kind, "")
             return _name(p.kind) + extra
         out.append(("positions", f"{pos(a)} → {pos(b)}"))
+    if a.position.kind == b.position.kind == PositionKind.ROTARY:
+        if a.position.base != b.position.base:
+            out.append(("positions", f"rotary frequency base {a.position.base:g} → {b.position.base:g}"))
+        if a.position.scaling != b.position.scaling:
+            out.append(("positions", f"rotary scaling {_scaling(a.position.scaling)} → {_scaling(b.position.scaling)}"))
+        if a.position.nope_layers != b.position.nope_layers:
+            out.append(("positions", f"layers without rotary (NoPE): {_nope(a)} → {_nope(b)}"))
     if a.attention.score_scale != b.attention.score_scale:
         scale = lambda s: "1/sqrt(d_head)" if s.attention.score_scale is None else f"{s.attention.score_scale:g}"  # noqa: E731
         out.append(("attention", f"score scale {scale(a)} → {scale(b)}"))

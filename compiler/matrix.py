@@ -22,6 +22,10 @@ def row(r: ResolvedSpec) -> dict[str, str]:
         n = sum(layer.sparse is not None for layer in arch.layers)
         att += f" + {s.attention.sparse.kind} on {n}/{s.dims.n_layers}"
     pos = s.position.kind + (f" {getattr(s.position, 'fraction', 1):g}" if s.position.kind == "rotary" and getattr(s.position, "fraction", 1) != 1 else "")
+    if getattr(s.position, "scaling", None) is not None:  # e.g. "rotary, llama3 x8"
+        pos += f", {s.position.scaling.kind} x{s.position.scaling.factor:g}"
+    if getattr(s.position, "nope_layers", None) is not None:
+        pos += f", NoPE on {sum(s.position.nope_layers.resolve(s.dims.n_layers))}/{s.dims.n_layers} layers"
     norm = f"{s.norm.kind} {s.norm.placement}" + (" +emb" if s.norm.embedding else "") + (
         f" +qk {s.attention.qk_norm}" if s.attention.qk_norm != "none" else "")
     biases = [k for k, v in s.bias.model_dump().items() if v and k != "lm_head" and not (k == "norm" and s.norm.kind is NormKind.RMSNORM)]

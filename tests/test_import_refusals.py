@@ -60,7 +60,7 @@ def _edit_config(src: Path, **changes) -> None:
 
 
 def test_unsupported_keys_are_named_together(checkpoint, tmp_path):
-    _edit_config(checkpoint, sliding_window_pattern=4, rope_scaling={"type": "linear", "factor": 2.0},
+    _edit_config(checkpoint, sliding_window_pattern=4, rope_scaling={"type": "dynamic", "factor": 2.0},
                  attention_bias=True)
     line = _refused(checkpoint, tmp_path)
     assert "config.json" in line and "3 key(s)" in line

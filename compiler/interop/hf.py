@@ -25,7 +25,7 @@ from typing import Any
 from ..spec.kinds import Activation, LogitScale, RotaryPairing
 from .hf_schema import (Config, Family, Key, Packing, Take, Values, attention_values, d_head, dense_activation,
                         gated_activation, head_dim_values, hf_activation, linear_takes, n_kv_heads, norm_takes,
-                        qkv_takes, rope_config, rotary_values)
+                        qkv_takes, rope_config, rope_scaling_config, rope_scaling_values, rotary_values)
 
 
 def _sparse_back(selector: dict[str, int] | None, n_layers: int) -> tuple[int, int]:
@@ -316,13 +316,15 @@ def _llama_keys(layers: int, d_model: int, heads: int, kv: int, d_ff: int, conte
 def _llama_exported(v: Values, windowed: bool = False) -> Config:
     out = {**rope_config(v), "num_key_value_heads": n_kv_heads(v), "head_dim": d_head(v)}
     out["rope_parameters"].pop("partial_rotary_factor")  # LLaMA rotates whole heads; a fraction is not read back
+    out["rope_parameters"].update(rope_scaling_config(v))
     if windowed:
         out["sliding_window"] = (v.get("attention.sparse") or {}).get("window")
     return out
 
 
 def _llama_derived(cfg: Config) -> dict[str, Any]:
-    out = {**rotary_values(cfg), **attention_values(cfg), **head_dim_values(cfg, "hidden_size", "num_attention_heads")}
+    out = {**rotary_values(cfg), **rope_scaling_values(cfg), **attention_values(cfg),
+           **head_dim_values(cfg, "hidden_size", "num_attention_heads")}
     window = cfg.get("sliding_window")
     if window and window < cfg.get("max_position_embeddings", 0):
         # Mistral: each token attends to itself and the window - 1 tokens before it, in every layer

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import TaxoncError
 from .hf import FAMILIES
+from .hf_schema import ROPE_SCALING_KEYS, SCALED_ROPE_TYPES
 
 Config = Mapping[str, Any]
 
@@ -82,23 +83,36 @@ COMMON: dict[str, Rule] = {
     "add_cross_attention": Only((False,), "cross-attention in a decoder is not in the family tables"),
     "tie_encoder_decoder": Only((False,), "encoder and decoder weights are separate in the family tables"),
     "pruned_heads": Only(({},), "pruned heads change the shapes layer by layer"),
-    "rope_scaling": Only((None,), "RoPE scaling is not in the spec language yet"),
+    "rope_scaling": Only((None,), "RoPE scaling is mapped for the llama family only"),
+    **{f"rope_scaling.{k}": Only(("default",), "RoPE scaling is mapped for the llama family only")
+       for k in ("rope_type", "type")},
 }
 
 # transformers 5 keeps rotary settings in one object, read key by key (older configs: flat keys)
 ROPE: dict[str, Rule] = {
-    "rope_parameters.rope_type": Only(("default",), "only unscaled RoPE is in the spec language"),
+    "rope_parameters.rope_type": Only(("default",), "RoPE scaling is mapped for the llama family only"),
     "rope_parameters.rope_theta": Read(), "rope_parameters.partial_rotary_factor": Read(),
     "rope_theta": Read(), "rotary_pct": Read(), "rotary_emb_base": Read(), "partial_rotary_factor": Read(),
 }
-NESTED = frozenset({"rope_parameters"})  # keys whose object values are accounted key by key
+NESTED = frozenset({"rope_parameters", "rope_scaling"})  # keys whose object values are accounted key by key
+
+# the llama family's position.scaling: rope_parameters (or an older config's rope_scaling) may scale
+_SCALED_TYPES = Only(("default", *SCALED_ROPE_TYPES),
+                     "dynamic NTK follows the running length, which a KV cache cannot; others are not in the spec language")
+SCALED_ROPE: dict[str, Rule] = {
+    **{f"{obj}.{k}": Read() for obj in ("rope_parameters", "rope_scaling") for k in ROPE_SCALING_KEYS},
+    **{f"{obj}.{k}": _SCALED_TYPES for obj in ("rope_parameters", "rope_scaling") for k in ("rope_type", "type")},
+    # transformers' YaRN rounds its ramp ends outwards unless truncate is false
+    **{f"{obj}.truncate": Only((True,), "YaRN's ramp ends are rounded in the spec") for obj in ("rope_parameters", "rope_scaling")},
+    "rope_scaling.rope_theta": Read(),
+}
 
 
 def _no_overflow(value: Any, config: Config) -> bool:
     return isinstance(value, int) and value >= config.get("n_positions", 512)
 
 
-_LLAMA = {**ROPE, "head_dim": Read(), "num_key_value_heads": Read(), "pretraining_tp": SAME_FUNCTION}
+_LLAMA = {**ROPE, **SCALED_ROPE, "head_dim": Read(), "num_key_value_heads": Read(), "pretraining_tp": SAME_FUNCTION}
 _T5 = {"dense_act_fn": Read(), "feed_forward_proj": Read(), "is_gated_act": Read(), "scale_decoder_outputs": Read(),
        "tie_word_embeddings": Read()}
 

@@ -103,19 +103,21 @@ def hf_config_kwargs(arch: str, dims: Dims = TINY) -> dict[str, Any]:
     }[kind]
 
 
-def hf_config(arch: str, dims: Dims = TINY, attn_implementation: str = "sdpa"):
+def hf_config(arch: str, dims: Dims = TINY, attn_implementation: str = "sdpa", extra: dict[str, Any] | None = None):
+    """The family's small config; `extra` overrides or adds config arguments (rope_parameters, say)."""
     from transformers import AutoConfig
 
-    cfg = AutoConfig.for_model(model_type(arch), **hf_config_kwargs(arch, dims))
+    cfg = AutoConfig.for_model(model_type(arch), **{**hf_config_kwargs(arch, dims), **(extra or {})})
     cfg._attn_implementation = attn_implementation
     return cfg
 
 
-def hf_model(arch: str, dims: Dims = TINY, attn_implementation: str = "sdpa", seed: int = 0):
+def hf_model(arch: str, dims: Dims = TINY, attn_implementation: str = "sdpa", seed: int = 0,
+             extra: dict[str, Any] | None = None):
     """A random transformers model (fp32, eval mode) whose logits are of order 5."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    cfg = hf_config(arch, dims, attn_implementation)
+    cfg = hf_config(arch, dims, attn_implementation, extra)
     auto = AutoModelForSeq2SeqLM if FAMILIES[model_type(arch)].seq2seq else AutoModelForCausalLM
     torch.manual_seed(seed)
     model = auto.from_config(cfg, attn_implementation=attn_implementation, dtype=torch.float32)
@@ -210,9 +212,10 @@ def taxonc_state(arch: str, compiled, hf_state: dict[str, torch.Tensor]) -> dict
 
 
 def build_pair(arch: str, dims: Dims = TINY, attn_implementation: str = "sdpa", seed: int = 0,
-               workdir: str | Path | None = None, backend: str = "torch", sets: list[str] | None = None):
+               workdir: str | Path | None = None, backend: str = "torch", sets: list[str] | None = None,
+               extra: dict[str, Any] | None = None):
     """(hf_model, taxonc_model, compiled) with identical fp32 weights, both in eval mode."""
-    hf = hf_model(arch, dims, attn_implementation, seed)
+    hf = hf_model(arch, dims, attn_implementation, seed, extra)
     compiled, module = compile_taxonc(arch, hf.config.to_dict(), workdir, backend, sets)
     ours = module.build(dtype=torch.float32)
     ours.load_state_dict(taxonc_state(arch, compiled, hf.state_dict()), strict=True)

@@ -116,10 +116,35 @@ def gated_activation(name: str, _cfg: Config | None = None) -> str:
 
 def rope_settings(cfg: Config) -> dict[str, Any]:
     """transformers 5 keeps rotary settings in rope_parameters (older configs: rope_theta, rotary_pct)."""
-    rope = dict(cfg.get("rope_parameters") or {})
+    rope = {**(cfg.get("rope_scaling") or {}), **(cfg.get("rope_parameters") or {})}
     theta = rope.get("rope_theta", cfg.get("rope_theta", cfg.get("rotary_emb_base", 10000.0)))
     fraction = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor", cfg.get("rotary_pct", 1.0)))
-    return {"theta": float(theta), "fraction": float(fraction), "type": rope.get("rope_type", "default")}
+    return {"theta": float(theta), "fraction": float(fraction), "type": rope.get("rope_type", rope.get("type", "default")),
+            "scaling": {ours: rope[hf] for hf, ours in ROPE_SCALING_KEYS.items() if rope.get(hf) is not None}}
+
+
+# rope_parameters' scaling keys and the spec's names for them (position.scaling.*)
+ROPE_SCALING_KEYS = {"factor": "factor", "original_max_position_embeddings": "original_context",
+                     "low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor",
+                     "beta_fast": "beta_fast", "beta_slow": "beta_slow", "attention_factor": "attention_factor"}
+SCALED_ROPE_TYPES = ("linear", "yarn", "llama3")  # the rope_type values position.scaling.kind can state
+
+
+def rope_scaling_values(cfg: Config) -> dict[str, Any]:
+    """position.scaling from rope_parameters (or an older config's rope_scaling); nothing for plain RoPE."""
+    rope = rope_settings(cfg)
+    if rope["type"] == "default":
+        return {}
+    return {"position.scaling": {"kind": rope["type"], **rope["scaling"]}}
+
+
+def rope_scaling_config(v: Values) -> Config:
+    """rope_parameters' scaling keys for position.scaling (merged into rope_config's object)."""
+    scaling = v.get("position.scaling")
+    if not scaling:
+        return {}
+    theirs = {ours: hf for hf, ours in ROPE_SCALING_KEYS.items()}
+    return {"rope_type": scaling["kind"], **{theirs[k]: x for k, x in scaling.items() if k != "kind" and x is not None}}
 
 
 def rotary_values(cfg: Config, pairing: RotaryPairing = RotaryPairing.HALF) -> dict[str, Any]:

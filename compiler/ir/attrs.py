@@ -8,12 +8,13 @@ function, which position table, which kernel, which role a parameter plays) live
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from taxonc.kernels.reference.masks import Mask, MaskKind
 
-from ..spec.kinds import Activation, NormKind, RotaryPairing, Router
+from ..spec.kinds import Activation, NormKind, RopeScalingKind, RotaryPairing, Router
 from .ops import Op
 
 
@@ -133,10 +134,29 @@ class SplitAttrs:
 
 
 @dataclass(frozen=True)
+class RopeScalingAttrs:
+    """Long-context frequency scaling; as_dict() is the plain form the reference tables read."""
+
+    kind: RopeScalingKind
+    factor: float
+    original_context: int | None = None
+    low_freq_factor: float | None = None
+    high_freq_factor: float | None = None
+    beta_fast: float | None = None
+    beta_slow: float | None = None
+    attention_factor: float | None = None
+
+    def as_dict(self) -> dict[str, str | float | int]:
+        return {f.name: (v.value if isinstance(v, RopeScalingKind) else v)
+                for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
+
+
+@dataclass(frozen=True)
 class Rotary:
     dims: int
     base: float
     pairing: RotaryPairing = RotaryPairing.HALF
+    scaling: RopeScalingAttrs | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +168,7 @@ class RotaryAttrs:
     base: float
     cached: bool
     pairing: RotaryPairing = RotaryPairing.HALF
+    scaling: RopeScalingAttrs | None = None
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from taxonc.kernels.reference.masks import Mask, MaskKind
 from ..spec.derive import Arch, LayerPlan, derive
 from ..spec.kinds import (Activation, CrossAttentionKind, LogitScale, NormPlacement, ParallelNorms, PositionKind,
                           QkNorm, SparseKind, Structure, Wiring)
-from ..spec.model import ModelSpec
+from ..spec.model import ModelSpec, RopeScaling
 from .attrs import (ActivationAttrs, AddAttrs, AttentionAttrs, ChunkedXattnAttrs, GateAttrs, GluAttrs, LinearAttrs,
                     LmHeadAttrs, MoeAttrs, NeighbourEncoderAttrs, NormAttrs, NormFn, Pack, PosEmbedAttrs, PosTable,
-                    RelativeBias, RelativeXL, ResamplerAttrs, Role, RotaryAttrs, TokenEmbedAttrs)
+                    RelativeBias, RelativeXL, ResamplerAttrs, Role, RopeScalingAttrs, RotaryAttrs, TokenEmbedAttrs)
 from .graph import Graph
 from .ops import Op
 
@@ -113,10 +113,10 @@ class _Lowering:
             q = self.norm(scope, "q_norm", q, "q_n", self.h * self.dh)
             k = self.norm(scope, "k_norm", k, "k_n", self.kv * self.dh)
         pos = spec.position
-        if pos.kind is PositionKind.ROTARY:
+        if pos.kind is PositionKind.ROTARY and (plan is None or plan.rotary):
             self.g.add(Op.ROTARY, scope, "rope", [q, k], {"q_rot": self.g.values[q], "k_rot": self.g.values[k]},
                        RotaryAttrs(self.h, self.kv, self.dh, self.arch.rotary_dims, pos.base, cached=not encoder,
-                                   pairing=pos.pairing))
+                                   pairing=pos.pairing, scaling=_scaling(pos.scaling)))
             q, k = f"{scope}.q_rot", f"{scope}.k_rot"
         mask = self.mask(plan, bidirectional=encoder)
         params: dict = {}
@@ -407,3 +407,7 @@ class _Lowering:
 
 def build_graph(spec: ModelSpec) -> Graph:
     return _Lowering(spec).build()
+
+
+def _scaling(scaling: RopeScaling | None) -> RopeScalingAttrs | None:
+    return None if scaling is None else RopeScalingAttrs(**scaling.model_dump())

@@ -14,7 +14,7 @@ from torch.func import functional_call
 from taxonc.kernels.reference import attention as A
 from taxonc.kernels.reference import blocks, norms, positions
 
-from .attrs import Activation, AttentionFn, NormFn, PosTable, RelativeBias, RotaryPairing
+from .attrs import Activation, AttentionFn, NormFn, PosTable, RelativeBias, RopeScalingAttrs, RotaryPairing
 from .graph import Graph, Node
 from .ops import Op
 
@@ -56,10 +56,12 @@ class _Run:
         self.prefix_len = prefix_len
         self.tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def rope(self, dims: int, base: float, n: int, dtype: torch.dtype):
-        key = (dims, base, n, dtype)
+    def rope(self, dims: int, base: float, n: int, dtype: torch.dtype, scaling: RopeScalingAttrs | None = None):
+        key = (dims, base, n, dtype, scaling)
         if key not in self.tables:
-            self.tables[key] = positions.rotary_tables(torch.arange(n, device=self.positions.device), dims, base, dtype)
+            at = torch.arange(n, device=self.positions.device)
+            self.tables[key] = (positions.rotary_tables(at, dims, base, dtype) if scaling is None else
+                                positions.scaled_rotary_tables(at, dims, base, dtype, scaling.as_dict()))
         return self.tables[key]
 
 
@@ -68,7 +70,7 @@ def _attention(node: Node, p: dict[str, torch.Tensor], args: list[torch.Tensor],
     q, k, v = args[:3]
     shared = args[3] if len(args) > 3 else None
     heads = {"n_heads": a.n_heads, "n_kv_heads": a.n_kv_heads, "scale": a.scale}
-    rope = run.rope(a.rotary.dims, a.rotary.base, q.shape[1], q.dtype) if a.rotary else None
+    rope = run.rope(a.rotary.dims, a.rotary.base, q.shape[1], q.dtype, a.rotary.scaling) if a.rotary else None
     if a.rotary and a.rotary.pairing is RotaryPairing.INTERLEAVED:
         q, k = (positions.pairs_to_halves(x, n, a.rotary.dims) for x, n in ((q, a.n_heads), (k, a.n_kv_heads)))
     fn = a.fn
@@ -141,7 +143,7 @@ def run_graph(graph: Graph, params: dict[str, torch.Tensor], inputs: dict[str, t
         elif op == Op.SPLIT:
             out = list(torch.split(args[0], list(a.sizes), dim=-1))
         elif op == Op.ROTARY:
-            cos, sin = run.rope(a.rot_dims, a.base, args[0].shape[1], args[0].dtype)
+            cos, sin = run.rope(a.rot_dims, a.base, args[0].shape[1], args[0].dtype, a.scaling)
             heads = (a.n_heads, a.n_kv_heads)
             if a.pairing is RotaryPairing.INTERLEAVED:  # the rotated values in their own (interleaved) order
                 out = [positions.halves_to_pairs(positions.rotary_flat(positions.pairs_to_halves(x, n, a.rot_dims), n, cos, sin),

@@ -225,7 +225,8 @@ def fold_rope(g: Graph, log: PassLog) -> Graph:
             continue
         attn = next(iter(readers.values()))
         # the positions follow the attention's `cached`, which equals the rotary op's
-        g.set_attrs(attn.id, rotary=Rotary(rope.attrs.rot_dims, rope.attrs.base, rope.attrs.pairing))
+        g.set_attrs(attn.id, rotary=Rotary(rope.attrs.rot_dims, rope.attrs.base, rope.attrs.pairing,
+                                              rope.attrs.scaling))
         q_rot, k_rot = rope.outputs
         q, k = rope.inputs
         g.remove(rope.id)

@@ -17,6 +17,7 @@ class LayerPlan:
     sparse: SparseKind | None  # None: dense attention
     moe: bool
     cross_attention: CrossAttentionKind | None
+    rotary: bool = True  # False on a NoPE layer of a rotary model (position.nope_layers)
 
     @property
     def attention_name(self) -> str:
@@ -66,12 +67,15 @@ def _resolve_layers(spec: ModelSpec) -> tuple[LayerPlan, ...]:
         sparse = attention.sparse_layers.resolve(n) if attention.sparse_layers else [True] * n
     moe = spec.moe.layers.resolve(n) if spec.moe else [False] * n
     xattn = spec.cross_attention.layers.resolve(n) if spec.cross_attention else [False] * n
+    nope = getattr(spec.position, "nope_layers", None)
+    skips = nope.resolve(n) if nope is not None else [False] * n
     return tuple(
         LayerPlan(
             index=i,
             sparse=attention.sparse.kind if sparse[i] else None,
             moe=moe[i],
             cross_attention=spec.cross_attention.kind if xattn[i] else None,
+            rotary=not skips[i],
         )
         for i in range(n)
     )

@@ -72,6 +72,15 @@ class RotaryPairing(StrEnum):
     INTERLEAVED = "interleaved"  # dims 2i and 2i+1 (GPT-J, RoFormer, Meta's LLaMA checkpoints)
 
 
+class RopeScalingKind(StrEnum):
+    """How rotary frequencies are stretched past the context a model was pre-trained on."""
+
+    LINEAR = "linear"    # position interpolation: every frequency divided by the factor (Chen et al. 2023)
+    DYNAMIC = "dynamic"  # dynamic NTK: the base grows with the running sequence length
+    YARN = "yarn"        # YaRN: interpolate low frequencies, keep high ones, scale cos/sin (Peng et al. 2023)
+    LLAMA3 = "llama3"    # Llama 3.1: wavelength bands, smooth in between (Llama 3 paper, Meta's reference code)
+
+
 class LogitScale(StrEnum):
     """A factor on the output logits that a convention fixes."""
 
@@ -126,7 +135,8 @@ CHOICE_SYNONYMS: dict[str, str] = {
     "rope": PositionKind.ROTARY, "rotary-embedding": PositionKind.ROTARY, "absolute": PositionKind.LEARNED,
     "learned-absolute": PositionKind.LEARNED, "sinusoid": PositionKind.SINUSOIDAL, "sin-cos": PositionKind.SINUSOIDAL,
     "transformer-xl": PositionKind.RELATIVE_XL, "t5": PositionKind.RELATIVE_BIAS, "t5-bias": PositionKind.RELATIVE_BIAS,
-    "nope": PositionKind.NONE,
+    "nope": PositionKind.NONE, "position-interpolation": RopeScalingKind.LINEAR, "pi": RopeScalingKind.LINEAR,
+    "dynamic-ntk": RopeScalingKind.DYNAMIC, "ntk": RopeScalingKind.DYNAMIC, "llama-3": RopeScalingKind.LLAMA3,
     # norms and their placement
     "ln": NormKind.LAYERNORM, "layer-norm": NormKind.LAYERNORM, "rms": NormKind.RMSNORM, "rms-norm": NormKind.RMSNORM,
     "deep-norm": NormKind.DEEPNORM, "post-ln": NormPlacement.POST, "post-norm": NormPlacement.POST,

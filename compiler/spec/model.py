@@ -13,7 +13,8 @@ from typing import Annotated, Literal, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .kinds import (Activation, AttentionKind, CrossAttentionKind, DeepnormScaling, LogitScale, NormKind, NormPlacement,
-                    ParallelNorms, QkNorm, PositionKind, RotaryPairing, Router, SparseKind, Structure, Wiring)
+                    ParallelNorms, PositionKind, QkNorm, RopeScalingKind, RotaryPairing, Router, SparseKind, Structure,
+                    Wiring)
 
 PosInt = Annotated[int, Field(gt=0)]
 
@@ -220,6 +221,25 @@ class SinusoidalPosition(Section):
     kind: Literal[PositionKind.SINUSOIDAL]
 
 
+class RopeScaling(Section):
+    """Rotary frequencies stretched for contexts longer than pre-training saw (transformers' rope_parameters)."""
+
+    kind: Choice[RopeScalingKind] = Field(
+        description="linear: every frequency over `factor`; yarn: a ramp between interpolated and kept "
+        "frequencies, with cos/sin scaled; llama3: wavelengths beyond original_context/low_freq_factor over "
+        "`factor`, below original_context/high_freq_factor kept, smooth between. dynamic (NTK) is refused: "
+        "its frequencies follow the running sequence length, which a KV cache cannot honour.")
+    factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] = Field(description="How many times longer the context gets.")
+    original_context: Tokens | None = Field(
+        None, description="Context of pre-training (transformers' original_max_position_embeddings); yarn and llama3.")
+    low_freq_factor: PosFloat | None = Field(None, description="llama3 only: wavelengths beyond original_context / this are scaled.")
+    high_freq_factor: PosFloat | None = Field(None, description="llama3 only: wavelengths below original_context / this are kept.")
+    beta_fast: PosFloat | None = Field(None, description="yarn only: rotations where the ramp stops extrapolating (default 32).")
+    beta_slow: PosFloat | None = Field(None, description="yarn only: rotations where the ramp starts interpolating (default 1).")
+    attention_factor: PosFloat | None = Field(
+        None, description="yarn only: factor on cos and sin; absent means 0.1 ln(factor) + 1.")
+
+
 class RotaryPosition(Section):
     kind: Literal[PositionKind.ROTARY]
     fraction: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(1.0, description="Share of each head's dims rotated.")
@@ -229,6 +249,10 @@ class RotaryPosition(Section):
         description="Which dims rotate together. half: dim i with dim i + R/2 (GPT-NeoX, HF LLaMA's rotate_half); "
         "interleaved: dims 2i and 2i+1 (GPT-J, RoFormer).",
     )
+    scaling: RopeScaling | None = Field(None, description="Frequency scaling for long contexts; absent means none.")
+    nope_layers: LayerSelector | None = Field(
+        None, description="Decoder layers that skip rotary embedding (NoPE): their attention sees positions only "
+        "through the causal mask. Absent means every layer rotates.")
 
 
 class AlibiPosition(Section):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from .kinds import (AttentionKind, CrossAttentionKind, LogitScale, NormKind, NormPlacement, PositionKind, QkNorm,
-                    SparseKind, Structure, Wiring)
+                    RopeScalingKind, SparseKind, Structure, Wiring)
 from .model import LayerSelector, ModelSpec
 
 Violation = tuple[str, str, tuple[str, ...]]
@@ -70,8 +70,44 @@ def _position(spec: ModelSpec) -> Iterator[Violation]:
         dims = p.fraction * d_head
         if abs(dims - round(dims)) > 1e-9 or round(dims) % 2:
             yield "position.fraction", f"{p.fraction} of d_head ({d_head}) gives {dims:g} rotary dims; it must be an even whole number", ()
+        if p.scaling is not None:
+            yield from _rope_scaling(p.scaling, d.context)
+        yield from _selector("position.nope_layers", p.nope_layers, d.n_layers)
+        if p.nope_layers is not None and all(p.nope_layers.resolve(d.n_layers)):
+            yield ("position.nope_layers", "selects every layer; a model without positions says "
+                   "position.kind = \"none\"", ())
     if p.kind is PositionKind.SINUSOIDAL and d.d_model % 2:
         yield "dims.d_model", f"sinusoidal positions pair sin and cos, so d_model ({d.d_model}) must be even", ()
+
+
+_SCALING_FIELDS = {RopeScalingKind.LINEAR: set(), RopeScalingKind.DYNAMIC: set(),
+                   RopeScalingKind.YARN: {"original_context", "beta_fast", "beta_slow", "attention_factor"},
+                   RopeScalingKind.LLAMA3: {"original_context", "low_freq_factor", "high_freq_factor"}}
+_SCALING_NEEDS = {RopeScalingKind.YARN: ("original_context",),
+                  RopeScalingKind.LLAMA3: ("original_context", "low_freq_factor", "high_freq_factor")}
+_ALLOWED_SCALING = tuple(k.value for k in RopeScalingKind if k is not RopeScalingKind.DYNAMIC)
+
+
+def _rope_scaling(s, context: int) -> Iterator[Violation]:
+    key = "position.scaling"
+    if s.kind is RopeScalingKind.DYNAMIC:
+        # transformers recomputes the frequencies from the longest position seen so far; keys already in a KV
+        # cache keep their old rotation, so cached decoding could not equal the full forward pass
+        yield f"{key}.kind", ("dynamic NTK scaling changes every frequency with the running sequence length, which "
+                              "keys already in the KV cache cannot follow; it is not supported"), _ALLOWED_SCALING
+        return
+    for name in sorted(set(_SCALING_FIELDS[RopeScalingKind.YARN] | _SCALING_FIELDS[RopeScalingKind.LLAMA3])
+                       - _SCALING_FIELDS[s.kind]):
+        if getattr(s, name) is not None:
+            yield f"{key}.{name}", f"{name} does not apply to {s.kind} scaling", ()
+    for name in _SCALING_NEEDS.get(s.kind, ()):
+        if getattr(s, name) is None:
+            yield f"{key}.{name}", f"{s.kind} scaling needs {name}", ()
+    if s.original_context is not None and s.original_context > context:
+        yield (f"{key}.original_context", f"{s.original_context} exceeds dims.context ({context}); scaling extends "
+               "a shorter pre-training context", ())
+    if s.low_freq_factor is not None and s.high_freq_factor is not None and s.high_freq_factor <= s.low_freq_factor:
+        yield f"{key}.high_freq_factor", f"{s.high_freq_factor} must exceed low_freq_factor ({s.low_freq_factor})", ()
 
 
 def _norm_and_block(spec: ModelSpec) -> Iterator[Violation]:

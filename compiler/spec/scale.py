@@ -58,6 +58,9 @@ def scale_spec(spec: ModelSpec, scale: str) -> ModelSpec:
         needed.append(_layers_needed(spec.moe.layers, dims.n_layers))
     if spec.cross_attention:
         needed.append(_layers_needed(spec.cross_attention.layers, dims.n_layers))
+    nope = getattr(spec.position, "nope_layers", None)
+    if nope is not None:
+        needed.append(_layers_needed(nope, dims.n_layers))
     n_layers = min(dims.n_layers, max(needed))
     d = data["dims"]
     d.update(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=TINY_HEAD,
@@ -84,6 +87,14 @@ def scale_spec(spec: ModelSpec, scale: str) -> ModelSpec:
         dims_rot = position["fraction"] * TINY_HEAD
         if dims_rot != int(dims_rot) or int(dims_rot) % 2:
             position["fraction"] = 0.5
+        if nope is not None:
+            # the full model's NoPE layers that a tiny stack keeps; at least one, never all of them
+            kept = [i for i, on in enumerate(nope.resolve(dims.n_layers)) if on and i < n_layers]
+            position["nope_layers"] = {"indices": kept if 0 < len(kept) < n_layers else [n_layers - 1]}
+        scaling = position.get("scaling")
+        if scaling and scaling.get("original_context"):
+            # the pre-training context shrinks with the context, so tiny sequences still run past it
+            scaling["original_context"] = max(2, scaling["original_context"] * context // dims.context)
     if "tokenizer" in data and data["tokenizer"].get("vocab_size"):
         data["tokenizer"]["vocab_size"] = min(data["tokenizer"]["vocab_size"], d["vocab_size"])
     if spec.encoder:

@@ -23,6 +23,51 @@ def rotary_tables(positions_T, rot_dims, base, dtype):
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
+def scaled_rotary_tables(positions_T, rot_dims, base, dtype, scaling):
+    """rotary_tables with frequencies stretched for long contexts. `scaling` holds kind ('linear', 'yarn' or
+    'llama3'), factor and the kind's own numbers, as transformers' rope_parameters names them."""
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    inv = 1.0 / (base ** (torch.arange(0, rot_dims, 2, device=positions_T.device, dtype=work) / rot_dims))
+    # a dict written here, not at module level: the torch backend copies only functions into model.py
+    frequencies = {"linear": linear_frequencies, "yarn": yarn_frequencies, "llama3": llama3_frequencies}
+    inv, gain = frequencies[scaling["kind"]](inv, rot_dims, base, scaling)
+    angles = positions_T.to(work)[:, None] * inv[None, :]
+    angles = torch.cat([angles, angles], dim=-1)
+    return (angles.cos() * gain).to(dtype), (angles.sin() * gain).to(dtype)
+
+
+def linear_frequencies(inv_R, rot_dims, base, scaling):
+    # position interpolation: positions squeezed by the factor, the same as every frequency divided by it
+    return inv_R / scaling["factor"], 1.0
+
+
+def llama3_frequencies(inv_R, rot_dims, base, scaling):
+    # long wavelengths are interpolated, short ones kept, and the band between blends the two smoothly
+    factor, context = scaling["factor"], scaling["original_context"]
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    wavelength = 2 * math.pi / inv_R
+    scaled = torch.where(wavelength > context / low, inv_R / factor, inv_R)
+    smooth = (context / wavelength - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelength >= context / high) & (wavelength <= context / low)
+    return torch.where(medium, blended, scaled), 1.0
+
+
+def yarn_frequencies(inv_R, rot_dims, base, scaling):
+    factor, context = scaling["factor"], scaling["original_context"]
+    gain = scaling.get("attention_factor") or (0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0)
+
+    def dim_of(rotations):  # the dim whose wavelength turns `rotations` times over the original context
+        return rot_dims * math.log(context / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(dim_of(scaling.get("beta_fast") or 32)), 0)
+    high = min(math.ceil(dim_of(scaling.get("beta_slow") or 1)), rot_dims - 1)
+    high = high + 0.001 if low == high else high  # a ramp of width zero would divide by zero
+    ramp = ((torch.arange(rot_dims // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1).to(inv_R)
+    # dims below the ramp keep their frequency (extrapolate), dims above it are interpolated
+    return inv_R / factor * ramp + inv_R * (1 - ramp), gain
+
+
 def apply_rotary(x_BHTK, cos_TR, sin_TR):
     rot = cos_TR.shape[-1]  # rotate-half convention on the first R dims of each head; the rest pass through
     x_rot, x_pass = x_BHTK[..., :rot], x_BHTK[..., rot:]

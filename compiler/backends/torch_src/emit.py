@@ -520,7 +520,8 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
         if stack == "layers":
             layer = arch.layers[indices[0]]
             bits = [f"{layer.attention_name} attention"] + (["mixture of experts"] if layer.moe else []) + (
-                [f"{layer.cross_attention.value} cross-attention"] if layer.cross_attention else [])
+                [f"{layer.cross_attention.value} cross-attention"] if layer.cross_attention else []) + (
+                ["no rotary embedding (NoPE)"] if spec.position.kind is PositionKind.ROTARY and not layer.rotary else [])
             what = "; " + ", ".join(bits)
         s = stacks[stack]
         s.needs.update(code.needs)
@@ -556,7 +557,7 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
         scopes = [s for s in graph.scopes() if s.startswith(stack + ".")]
         if scopes:
             model_init += _stack_init(stack, [stacks[stack].scope_class[s] for s in scopes])
-    forward, encode = _model_forward(graph, inline, stacks)
+    forward, encode = _model_forward(graph, inline, stacks, scaled=getattr(spec.position, "scaling", None) is not None)
     body_text = "\n".join(line for c in classes for line in c["init"] + c["forward"])
     body_text += "\n".join(model_init + forward + encode) + " KVCache"
     defs = {**reference_defs(), **(extra_defs or {})}
@@ -566,6 +567,9 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
     config = [(name, value) for name, value in header["config"] if name != "load_balance_weight" or spec.moe]
     if spec.position.kind is PositionKind.ROTARY:
         config += [("rot_dims", ("int", arch.rotary_dims)), ("rope_base", ("float", repr(spec.position.base)))]
+        if spec.position.scaling is not None:  # (name, number) pairs: frozen, and the model file needs no taxonc type
+            scaling = tuple((k, v) for k, v in spec.position.scaling.model_dump(mode="json").items() if v is not None)
+            config.append(("rope_scaling", ("tuple", repr(scaling))))
     # the shape comments are written by now: the legend lists the letters they use
     legend = ", ".join(f"{k} {v}" for k, v in LEGEND.items() if k in sizes.used)
     params = {"spec": spec, "header": header, "config": config, "classes": classes, "prelude": [defs[n] for n in needed],
@@ -581,7 +585,8 @@ def emit_model(graph: Graph, spec: ModelSpec, header: dict[str, Any], emitter: t
     return render("model.py.j2", **params)
 
 
-def _model_forward(graph: Graph, inline: dict[str, _Inline], stacks: dict[str, _Stack]) -> tuple[list[str], list[str]]:
+def _model_forward(graph: Graph, inline: dict[str, _Inline], stacks: dict[str, _Stack],
+                   scaled: bool = False) -> tuple[list[str], list[str]]:
     """Model.forward's body and, for encoder-decoders, Model.encode's body (8-space indent)."""
     scopes = graph.scopes()
     needs = set(stacks["layers"].needs) | {n for s in ("embed", "head") if s in inline for n in inline[s].needs}
@@ -594,7 +599,7 @@ def _model_forward(graph: Graph, inline: dict[str, _Inline], stacks: dict[str, _
         lines += ["if cache is not None:  # the prefix given with the first call holds for the whole sequence",
                   "    prefix_len = cache.prefix_len = prefix_len if cache.prefix_len is None else cache.prefix_len"]
     if "rope" in needs:
-        lines.append("rope = rotary_tables(positions, CONFIG.rot_dims, CONFIG.rope_base, self.embed.tok.weight.dtype)")
+        lines.append(_rope_line(scaled))
     if "embedding" in needs:
         lines.append("embedding = self.embed.tok.weight")
     encode: list[str] = []
@@ -604,7 +609,7 @@ def _model_forward(graph: Graph, inline: dict[str, _Inline], stacks: dict[str, _
                                                             for n in inline[s].needs}
         if "rope" in enc_needs:
             encode.append("positions = torch.arange(encoder_ids.shape[1], device=encoder_ids.device)")
-            encode.append("rope = rotary_tables(positions, CONFIG.rot_dims, CONFIG.rope_base, self.embed.tok.weight.dtype)")
+            encode.append(_rope_line(scaled))
         if "embedding" in enc_needs:
             encode.append("embedding = self.embed.tok.weight")
         encode += inline["encoder_embed"].forward + _stack_loop(stacks["encoder_layers"], "self.encoder_layers")
@@ -616,6 +621,13 @@ def _model_forward(graph: Graph, inline: dict[str, _Inline], stacks: dict[str, _
     lines += inline["embed"].forward + _stack_loop(stacks["layers"], "self.layers") + inline["head"].forward
     lines += ["if cache is not None:", "    cache.length += input_ids.shape[1]", "return logits"]
     return lines, encode
+
+
+def _rope_line(scaled: bool) -> str:
+    if scaled:
+        return ("rope = scaled_rotary_tables(positions, CONFIG.rot_dims, CONFIG.rope_base, self.embed.tok.weight.dtype, "
+                "dict(CONFIG.rope_scaling))")
+    return "rope = rotary_tables(positions, CONFIG.rot_dims, CONFIG.rope_base, self.embed.tok.weight.dtype)"
 
 
 def _stack_loop(stack: _Stack, modules: str) -> list[str]:
